@@ -1,0 +1,45 @@
+"""The ``margin-tune`` command: one entry point, one subcommand per job.
+
+Every bad input becomes one line on stderr naming the field and what is allowed, exit code 2,
+before any output directory, Ray session or MLflow run exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pipeline import train_command
+from trainables.errors import ConfigError
+
+EXIT_BAD_INPUT = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="margin-tune",
+        description="Margin schedulers for the triplet loss: train, tune and compare.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train = commands.add_parser("train", help="train one trial and evaluate it on test classes")
+    train_command.add_arguments(train)
+    train.set_defaults(handler=train_command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ConfigError as error:
+        print(f"margin-tune: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("margin-tune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

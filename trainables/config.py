@@ -1,0 +1,426 @@
+"""Trial configuration: frozen dataclasses built from YAML and validated at the edge.
+
+A config is read with ``yaml.safe_load`` (never unpickled), laid over the dataclass defaults, then
+changed by dotted ``key=value`` overrides. Every bad value fails here with a :class:`ConfigError`
+that names the field, the value and what is allowed, so inner code can trust its inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from trainables.errors import ConfigError
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Where the samples come from and how classes are split.
+
+    Train, validation and test *classes* are disjoint. ``split_seed`` is independent of the
+    training ``seed`` so that several training seeds are compared on the same test classes.
+    ``num_classes``, ``samples_per_class``, ``dim`` and ``noise`` shape the generated datasets;
+    ``image_size`` applies to image datasets.
+    """
+
+    name: str = "synthetic"
+    path: str | None = None
+    split_seed: int = 0
+    train_fraction: float = 0.4
+    val_fraction: float = 0.1
+    num_classes: int = 100
+    samples_per_class: int = 40
+    dim: int = 64
+    noise: float = 0.35
+    image_size: int = 32
+
+    def __post_init__(self) -> None:
+        _check_open_unit("dataset.train_fraction", self.train_fraction)
+        _check_open_unit("dataset.val_fraction", self.val_fraction)
+        if self.train_fraction + self.val_fraction >= 1:
+            raise ConfigError(
+                "dataset.val_fraction",
+                "train_fraction + val_fraction must be < 1 so that test classes remain, got "
+                f"{self.train_fraction} + {self.val_fraction}",
+            )
+        _check_at_least("dataset.num_classes", self.num_classes, 2)
+        _check_at_least("dataset.samples_per_class", self.samples_per_class, 2)
+        _check_at_least("dataset.dim", self.dim, 1)
+        _check_at_least("dataset.noise", self.noise, 0.0)
+        _check_at_least("dataset.image_size", self.image_size, 8)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The Siamese embedding network (weights shared by every branch)."""
+
+    name: str = "mlp"
+    hidden_dims: tuple[int, ...] = (256, 256)
+    embedding_dim: int = 64
+
+    def __post_init__(self) -> None:
+        for index, width in enumerate(self.hidden_dims):
+            _check_at_least(f"model.hidden_dims[{index}]", width, 1)
+        _check_at_least("model.embedding_dim", self.embedding_dim, 2)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The triplet margin ranking loss; μ itself comes from the margin scheduler."""
+
+    name: Literal["triplet"] = "triplet"
+    reduction: Literal["mean_nonzero", "mean"] = "mean_nonzero"
+
+
+@dataclass(frozen=True)
+class MinerConfig:
+    """Which valid triplets of a batch enter the loss (statistics always use all of them)."""
+
+    name: str = "all"
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How a batch is drawn: P classes x K samples for the ``pk`` sampler."""
+
+    name: str = "pk"
+    classes_per_batch: int = 16
+    samples_per_class: int = 4
+
+    def __post_init__(self) -> None:
+        _check_at_least("sampler.classes_per_batch", self.classes_per_batch, 2)
+        _check_at_least("sampler.samples_per_class", self.samples_per_class, 2)
+
+
+@dataclass(frozen=True)
+class MarginConfig:
+    """The margin scheduler and every parameter a registered scheduler may read.
+
+    ``initial_margin``, ``target_easy_ratio`` and ``step_size`` are the paper's three parameters;
+    the others belong to one scheduler each (``rate`` to ``linear``, ``tolerance`` to
+    ``two_sided``, ``kp``/``ki`` to ``pi``; ``min_margin``/``max_margin`` bound those that move).
+    """
+
+    scheduler: str = "dams"
+    initial_margin: float = 0.2
+    target_easy_ratio: float = 0.95
+    step_size: float = 0.05
+    max_margin: float | None = None
+    min_margin: float = 0.0
+    rate: float = 0.01
+    tolerance: float = 0.05
+    kp: float = 0.5
+    ki: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check_at_least("margin.initial_margin", self.initial_margin, 0.0)
+        if not 0 < self.target_easy_ratio <= 1:
+            raise ConfigError(
+                "margin.target_easy_ratio",
+                f"must be in (0, 1], got {self.target_easy_ratio}",
+            )
+        _check_at_least("margin.step_size", self.step_size, 0.0)
+        _check_at_least("margin.min_margin", self.min_margin, 0.0)
+        _check_at_least("margin.rate", self.rate, 0.0)
+        _check_at_least("margin.tolerance", self.tolerance, 0.0)
+        _check_at_least("margin.kp", self.kp, 0.0)
+        _check_at_least("margin.ki", self.ki, 0.0)
+        if self.min_margin > self.initial_margin:
+            raise ConfigError(
+                "margin.min_margin",
+                f"must be <= margin.initial_margin ({self.initial_margin}), got {self.min_margin}",
+            )
+        if self.max_margin is not None and self.max_margin < self.initial_margin:
+            raise ConfigError(
+                "margin.max_margin",
+                f"must be >= margin.initial_margin ({self.initial_margin}), got {self.max_margin}",
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation loop. ``num_threads`` None means one torch thread per CPU of the trial."""
+
+    epochs: int = 20
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    batches_per_epoch: int | None = None
+    num_threads: int | None = None
+    device: Device = "auto"
+
+    def __post_init__(self) -> None:
+        _check_at_least("train.epochs", self.epochs, 1)
+        _check_positive("train.lr", self.lr)
+        _check_at_least("train.weight_decay", self.weight_decay, 0.0)
+        if self.batches_per_epoch is not None:
+            _check_at_least("train.batches_per_epoch", self.batches_per_epoch, 1)
+        if self.num_threads is not None:
+            _check_at_least("train.num_threads", self.num_threads, 1)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Verification pairs are drawn once per split with ``pair_seed`` and reused every epoch."""
+
+    num_pairs: int = 20000
+    pair_seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_at_least("eval.num_pairs", self.num_pairs, 100)
+
+
+@dataclass(frozen=True)
+class Config:
+    """One trial: everything needed to train and evaluate one embedding network."""
+
+    seed: int = 0
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    miner: MinerConfig = field(default_factory=MinerConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    margin: MarginConfig = field(default_factory=MarginConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, YAML-safe dict (tuples become lists) that :func:`config_from_dict` reads."""
+        return _plain(dataclasses.asdict(self))
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys to values, as search spaces, overrides and trackers name them."""
+        return flatten(self.to_dict())
+
+
+DEFAULT_CONFIG_RESOURCE = "default.yaml"
+
+
+def default_config_path() -> Path:
+    """The packaged default config (``trainables/configs/default.yaml``)."""
+    return Path(str(resources.files("trainables") / "configs" / DEFAULT_CONFIG_RESOURCE))
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Read a YAML config (the packaged default when ``path`` is None) and apply overrides.
+
+    Raises:
+        ConfigError: unreadable file, YAML error, unknown key, wrong type or out-of-range value.
+    """
+    source = Path(path) if path is not None else default_config_path()
+    data = read_yaml(source, field_name="--config")
+    if not isinstance(data, dict):
+        raise ConfigError("--config", f"{source} must hold a mapping, got {type(data).__name__}")
+    for override in overrides:
+        key, value = parse_override(override)
+        set_dotted(data, key, value)
+    return config_from_dict(data)
+
+
+def read_yaml(path: Path, *, field_name: str) -> Any:
+    """``yaml.safe_load`` a file, turning every failure into a ConfigError naming ``field_name``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(field_name, f"file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(field_name, f"cannot read {path}: {error}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(field_name, f"invalid YAML in {path}{line}: {problem}") from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``key=value``; the value is parsed as YAML (``0.9``, ``null``, ``[64, 64]``)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError("--set", f"expected key=value, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        raise ConfigError(key, f"cannot parse value {raw!r}") from None
+    return key, value
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested dicts, creating intermediate mappings; validation comes later."""
+    parts = key.split(".")
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(".".join(parts[: depth + 1]), "is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    """Build and validate a Config; registry names are checked against the registries."""
+    config = _build(Config, data, prefix="")
+    check_registered_names(config)
+    return config
+
+
+def check_registered_names(config: Config) -> None:
+    """Fail on a part name that no registry knows, listing the known names."""
+    from trainables.data import DATASETS
+    from trainables.miners import MINERS
+    from trainables.models import MODELS
+    from trainables.samplers import SAMPLERS
+    from trainables.schedulers import SCHEDULERS
+
+    for field_name, value, registry in (
+        ("dataset.name", config.dataset.name, DATASETS),
+        ("model.name", config.model.name, MODELS),
+        ("miner.name", config.miner.name, MINERS),
+        ("sampler.name", config.sampler.name, SAMPLERS),
+        ("margin.scheduler", config.margin.scheduler, SCHEDULERS),
+    ):
+        if value not in registry:
+            raise ConfigError(
+                field_name, f"unknown value {value!r}; allowed: {', '.join(registry.names())}"
+            )
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping to dotted keys."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted keys to a nested dict (the inverse of :func:`flatten`)."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        set_dotted(nested, key, value)
+    return nested
+
+
+def config_fields() -> dict[str, Any]:
+    """Every dotted config path with its annotated type: what search spaces may name."""
+    return _field_types(Config, "")
+
+
+def _field_types(cls: type, prefix: str) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    found: dict[str, Any] = {}
+    for item in dataclasses.fields(cls):
+        hint = hints[item.name]
+        if dataclasses.is_dataclass(hint):
+            found.update(_field_types(typing.cast(type, hint), f"{prefix}{item.name}."))
+        else:
+            found[f"{prefix}{item.name}"] = hint
+    return found
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    section = prefix.rstrip(".") or "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(section, f"must be a mapping, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {item.name for item in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"{prefix}{unknown[0]}",
+            f"unknown key; known keys of {section}: {', '.join(sorted(known))}",
+        )
+    values: dict[str, Any] = {}
+    for name, raw in data.items():
+        hint = hints[name]
+        path = f"{prefix}{name}"
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(typing.cast(type, hint), raw, f"{path}.")
+        else:
+            values[name] = _coerce(path, hint, raw)
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as error:  # pragma: no cover - a dataclass invariant we missed
+        raise ConfigError(section, str(error)) from None
+
+
+def _coerce(path: str, hint: Any, raw: Any) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if raw is None and type(None) in args:
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return _coerce(path, inner, raw)
+    if origin is Literal:
+        if raw not in args:
+            allowed = ", ".join(str(arg) for arg in args)
+            raise ConfigError(path, f"unknown value {raw!r}; allowed: {allowed}")
+        return raw
+    if origin is tuple:
+        if not isinstance(raw, list | tuple):
+            raise ConfigError(path, f"must be a list, got {type(raw).__name__} {raw!r}")
+        return tuple(_coerce(f"{path}[{index}]", args[0], item) for index, item in enumerate(raw))
+    if hint is bool:
+        if not isinstance(raw, bool):
+            raise ConfigError(path, f"must be true or false, got {raw!r}")
+        return raw
+    if hint is int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise ConfigError(path, f"must be an integer, got {type(raw).__name__} {raw!r}")
+        return raw
+    if hint is float:
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise ConfigError(path, f"must be a number, got {type(raw).__name__} {raw!r}")
+        if not math.isfinite(raw):
+            raise ConfigError(path, f"must be finite, got {raw!r}")
+        return float(raw)
+    if hint is str:
+        if not isinstance(raw, str):
+            raise ConfigError(path, f"must be a string, got {type(raw).__name__} {raw!r}")
+        return raw
+    raise TypeError(f"unsupported config type {hint!r} at {path}")  # pragma: no cover
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _check_at_least(path: str, value: float, lower: float) -> None:
+    if value < lower:
+        raise ConfigError(path, f"must be >= {lower}, got {value}")
+
+
+def _check_positive(path: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(path, f"must be > 0, got {value}")
+
+
+def _check_open_unit(path: str, value: float) -> None:
+    if not 0 < value < 1:
+        raise ConfigError(path, f"must be in (0, 1), got {value}")

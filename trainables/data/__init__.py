@@ -1,0 +1,42 @@
+"""Datasets: where samples come from, and the class-disjoint split they are scored on.
+
+Every source is a function ``DatasetConfig -> Dataset`` registered under its config name
+(``dataset.name``); :func:`load_dataset` looks it up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from trainables.config import DatasetConfig
+from trainables.data.dataset import Dataset
+from trainables.data.digits import load_digits
+from trainables.data.glyphs import load_glyphs
+from trainables.data.image_folder import load_image_folder
+from trainables.data.npz import load_npz
+from trainables.data.split import ClassSplit, split_classes
+from trainables.data.synthetic import load_synthetic
+from trainables.errors import ConfigError
+from trainables.registry import Registry
+
+__all__ = ["DATASETS", "ClassSplit", "Dataset", "load_dataset", "split_classes"]
+
+DATASETS = Registry[Callable[[DatasetConfig], Dataset]]("dataset")
+DATASETS.register("synthetic")(load_synthetic)
+DATASETS.register("digits")(load_digits)
+DATASETS.register("glyphs")(load_glyphs)
+DATASETS.register("npz")(load_npz)
+DATASETS.register("image_folder")(load_image_folder)
+
+
+def load_dataset(config: DatasetConfig) -> Dataset:
+    """Build the dataset ``config.name`` names.
+
+    Raises:
+        ConfigError: an unknown name (listing the known ones), or bad input to the source.
+    """
+    if config.name not in DATASETS:
+        raise ConfigError(
+            "dataset.name", f"unknown value {config.name!r}; allowed: {', '.join(DATASETS.names())}"
+        )
+    return DATASETS.get(config.name)(config)

@@ -1,0 +1,29 @@
+"""Evaluation metrics: verification on fixed pairs and leave-one-out retrieval."""
+
+from trainables.metrics.evaluate import Evaluator, evaluate_raw_features
+from trainables.metrics.pairs import VerificationPairs, sample_verification_pairs
+from trainables.metrics.retrieval import retrieval_metrics
+from trainables.metrics.verification import (
+    RocCurve,
+    equal_error_rate,
+    pair_scores,
+    roc_auc,
+    roc_curve,
+    tar_at_far,
+    verification_metrics,
+)
+
+__all__ = [
+    "Evaluator",
+    "RocCurve",
+    "VerificationPairs",
+    "equal_error_rate",
+    "evaluate_raw_features",
+    "pair_scores",
+    "retrieval_metrics",
+    "roc_auc",
+    "roc_curve",
+    "sample_verification_pairs",
+    "tar_at_far",
+    "verification_metrics",
+]

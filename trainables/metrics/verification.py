@@ -1,0 +1,164 @@
+"""Verification metrics: how well a distance threshold tells same-class pairs from the rest.
+
+A pair's score is the negative Euclidean distance between its two embeddings, so a higher score
+means "more likely the same class", and a pair is accepted when its score reaches a threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from trainables.metrics.pairs import VerificationPairs
+
+
+@dataclass(frozen=True)
+class RocCurve:
+    """The ROC operating points, as counts so that rates stay exact until they are reported.
+
+    Point ``k`` accepts every pair scoring at least the ``k``-th highest distinct score; point 0
+    accepts nothing. Tied scores share one threshold, so they are always accepted together.
+
+    Attributes:
+        false_accepts: Different-class pairs accepted at each point, starting at 0.
+        true_accepts: Same-class pairs accepted at each point, starting at 0.
+        num_same: Number of same-class pairs.
+        num_different: Number of different-class pairs.
+    """
+
+    false_accepts: np.ndarray
+    true_accepts: np.ndarray
+    num_same: int
+    num_different: int
+
+    @property
+    def far(self) -> np.ndarray:
+        """False-accept rate (false-positive rate) at each point."""
+        return self.false_accepts / self.num_different
+
+    @property
+    def tar(self) -> np.ndarray:
+        """True-accept rate (true-positive rate) at each point."""
+        return self.true_accepts / self.num_same
+
+
+def pair_scores(embeddings: torch.Tensor, pairs: VerificationPairs) -> np.ndarray:
+    """Scores each pair as minus the Euclidean distance between its embeddings.
+
+    The embeddings are used as given: they are expected to be L2-normalised already, and
+    normalising here would hide a model that forgot to.
+
+    Args:
+        embeddings: One row per sample, on any device.
+        pairs: Pairs of row indices.
+
+    Returns:
+        One score per pair, as float64 on the CPU.
+    """
+    first = torch.as_tensor(pairs.first, device=embeddings.device)
+    second = torch.as_tensor(pairs.second, device=embeddings.device)
+    distances = torch.linalg.vector_norm(embeddings[first] - embeddings[second], dim=1)
+    return (-distances).double().cpu().numpy()
+
+
+def roc_curve(scores: np.ndarray, same: np.ndarray) -> RocCurve:
+    """Builds the ROC curve with one operating point per distinct score.
+
+    Args:
+        scores: Score of each pair; higher means more alike.
+        same: Whether each pair is same-class.
+
+    Returns:
+        The curve, from accepting nothing to accepting everything.
+
+    Raises:
+        ValueError: If a score is not finite, or there are no same-class or no different-class
+            pairs, which leaves the rates undefined.
+    """
+    same = np.asarray(same, dtype=bool)
+    num_same = int(same.sum())
+    num_different = len(same) - num_same
+    if num_same == 0 or num_different == 0:
+        raise ValueError(
+            f"verification needs same- and different-class pairs, got {num_same} same-class "
+            f"and {num_different} different-class"
+        )
+    scores = np.asarray(scores)
+    if not np.isfinite(scores).all():
+        raise ValueError("scores must be finite; NaN or inf would break ties arbitrarily")
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, sorted_same = scores[order], same[order]
+    # The last pair of each run of tied scores closes an operating point.
+    closes_point = np.append(sorted_scores[1:] != sorted_scores[:-1], True)
+    true_accepts = np.cumsum(sorted_same)[closes_point]
+    false_accepts = np.cumsum(~sorted_same)[closes_point]
+    return RocCurve(
+        false_accepts=np.concatenate([[0], false_accepts]),
+        true_accepts=np.concatenate([[0], true_accepts]),
+        num_same=num_same,
+        num_different=num_different,
+    )
+
+
+def roc_auc(curve: RocCurve) -> float:
+    """Area under the ROC curve, by the trapezoidal rule over the operating points.
+
+    Trapezoids across tied scores count a tied same/different pair as half right, as the
+    Mann-Whitney statistic does. The sum is taken over integer counts, so it is exact up to the
+    final division.
+    """
+    width = np.diff(curve.false_accepts)
+    height_twice = curve.true_accepts[1:] + curve.true_accepts[:-1]
+    area_twice = int(np.dot(width, height_twice))
+    return area_twice / (2 * curve.num_same * curve.num_different)
+
+
+def equal_error_rate(curve: RocCurve) -> float:
+    """The rate at which false accepts and false rejects are equally frequent.
+
+    ``far - frr = far + tar - 1`` rises strictly from -1 to 1 along the curve (every point accepts
+    at least one more pair), so it crosses zero once. If it crosses between two operating points,
+    both rates are interpolated linearly along that ROC segment to where they meet, which is what
+    a randomised choice between the two thresholds would achieve.
+    """
+    # far - frr scaled by num_same * num_different, so the crossing is found without rounding.
+    gap = (
+        curve.false_accepts * curve.num_same
+        + curve.true_accepts * curve.num_different
+        - curve.num_same * curve.num_different
+    )
+    k = int(np.searchsorted(gap, 0, side="left"))
+    far = curve.far
+    if gap[k] == 0:
+        return float(far[k])
+    t = -gap[k - 1] / (gap[k] - gap[k - 1])
+    return float(far[k - 1] + t * (far[k] - far[k - 1]))
+
+
+def tar_at_far(curve: RocCurve, far: float = 1e-3) -> float:
+    """True-accept rate at the most lenient threshold whose false-accept rate is at most ``far``.
+
+    No interpolation: the reported rate is one a real threshold achieves. Accepting nothing
+    (rate 0) always qualifies, so the result is defined even for very few different-class pairs.
+    """
+    return float(curve.tar[curve.far <= far].max())
+
+
+def verification_metrics(scores: np.ndarray, same: np.ndarray) -> dict[str, float]:
+    """ROC-AUC, EER and TAR at FAR = 1e-3 of scored pairs.
+
+    Args:
+        scores: Score of each pair; higher means more alike.
+        same: Whether each pair is same-class.
+
+    Returns:
+        ``roc_auc``, ``eer`` and ``tar_at_far_1e-3``.
+    """
+    curve = roc_curve(scores, same)
+    return {
+        "roc_auc": roc_auc(curve),
+        "eer": equal_error_rate(curve),
+        "tar_at_far_1e-3": tar_at_far(curve, 1e-3),
+    }

@@ -1,0 +1,22 @@
+"""Batch samplers: one file per policy, one registry mapping config names to classes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trainables.config import SamplerConfig
+from trainables.registry import Registry
+from trainables.samplers.base import BatchSampler, EmbedFn, EpochContext
+from trainables.samplers.pk import PKSampler
+
+SAMPLERS: Registry[type[BatchSampler]] = Registry("sampler")
+SAMPLERS.register("pk")(PKSampler)
+
+
+def build_sampler(
+    config: SamplerConfig, labels: np.ndarray, num_batches: int | None = None
+) -> BatchSampler:
+    return SAMPLERS.get(config.name)(config, labels, num_batches)
+
+
+__all__ = ["SAMPLERS", "BatchSampler", "EmbedFn", "EpochContext", "build_sampler"]

@@ -1,0 +1,309 @@
+"""One trial: train a Siamese embedding network under a margin scheduler, in a plain loop.
+
+This is what every sweep runs, wrapped thinly by the pipeline. It needs no Ray and no MLflow:
+progress leaves through a per-epoch callback that may ask to stop and may checkpoint the trial.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainables.config import Config
+from trainables.data import ClassSplit, Dataset, load_dataset, split_classes
+from trainables.losses import (
+    BatchGeometry,
+    DifficultyCounts,
+    EffectiveMarginReservoir,
+    difficulty_counts,
+    triplet_margin_loss,
+)
+from trainables.metrics import Evaluator, evaluate_raw_features
+from trainables.miners import build_miner
+from trainables.models import SiameseEmbedder, build_model
+from trainables.samplers import EpochContext, build_sampler
+from trainables.schedulers import EpochStats, build_scheduler
+
+#: Columns of ``metrics.csv``, in order: what a tracker logs per epoch under the same names.
+EPOCH_COLUMNS = (
+    "epoch",
+    "margin",
+    "easy_ratio",
+    "semihard_ratio",
+    "hard_ratio",
+    "valid_triplets",
+    "train_loss",
+    "effective_margin_p10",
+    "effective_margin_p50",
+    "effective_margin_p90",
+    "val_roc_auc",
+    "val_eer",
+    "val_tar_at_far_1e-3",
+    "val_recall_at_1",
+    "val_map_at_r",
+    "epoch_seconds",
+)
+
+EVAL_CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What the trainer tells its callback at the end of each epoch.
+
+    ``metrics`` is the epoch's ``metrics.csv`` row. ``checkpoint()`` returns the trial's full
+    state, loadable with ``torch.load(weights_only=True)``; call it only when saving, it copies.
+    """
+
+    epoch: int
+    metrics: dict[str, float]
+    checkpoint: Callable[[], dict[str, Any]]
+
+
+EpochCallback = Callable[[EpochReport], bool | None]
+"""Called after every epoch; returning True stops the trial after that epoch."""
+
+
+@dataclass
+class TrialResult:
+    """The history of a trial and, when asked for, its test-class evaluation."""
+
+    history: list[dict[str, float]]
+    stop_reason: str
+    test_metrics: dict[str, float] | None = None
+    reference_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    test_embeddings: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss became NaN or infinite: the trial cannot go on."""
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A 63-bit seed for one epoch's random streams, derived from (seed, epoch) only."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class Trial:
+    """Everything a config describes, built and checked before any training starts.
+
+    Construction loads the data, splits classes, builds sampler, model, optimiser, miner and
+    scheduler, so every bad value surfaces before a caller creates outputs. ``run`` then trains.
+    """
+
+    def __init__(self, config: Config, dataset: Dataset | None = None) -> None:
+        self.config = config
+        self.device = resolve_device(config.train.device)
+        torch.set_num_threads(config.train.num_threads or len(os.sched_getaffinity(0)))
+        self.dataset = dataset if dataset is not None else load_dataset(config.dataset)
+        self.split: ClassSplit = split_classes(self.dataset.labels, config.dataset)
+        self.train_features = self._to_device(self.split.train_indices)
+        self.train_labels = torch.as_tensor(
+            self.dataset.labels[self.split.train_indices], device=self.device
+        )
+        self.sampler = build_sampler(
+            config.sampler,
+            self.dataset.labels[self.split.train_indices],
+            config.train.batches_per_epoch,
+        )
+        torch.manual_seed(config.seed)
+        self.model: SiameseEmbedder = build_model(
+            config.model, tuple(self.dataset.features.shape[1:])
+        ).to(self.device)
+        self.optimizer = _build_optimizer(config, self.model)
+        self.miner = build_miner(config.miner.name)
+        self.scheduler = build_scheduler(config.margin)
+        self.val_features = self._to_device(self.split.val_indices)
+        self.val_evaluator = Evaluator(
+            self.dataset.labels[self.split.val_indices],
+            num_pairs=config.eval.num_pairs,
+            seed=config.eval.pair_seed,
+        )
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+
+    def _to_device(self, indices: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(self.dataset.features[indices], device=self.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "history": [dict(row) for row in self.history],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = int(state["epoch"])
+        self.history = [dict(row) for row in state["history"]]
+
+    @torch.no_grad()
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        was_training = self.model.training
+        self.model.eval()
+        chunks = [self.model(chunk) for chunk in torch.split(features, EVAL_CHUNK)]
+        self.model.train(was_training)
+        return torch.cat(chunks)
+
+    def run(
+        self,
+        on_epoch: EpochCallback | None = None,
+        *,
+        evaluate_test: bool = False,
+        keep_test_embeddings: bool = False,
+    ) -> TrialResult:
+        """Train from the current epoch to ``train.epochs`` (or until the callback says stop)."""
+        reference = self.reference_metrics() if evaluate_test else {}
+        stop_reason = "completed"
+        while self.epoch < self.config.train.epochs:
+            metrics = self._train_epoch()
+            self.history.append(metrics)
+            report = EpochReport(self.epoch, metrics, self.state_dict)
+            if on_epoch is not None and on_epoch(report) and self.epoch < self.config.train.epochs:
+                stop_reason = "stopped"
+                break
+        result = TrialResult(
+            history=self.history, stop_reason=stop_reason, reference_metrics=reference
+        )
+        if evaluate_test:
+            embeddings = self.embed(self._to_device(self.split.test_indices))
+            result.test_metrics = self.test_evaluator(embeddings)
+            if keep_test_embeddings:
+                result.test_embeddings = embeddings.cpu().numpy()
+                result.test_labels = self.dataset.labels[self.split.test_indices]
+        return result
+
+    @functools.cached_property
+    def test_evaluator(self) -> Evaluator:
+        """Built on first use only: tuning trials never look at the test classes."""
+        return Evaluator(
+            self.dataset.labels[self.split.test_indices],
+            num_pairs=self.config.eval.num_pairs,
+            seed=self.config.eval.pair_seed,
+        )
+
+    def evaluate_test(self) -> dict[str, float]:
+        """The current network on the test classes."""
+        return self.test_evaluator(self.embed(self._to_device(self.split.test_indices)))
+
+    def reference_metrics(self) -> dict[str, dict[str, float]]:
+        """Test metrics of raw features and of the untrained network: what training must beat."""
+        evaluator = self.test_evaluator
+        features = self._to_device(self.split.test_indices)
+        untrained = build_untrained_model(self.config, tuple(features.shape[1:])).to(self.device)
+        untrained.eval()
+        with torch.no_grad():
+            embedded = torch.cat([untrained(chunk) for chunk in torch.split(features, EVAL_CHUNK)])
+        return {
+            "raw_features": evaluate_raw_features(evaluator, features),
+            "untrained": evaluator(embedded),
+        }
+
+    def _train_epoch(self) -> dict[str, float]:
+        started = time.perf_counter()
+        self.epoch += 1
+        margin = self.scheduler.margin
+        seed = epoch_seed(self.config.seed, self.epoch)
+        context = EpochContext(
+            epoch=self.epoch,
+            rng=np.random.default_rng(seed),
+            embed=lambda indices: self.embed(self.train_features[torch.as_tensor(indices)]),
+        )
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        reservoir = EffectiveMarginReservoir(generator=generator)
+        counts = DifficultyCounts.zero(self.device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        batches = 0
+        self.model.train()
+        for indices in self.sampler.batches(context):
+            index = torch.as_tensor(indices, device=self.device)
+            embeddings = self.model(self.train_features[index])
+            geometry = BatchGeometry.from_embeddings(embeddings, self.train_labels[index])
+            selection = self.miner.select(geometry, margin)
+            loss = triplet_margin_loss(geometry, selection, margin, self.config.loss.reduction)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            with torch.no_grad():
+                counts = counts + difficulty_counts(geometry, margin)
+                reservoir.add(geometry)
+                loss_sum += loss.detach()
+            batches += 1
+        train_loss = loss_sum.item() / max(batches, 1)
+        if not math.isfinite(train_loss):
+            raise TrainingDivergedError(
+                f"train_loss became {train_loss} in epoch {self.epoch} (margin {margin:.4g}, "
+                f"lr {self.config.train.lr:g}); the trial cannot continue"
+            )
+        stats = EpochStats(**counts.to_dict(), train_loss=train_loss)
+        valid = stats.valid
+        self.scheduler.step(self.epoch, stats)
+        validation = self.val_evaluator(self.embed(self.val_features))
+        return {
+            "epoch": float(self.epoch),
+            "margin": margin,
+            "easy_ratio": stats.easy_ratio,
+            "semihard_ratio": stats.semihard_ratio,
+            "hard_ratio": stats.hard_ratio,
+            "valid_triplets": float(valid),
+            "train_loss": train_loss,
+            **reservoir.quantiles(),
+            **{f"val_{name}": value for name, value in validation.items()},
+            "epoch_seconds": time.perf_counter() - started,
+        }
+
+
+def build_untrained_model(config: Config, input_shape: tuple[int, ...]) -> SiameseEmbedder:
+    """The network exactly as a trial with this seed starts, before any step."""
+    torch.manual_seed(config.seed)
+    return build_model(config.model, input_shape)
+
+
+def _build_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    train = config.train
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=train.lr, momentum=0.9, weight_decay=train.weight_decay
+        )
+    optimizer_class = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
+    return optimizer_class(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+
+
+def train(
+    config: Config,
+    on_epoch: EpochCallback | None = None,
+    *,
+    checkpoint: dict[str, Any] | None = None,
+    evaluate_test: bool = False,
+    keep_test_embeddings: bool = False,
+) -> TrialResult:
+    """Train one trial, optionally resuming from a checkpoint made by an earlier ``on_epoch``.
+
+    A resumed trial produces the same subsequent metrics as an uninterrupted one: every epoch's
+    random streams derive from (seed, epoch), and model, optimiser and scheduler state are restored.
+    """
+    trial = Trial(config)
+    if checkpoint is not None:
+        trial.load_state_dict(checkpoint)
+    return trial.run(
+        on_epoch, evaluate_test=evaluate_test, keep_test_embeddings=keep_test_embeddings
+    )
