@@ -9,7 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.outputs import CsvAppender, create_output_dir, write_json, write_yaml
+from pipeline.outputs import (
+    CsvAppender,
+    check_output_dir,
+    create_output_dir,
+    write_json,
+    write_yaml,
+)
 from trainables.config import load_config
 from trainables.trial import EPOCH_COLUMNS, EpochReport, Trial
 
@@ -33,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_dir(args.out)
     config = load_config(args.config, args.overrides)
     trial = Trial(config)
     out = create_output_dir(args.out)

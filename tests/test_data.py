@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ SMALL = {
 }
 
 
-def write_npz(path: Path, **arrays: np.ndarray) -> str:
+def write_npz(path: Path, **arrays: Any) -> str:
     np.savez(path, **arrays)
     return str(path)
 
@@ -163,9 +164,7 @@ def test_dataset_rejects_broken_contract() -> None:
 # --- split -------------------------------------------------------------------------------------
 
 
-def split_of(
-    num_classes: int, per_class: int = 3, **fields: float
-) -> tuple[ClassSplit, np.ndarray]:
+def split_of(num_classes: int, per_class: int = 3, **fields: Any) -> tuple[ClassSplit, np.ndarray]:
     labels = np.repeat(np.arange(num_classes), per_class)
     return split_classes(labels, DatasetConfig(**fields)), labels
 
@@ -223,7 +222,7 @@ def test_split_default_sizes_for_default_synthetic() -> None:
     ],
 )
 def test_split_with_too_few_classes_names_the_fraction(
-    num_classes: int, fields: dict[str, float], field: str, text: str
+    num_classes: int, fields: dict[str, Any], field: str, text: str
 ) -> None:
     with pytest.raises(ConfigError, match=text) as caught:
         split_of(num_classes, **fields)

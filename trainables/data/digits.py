@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.datasets import load_digits as sklearn_digits
 
 from trainables.config import DatasetConfig
 from trainables.data.dataset import Dataset
@@ -18,6 +17,8 @@ def load_digits(config: DatasetConfig) -> Dataset:
     A fixed benchmark: the shape fields of ``config`` (``num_classes``, ``samples_per_class``,
     ``dim``, ``noise``) do not apply, only the class split does.
     """
+    from sklearn.datasets import load_digits as sklearn_digits  # slow import, only when used
+
     bunch = sklearn_digits()
     return Dataset(
         features=(bunch.data / MAX_PIXEL).astype(np.float32),

@@ -70,10 +70,11 @@ MAX_SHIFT_FRACTION = 0.08
 def load_glyphs(config: DatasetConfig) -> Dataset:
     """``min(num_classes, 94)`` characters x ``samples_per_class`` images, (N, 1, S, S) in [0, 1].
 
-    Sample ``j`` of a class uses font ``j mod 16``, so every class sees every font equally often.
+    Sample ``j`` of a class uses font ``j mod 16``: every class cycles through the same faces, so
+    the font is a nuisance shared by all classes, not a cue to the class.
     """
     characters = CHARACTERS[: config.num_classes]
-    fonts = [FontProperties(fname=path) for path in _font_paths()]
+    fonts = [FontProperties(fname=path) for path in _font_paths()[: config.samples_per_class]]
     size = config.image_size
     renderer = RendererAgg(size, size, 72)
     context = GraphicsContextBase()
@@ -106,7 +107,7 @@ def _placement(outline: GlyphPath, size: int, rng: np.random.Generator) -> Affin
     Control points bound the ink closely enough for centring and cost far less than exact
     Bézier extents.
     """
-    x = outline.vertices[:, 0]
+    x = np.asarray(outline.vertices)[:, 0]
     centre_x = (x.min() + x.max()) / 2 if len(x) else 0.0
     rotation, log_scale = rng.uniform(-1, 1, 2) * (MAX_ROTATION_DEG, MAX_LOG_SCALE)
     shift = rng.uniform(-MAX_SHIFT_FRACTION, MAX_SHIFT_FRACTION, 2) * size
