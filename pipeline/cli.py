@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pipeline import train_command
+from pipeline import compare_command, train_command, tune_command
 from trainables.errors import ConfigError
 
 EXIT_BAD_INPUT = 2
@@ -25,6 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train one trial and evaluate it on test classes")
     train_command.add_arguments(train)
     train.set_defaults(handler=train_command.run)
+    tune = commands.add_parser("tune", help="sweep one search space with Ray Tune + Optuna")
+    tune_command.add_arguments(tune)
+    tune.set_defaults(handler=tune_command.run)
+    compare = commands.add_parser(
+        "compare", help="tune every method alike, re-train over seeds, compare on test classes"
+    )
+    compare_command.add_arguments(compare)
+    compare.set_defaults(handler=compare_command.run)
     return parser
 
 

@@ -1,0 +1,227 @@
+"""``margin-tune compare``: tune every method with the same budget, re-train the winners over
+seeds on test classes, and write the table a paper would print.
+
+1. Each method's space is swept (same trials, epochs, searcher, seed, class split).
+2. Each method's best trial (highest validation metric at its last completed epoch) is re-trained
+   with training seeds 0..n−1 and evaluated on the test classes.
+3. Means with 95% CIs per method, and for each baseline the paired difference to each scheduler.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray import tune
+
+from pipeline.compare_spec import CompareSpec
+from pipeline.search_space import apply_overrides
+from pipeline.statistics import mean_interval, paired_comparison
+from pipeline.sweep import SweepOptions, SweepResult, git_commit, plan_sweep, run_sweep
+from pipeline.tracking import Tracker
+from pipeline.trainable import run_final_trial
+from pipeline.tune_callback import TRIAL_ID_TAG, TrackingCallback, trial_status
+from trainables.config import Config, config_from_dict
+from trainables.data import Dataset
+
+TEST_METRICS = ("roc_auc", "eer", "tar_at_far_1e-3", "recall_at_1", "map_at_r")
+FINAL_DIR = "final"
+
+
+@dataclass
+class CompareResult:
+    """Per-run final results, the summary table and the paired comparisons."""
+
+    runs: pd.DataFrame
+    table: pd.DataFrame
+    comparisons: pd.DataFrame
+    sweeps: dict[str, SweepResult]
+    best_configs: dict[str, Config]
+    comparison_run_id: str
+    final_histories: dict[str, pd.DataFrame]
+    """Per method, the per-epoch history of its seed-0 re-training run."""
+
+
+class MethodConfig:
+    """A final trial's config: its method's chosen config with the grid's training seed."""
+
+    def __init__(self, configs: dict[str, dict[str, Any]]) -> None:
+        self.configs = configs
+
+    def __call__(self, params: Any) -> Config:
+        return replace(config_from_dict(self.configs[params["method"]]), seed=int(params["seed"]))
+
+
+def run_compare(
+    spec: CompareSpec, options: SweepOptions, out: Path, tracker: Tracker, *, trials: int
+) -> CompareResult:
+    """Run inside an active Ray session; every sweep and re-training nests under one parent run.
+
+    ``trials`` is each method's tuning budget (the same for all, baselines included).
+    """
+    comparison_id = uuid.uuid4().hex[:12]
+    comparison_run = tracker.sweep_run(
+        name=f"compare {' vs '.join(spec.methods)}",
+        sweep_id=comparison_id,
+        params={
+            "methods": ",".join(spec.methods),
+            "baselines": ",".join(spec.baselines),
+            "trials_per_method": trials,
+            "epochs": spec.base.train.epochs,
+            "searcher": spec.searcher,
+            "seeds": spec.seeds,
+            "metric": spec.metric,
+            "split_seed": spec.base.dataset.split_seed,
+        },
+        tags={
+            "margin_tune.sweep_id": comparison_id,
+            "margin_tune.kind": "comparison",
+            "git_commit": git_commit(),
+            "dataset": spec.base.dataset.name,
+        },
+    )
+    started = time.perf_counter()
+    sweeps: dict[str, SweepResult] = {}
+    dataset: Dataset | None = None
+    for method, space in spec.spaces.items():
+        plan = plan_sweep(
+            method,
+            spec.base,
+            space,
+            replace(options, trials=trials, searcher=spec.searcher),
+            out / "sweeps" / method,
+        )
+        dataset = plan.dataset
+        sweeps[method] = run_sweep(plan, tracker, parent_run_id=comparison_run)
+    assert dataset is not None
+    best_configs = {method: _best_config(spec.base, result) for method, result in sweeps.items()}
+    runs, histories = _run_final(spec, options, out, tracker, comparison_run, best_configs, dataset)
+    table = summary_table(runs, spec.methods)
+    comparisons = paired_table(runs, spec.schedulers, spec.baselines)
+    tracker.log_metrics(comparison_run, {"wall_seconds": time.perf_counter() - started})
+    return CompareResult(runs, table, comparisons, sweeps, best_configs, comparison_run, histories)
+
+
+def _best_config(base: Config, result: SweepResult) -> Config:
+    if not result.best:
+        raise RuntimeError(f"sweep {result.plan.name!r} finished no trial; nothing to compare")
+    searched = {
+        key.removeprefix("config."): value
+        for key, value in result.best.items()
+        if key.startswith("config.")
+    }
+    return apply_overrides(base, {k: v for k, v in searched.items() if v == v})
+
+
+def _run_final(
+    spec: CompareSpec,
+    options: SweepOptions,
+    out: Path,
+    tracker: Tracker,
+    comparison_run: str,
+    best_configs: dict[str, Config],
+    dataset: Dataset,
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    configs = {method: config.to_dict() for method, config in best_configs.items()}
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            run_final_trial, configs=configs, dataset=dataset, cpus=options.cpus_per_trial
+        ),
+        {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
+    )
+    callback = TrackingCallback(
+        tracker, comparison_run, MethodConfig(configs), tags={"margin_tune.stage": "final"}
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space={
+            "method": tune.grid_search(spec.methods),
+            "seed": tune.grid_search(list(range(spec.seeds))),
+        },
+        tune_config=tune.TuneConfig(max_concurrent_trials=options.concurrency, reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=FINAL_DIR,
+            storage_path=str(out.resolve()),
+            callbacks=[callback],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=options.max_failures),
+            verbose=1,
+        ),
+    )
+    rows = []
+    histories: dict[str, pd.DataFrame] = {}
+    for result in tuner.fit():
+        params = result.config or {}
+        if params.get("seed") == 0 and result.metrics_dataframe is not None:
+            histories[str(params["method"])] = result.metrics_dataframe
+        config = MethodConfig(configs)(params)
+        last = result.metrics or None
+        status = trial_status(config, last, result.error is not None)
+        row: dict[str, Any] = {
+            "method": params.get("method"),
+            "seed": params.get("seed"),
+            "status": status,
+            TRIAL_ID_TAG: (last or {}).get("trial_id", ""),
+        }
+        for name in TEST_METRICS:
+            value = (last or {}).get(f"test_{name}")
+            row[f"test_{name}"] = (
+                float(value) if status == "completed" and value is not None else float("nan")
+            )
+        rows.append(row)
+    runs = pd.DataFrame(rows).sort_values(["method", "seed"]).reset_index(drop=True)
+    return runs, histories
+
+
+def summary_table(runs: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """Per method: mean, CI half-width and n for each test metric, plus collapse/failure counts."""
+    rows = []
+    for method in methods:
+        subset = runs[runs["method"] == method]
+        row: dict[str, Any] = {
+            "method": method,
+            "runs": len(subset),
+            "collapsed": int((subset["status"] == "collapsed").sum()),
+            "failed": int((subset["status"] == "failed").sum()),
+        }
+        for name in TEST_METRICS:
+            interval = mean_interval(subset[f"test_{name}"].to_numpy())
+            row[f"{name}_mean"] = interval.mean
+            row[f"{name}_ci95"] = interval.half_width
+            row[f"{name}_n"] = interval.n
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired_table(
+    runs: pd.DataFrame, schedulers: list[str], baselines: tuple[str, ...]
+) -> pd.DataFrame:
+    """For each baseline and scheduler: mean paired difference (scheduler − baseline) by seed."""
+    rows = []
+    for baseline in baselines:
+        for scheduler in schedulers:
+            for name in TEST_METRICS:
+                column = f"test_{name}"
+                pivot = runs.pivot_table(
+                    index="seed", columns="method", values=column, dropna=False
+                )
+                if scheduler not in pivot or baseline not in pivot:
+                    continue
+                result = paired_comparison(pivot[scheduler].to_numpy(), pivot[baseline].to_numpy())
+                rows.append(
+                    {
+                        "scheduler": scheduler,
+                        "baseline": baseline,
+                        "metric": name,
+                        "mean_difference": result.difference.mean,
+                        "ci95": result.difference.half_width,
+                        "pairs": result.difference.n,
+                        "t_test_p": result.t_pvalue,
+                        "wilcoxon_p": result.wilcoxon_pvalue,
+                    }
+                )
+    return pd.DataFrame(rows)

@@ -1,0 +1,184 @@
+"""``compare.yaml``: what a fair comparison of methods is, validated at the edge.
+
+::
+
+    base: null                 # a trial config file; null → the packaged default
+    set: [train.epochs=12]     # overrides on the base, as with --set
+    methods:                   # name → search space (packaged name or path)
+      dams: dams
+      two_sided: two_sided
+      constant: constant
+      linear: linear
+    baselines: [constant, linear]
+    budget: {trials: 16, epochs: 12}
+    searcher: tpe
+    seeds: 10                  # training seeds for the final, test-class re-training
+    split_seed: 0              # one class split for every method and seed
+
+Every method gets the same budget, searcher, seed policy and class split; the final table is on
+test classes only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.search_space import SearchSpace, load_space
+from trainables.config import Config, load_config, read_yaml
+from trainables.errors import ConfigError
+
+DEFAULT_METHODS = {
+    "dams": "dams",
+    "two_sided": "two_sided",
+    "constant": "constant",
+    "linear": "linear",
+}
+BASELINE_SCHEDULERS = ("constant", "linear")
+
+
+@dataclass(frozen=True)
+class CompareSpec:
+    """A validated comparison: base config, methods with their spaces, budget and seeds."""
+
+    base: Config
+    spaces: dict[str, SearchSpace]
+    baselines: tuple[str, ...]
+    trials: int
+    searcher: str
+    seeds: int
+    metric: str
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.spaces)
+
+    @property
+    def schedulers(self) -> list[str]:
+        return [name for name in self.spaces if name not in self.baselines]
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {
+        "set": ["train.epochs=8", "dataset.samples_per_class=30"],
+        "budget": {"trials": 4, "epochs": 8},
+        "searcher": "tpe",
+        "seeds": 3,
+    },
+    "paper": {
+        "budget": {"trials": 50, "epochs": 30},
+        "searcher": "tpe",
+        "seeds": 10,
+    },
+}
+
+
+def load_compare_spec(path: Path | None, preset: str | None, overrides: list[str]) -> CompareSpec:
+    """Read ``compare.yaml`` (or a preset, or both: the file wins) and validate everything."""
+    data: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(
+                "--preset", f"unknown value {preset!r}; allowed: {', '.join(PRESETS)}"
+            )
+        data.update(PRESETS[preset])
+    if path is not None:
+        loaded = read_yaml(path, field_name="--config")
+        if not isinstance(loaded, Mapping):
+            raise ConfigError("--config", f"{path} must hold a mapping")
+        data.update(loaded)
+    return parse_compare_spec(data, overrides, relative_to=path.parent if path else Path.cwd())
+
+
+def parse_compare_spec(
+    data: Mapping[str, Any], cli_overrides: list[str], *, relative_to: Path
+) -> CompareSpec:
+    allowed = {"base", "set", "methods", "baselines", "budget", "searcher", "seeds", "split_seed"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"compare.{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(allowed))}"
+        )
+    base_path = data.get("base")
+    if base_path is not None and not isinstance(base_path, str):
+        raise ConfigError("compare.base", f"must be a path or null, got {base_path!r}")
+    overrides = _string_list(data.get("set", []), "compare.set")
+    budget = data.get("budget", {})
+    if not isinstance(budget, Mapping) or set(budget) - {"trials", "epochs"}:
+        raise ConfigError("compare.budget", "must be a mapping with keys trials and epochs")
+    trials = _positive_int(budget.get("trials", 16), "compare.budget.trials")
+    if "epochs" in budget:
+        overrides.append(f"train.epochs={_positive_int(budget['epochs'], 'compare.budget.epochs')}")
+    if "split_seed" in data:
+        overrides.append(f"dataset.split_seed={_int(data['split_seed'], 'compare.split_seed')}")
+    overrides += cli_overrides
+    resolved_base = (relative_to / base_path) if base_path else None
+    base = load_config(resolved_base, overrides)
+    methods = data.get("methods", DEFAULT_METHODS)
+    if not isinstance(methods, Mapping) or len(methods) < 2:
+        raise ConfigError("compare.methods", "must map at least two method names to spaces")
+    spaces: dict[str, SearchSpace] = {}
+    for name, space_spec in methods.items():
+        spec = str(space_spec)
+        candidate = relative_to / spec
+        try:
+            spaces[str(name)] = load_space(candidate if candidate.exists() else spec, base)
+        except ConfigError as error:
+            raise ConfigError(f"compare.methods.{name}", str(error)) from None
+    metrics = {space.metric for space in spaces.values()}
+    if len(metrics) != 1:
+        raise ConfigError(
+            "compare.methods",
+            f"every method's space must optimise the same metric, got {sorted(metrics)}",
+        )
+    baselines_given = data.get("baselines")
+    if baselines_given is None:
+        baselines = tuple(
+            name
+            for name, space in spaces.items()
+            if space.fixed.get("margin.scheduler") in BASELINE_SCHEDULERS
+        )
+    else:
+        baselines = tuple(_string_list(baselines_given, "compare.baselines"))
+        missing = [name for name in baselines if name not in spaces]
+        if missing:
+            raise ConfigError(
+                "compare.baselines",
+                f"{missing[0]!r} is not a method; methods: {', '.join(spaces)}",
+            )
+    seeds = _positive_int(data.get("seeds", 10), "compare.seeds")
+    searcher = data.get("searcher", "tpe")
+    if not isinstance(searcher, str):
+        raise ConfigError("compare.searcher", f"must be a string, got {searcher!r}")
+    return CompareSpec(
+        base=base,
+        spaces=spaces,
+        baselines=baselines,
+        trials=trials,
+        searcher=searcher,
+        seeds=seeds,
+        metric=metrics.pop(),
+        overrides=tuple(overrides),
+    )
+
+
+def _string_list(value: Any, field_name: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(field_name, f"must be a list of strings, got {value!r}")
+    return list(value)
+
+
+def _int(value: Any, field_name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(field_name, f"must be an integer, got {value!r}")
+    return value
+
+
+def _positive_int(value: Any, field_name: str) -> int:
+    number = _int(value, field_name)
+    if number < 1:
+        raise ConfigError(field_name, f"must be >= 1, got {number}")
+    return number

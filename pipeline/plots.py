@@ -1,0 +1,138 @@
+"""The figures a sweep and a comparison leave behind (PNG, matplotlib's Agg backend)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import optuna
+import pandas as pd
+
+if TYPE_CHECKING:
+    from pipeline.search_space import Parameter
+    from pipeline.sweep import SweepResult
+
+
+def epoch_curves(
+    histories: Mapping[str, pd.DataFrame], column: str, title: str, path: Path
+) -> Path | None:
+    """One line per history (a trial, or a method) of a per-epoch column; None if none has it."""
+    drawn = [(name, h) for name, h in histories.items() if column in h and "epoch" in h]
+    if not drawn:
+        return None
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for name, history in drawn:
+        axes.plot(history["epoch"], history[column], marker=".", linewidth=1, label=name)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(column)
+    axes.set_title(title)
+    if len(drawn) <= 12:
+        axes.legend(fontsize=7, loc="best")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def sweep_plots(result: SweepResult, directory: Path) -> list[Path]:
+    """Margin, easy-ratio and validation curves of every trial, and parameter importances."""
+    directory.mkdir(parents=True, exist_ok=True)
+    metric = result.plan.space.metric
+    made = [
+        epoch_curves(result.histories, "margin", "margin μ per epoch", directory / "margin.png"),
+        epoch_curves(
+            result.histories, "easy_ratio", "easy-triplet ratio", directory / "easy_ratio.png"
+        ),
+        epoch_curves(result.histories, metric, f"{metric} per epoch", directory / f"{metric}.png"),
+        epoch_curves(
+            result.histories,
+            "effective_margin_p50",
+            "median effective margin d(a,n) − d(a,p)",
+            directory / "effective_margin.png",
+        ),
+        parameter_importance_plot(result, directory / "importance.png"),
+    ]
+    return [path for path in made if path is not None]
+
+
+def parameter_importance_plot(result: SweepResult, path: Path) -> Path | None:
+    """fANOVA importances of the searched parameters, computed by Optuna on the sweep's trials."""
+    space = result.plan.space
+    table = result.trials
+    if space.metric not in table:
+        return None
+    finished = table.dropna(subset=[space.metric])
+    searched = space.searched
+    if len(finished) < 3 or not searched:
+        return None
+    study = optuna.create_study(
+        study_name=f"importance-{result.plan.sweep_id}",
+        direction="maximize" if space.mode == "max" else "minimize",
+    )
+    distributions = {p.path: _distribution(p) for p in searched}
+    for _, row in finished.iterrows():
+        params = {p.path: row.get(f"config.{p.path}") for p in searched}
+        if any(
+            value is None or (isinstance(value, float) and math.isnan(value))
+            for value in params.values()
+        ):
+            continue
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params, distributions=distributions, value=float(row[space.metric])
+            )
+        )
+    if len(study.trials) < 3:
+        return None
+    importances = optuna.importance.get_param_importances(
+        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+    )
+    figure, axes = plt.subplots(figsize=(6, 0.5 + 0.4 * len(importances)))
+    names = list(importances)[::-1]
+    axes.barh(names, [importances[name] for name in names])
+    axes.set_xlabel(f"importance for {space.metric} (fANOVA)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _distribution(parameter: Parameter) -> optuna.distributions.BaseDistribution:
+    if parameter.distribution in ("uniform", "log_uniform"):
+        return optuna.distributions.FloatDistribution(
+            parameter.low, parameter.high, log=parameter.distribution == "log_uniform"
+        )
+    if parameter.distribution == "int":
+        return optuna.distributions.IntDistribution(
+            int(parameter.low), int(parameter.high), step=parameter.step or 1, log=parameter.log
+        )
+    return optuna.distributions.CategoricalDistribution(list(parameter.choices))
+
+
+def comparison_bars(table: pd.DataFrame, metrics: tuple[str, ...], path: Path) -> Path:
+    """One panel per test metric: each method's mean with its 95% CI."""
+    figure, axes_row = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6))
+    for axes, metric in zip(axes_row, metrics, strict=True):
+        errors = table[f"{metric}_ci95"].fillna(0.0)
+        axes.bar(table["method"], table[f"{metric}_mean"], yerr=errors, capsize=4)
+        axes.set_title(metric)
+        axes.tick_params(axis="x", rotation=45)
+        low = (table[f"{metric}_mean"] - errors).min()
+        high = (table[f"{metric}_mean"] + errors).max()
+        if math.isfinite(low) and math.isfinite(high):
+            pad = max((high - low) * 0.3, 1e-3)
+            axes.set_ylim(low - pad, high + pad)
+        axes.grid(axis="y", alpha=0.3)
+    figure.suptitle("test classes: mean ± 95% CI over training seeds")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

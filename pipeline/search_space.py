@@ -1,0 +1,253 @@
+"""Search spaces: YAML data → validated parameters → Optuna suggestions.
+
+A space file names config paths, a distribution for each, the metric and its mode::
+
+    metric: val_roc_auc
+    mode: max
+    parameters:
+      margin.target_easy_ratio: {distribution: uniform, low: 0.7, high: 0.99}
+      train.lr: {distribution: log_uniform, low: 1.0e-4, high: 1.0e-2}
+      miner.name: {distribution: categorical, choices: [all, semihard]}
+      sampler.classes_per_batch: {distribution: int, low: 8, high: 32, step: 8}
+      margin.scheduler: {distribution: fixed, value: dams}
+
+Every bound, choice and fixed value is checked against the trial config itself, so a space that
+could suggest an invalid trial (``target_easy_ratio`` 1.3) fails when it is loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from search_spaces import packaged_spaces
+from trainables.config import Config, config_fields, config_from_dict, read_yaml, unflatten
+from trainables.errors import ConfigError
+from trainables.trial import EPOCH_COLUMNS
+
+Distribution = Literal["uniform", "log_uniform", "int", "categorical", "fixed"]
+DISTRIBUTIONS: tuple[str, ...] = ("uniform", "log_uniform", "int", "categorical", "fixed")
+_KEYS: dict[str, set[str]] = {
+    "uniform": {"low", "high"},
+    "log_uniform": {"low", "high"},
+    "int": {"low", "high", "step", "log"},
+    "categorical": {"choices"},
+    "fixed": {"value"},
+}
+_REQUIRED: dict[str, set[str]] = {
+    "uniform": {"low", "high"},
+    "log_uniform": {"low", "high"},
+    "int": {"low", "high"},
+    "categorical": {"choices"},
+    "fixed": {"value"},
+}
+#: Metrics a space may optimise: the per-epoch validation columns (tuning never sees test).
+TUNABLE_METRICS = tuple(name for name in EPOCH_COLUMNS if name.startswith("val_"))
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One searched (or fixed) config path."""
+
+    path: str
+    distribution: Distribution
+    low: float | None = None
+    high: float | None = None
+    step: int | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+    value: Any = None
+
+    @property
+    def searched(self) -> bool:
+        return self.distribution != "fixed"
+
+    def extremes(self) -> list[Any]:
+        """The values that bound what this parameter can produce: each must be a valid config."""
+        if self.distribution == "fixed":
+            return [self.value]
+        if self.distribution == "categorical":
+            return list(self.choices)
+        return [self.low, self.high]
+
+    def suggest(self, trial: Any) -> Any:
+        """Draw from an ``optuna.trial.Trial`` (define-by-run)."""
+        if self.distribution in ("uniform", "log_uniform"):
+            return trial.suggest_float(
+                self.path, self.low, self.high, log=self.distribution == "log_uniform"
+            )
+        if self.distribution == "int":
+            return trial.suggest_int(
+                self.path,
+                int(self.low or 0),
+                int(self.high or 0),
+                step=self.step or 1,
+                log=self.log,
+            )
+        return trial.suggest_categorical(self.path, list(self.choices))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated space: its parameters, the metric to optimise and the direction."""
+
+    name: str
+    parameters: tuple[Parameter, ...]
+    metric: str
+    mode: Literal["max", "min"]
+    source: Path | None = None
+    description: str = ""
+
+    @property
+    def fixed(self) -> dict[str, Any]:
+        return {p.path: p.value for p in self.parameters if not p.searched}
+
+    @property
+    def searched(self) -> tuple[Parameter, ...]:
+        return tuple(p for p in self.parameters if p.searched)
+
+    def optuna_space(self) -> OptunaDefineByRun:
+        return OptunaDefineByRun(self.searched, self.fixed)
+
+
+class OptunaDefineByRun:
+    """The define-by-run function OptunaSearch calls; a class so the searcher state pickles."""
+
+    def __init__(self, parameters: tuple[Parameter, ...], fixed: Mapping[str, Any]) -> None:
+        self.parameters = parameters
+        self.fixed = dict(fixed)
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        for parameter in self.parameters:
+            parameter.suggest(trial)
+        return dict(self.fixed)
+
+
+def resolve_space_path(spec: str | Path) -> Path:
+    """A path, or the name of a packaged space (``dams`` → the shipped ``dams.yaml``)."""
+    path = Path(spec)
+    if path.exists() or path.suffix in (".yaml", ".yml"):
+        return path
+    packaged = packaged_spaces()
+    if str(spec) in packaged:
+        return packaged[str(spec)]
+    raise ConfigError(
+        "--space",
+        f"{spec!r} is neither a file nor a packaged space; packaged: {', '.join(sorted(packaged))}",
+    )
+
+
+def load_space(spec: str | Path, base: Config | None = None) -> SearchSpace:
+    """Read and validate a space file; ``base`` is the config the space's values are laid over."""
+    path = resolve_space_path(spec)
+    data = read_yaml(path, field_name="--space")
+    return parse_space(data, base or Config(), name=path.stem, source=path)
+
+
+def parse_space(data: Any, base: Config, *, name: str, source: Path | None = None) -> SearchSpace:
+    if not isinstance(data, Mapping):
+        raise ConfigError("space", f"must be a mapping, got {type(data).__name__}")
+    allowed = {"metric", "mode", "parameters", "description"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"space.{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(allowed))}"
+        )
+    metric = data.get("metric", "val_roc_auc")
+    if metric not in TUNABLE_METRICS:
+        raise ConfigError(
+            "space.metric", f"unknown metric {metric!r}; allowed: {', '.join(TUNABLE_METRICS)}"
+        )
+    mode = data.get("mode", "max")
+    if mode not in ("max", "min"):
+        raise ConfigError("space.mode", f"unknown value {mode!r}; allowed: max, min")
+    raw_parameters = data.get("parameters")
+    if not isinstance(raw_parameters, Mapping) or not raw_parameters:
+        raise ConfigError("space.parameters", "must be a non-empty mapping of config path → spec")
+    parameters = tuple(_parse_parameter(str(path), spec) for path, spec in raw_parameters.items())
+    if not any(p.searched for p in parameters):
+        raise ConfigError("space.parameters", "at least one parameter must be searched, not fixed")
+    for parameter in parameters:
+        _check_against_config(parameter, parameters, base)
+    return SearchSpace(
+        name=name,
+        parameters=parameters,
+        metric=metric,
+        mode=mode,
+        source=source,
+        description=str(data.get("description", "")),
+    )
+
+
+def apply_overrides(base: Config, values: Mapping[str, Any]) -> Config:
+    """The trial config: ``base`` with dotted ``values`` laid over it, validated."""
+    data = base.to_dict()
+    for section, content in unflatten(values).items():
+        if isinstance(content, dict) and isinstance(data.get(section), dict):
+            data[section].update(content)
+        else:
+            data[section] = content
+    return config_from_dict(data)
+
+
+def _parse_parameter(path: str, spec: Any) -> Parameter:
+    field = f"space.parameters.{path}"
+    known = config_fields()
+    if path not in known:
+        raise ConfigError(field, f"unknown config path; known: {', '.join(sorted(known))}")
+    if not isinstance(spec, Mapping):
+        raise ConfigError(field, "must be a mapping with a 'distribution' key")
+    distribution = spec.get("distribution")
+    if distribution not in DISTRIBUTIONS:
+        raise ConfigError(
+            f"{field}.distribution",
+            f"unknown distribution {distribution!r}; allowed: {', '.join(DISTRIBUTIONS)}",
+        )
+    extra = sorted(set(spec) - _KEYS[distribution] - {"distribution"})
+    if extra:
+        allowed = ", ".join(sorted(_KEYS[distribution]))
+        raise ConfigError(f"{field}.{extra[0]}", f"not a key of {distribution}; allowed: {allowed}")
+    missing = sorted(_REQUIRED[distribution] - set(spec))
+    if missing:
+        raise ConfigError(f"{field}.{missing[0]}", f"required for distribution {distribution}")
+    if distribution == "fixed":
+        return Parameter(path, "fixed", value=spec["value"])
+    if distribution == "categorical":
+        choices = spec["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise ConfigError(f"{field}.choices", "must be a non-empty list")
+        return Parameter(path, "categorical", choices=tuple(choices))
+    low, high = spec["low"], spec["high"]
+    for key, bound in (("low", low), ("high", high)):
+        if isinstance(bound, bool) or not isinstance(bound, int | float):
+            raise ConfigError(f"{field}.{key}", f"must be a number, got {bound!r}")
+    if not low < high:
+        raise ConfigError(f"{field}.high", f"empty range: low {low} must be < high {high}")
+    log = distribution == "log_uniform" or bool(spec.get("log", False))
+    if log and low <= 0:
+        raise ConfigError(f"{field}.low", f"a log range needs low > 0, got {low}")
+    if distribution == "int":
+        step = spec.get("step", 1)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high, step)):
+            raise ConfigError(field, "int distribution needs integer low, high and step")
+        if step < 1 or (log and step != 1):
+            raise ConfigError(f"{field}.step", f"must be >= 1 (and 1 with log), got {step}")
+        return Parameter(path, "int", low=low, high=high, step=step, log=log)
+    return Parameter(path, distribution, low=float(low), high=float(high))
+
+
+def _check_against_config(
+    parameter: Parameter, parameters: tuple[Parameter, ...], base: Config
+) -> None:
+    """Each extreme value, with the other parameters at their first value, is a valid config."""
+    context = {p.path: p.extremes()[0] for p in parameters if p is not parameter}
+    for value in parameter.extremes():
+        try:
+            apply_overrides(base, {**context, parameter.path: value})
+        except ConfigError as error:
+            raise ConfigError(
+                f"space.parameters.{parameter.path}",
+                f"value {value!r} gives an invalid trial: {error}",
+            ) from None

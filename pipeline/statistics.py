@@ -1,0 +1,83 @@
+"""The statistics of the final table: means with 95% CIs and paired tests over seeds.
+
+Every method is re-trained with the same training seeds on the same class split, so method
+A's run with seed s and method B's run with seed s share the data order that seed fixes: the
+comparison is paired by seed. Collapsed runs are excluded from means and from pairs, and
+counted separately by the caller.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95
+#: Below this many pairs a Wilcoxon signed-rank test cannot reach p < 0.05 two-sided.
+MIN_PAIRS_FOR_WILCOXON = 6
+
+
+@dataclass(frozen=True)
+class MeanInterval:
+    """Mean with a two-sided Student-t confidence interval; ``half_width`` is NaN below n = 2."""
+
+    mean: float
+    half_width: float
+    n: int
+
+    @property
+    def low(self) -> float:
+        return self.mean - self.half_width
+
+    @property
+    def high(self) -> float:
+        return self.mean + self.half_width
+
+
+def mean_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> MeanInterval:
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    n = len(values)
+    if n == 0:
+        return MeanInterval(math.nan, math.nan, 0)
+    mean = float(values.mean())
+    if n < 2:
+        return MeanInterval(mean, math.nan, n)
+    sem = float(values.std(ddof=1)) / math.sqrt(n)
+    quantile = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1))
+    return MeanInterval(mean, quantile * sem, n)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Difference ``treatment − baseline`` over seeds both finished, with its tests."""
+
+    difference: MeanInterval
+    t_pvalue: float
+    wilcoxon_pvalue: float
+
+
+def paired_comparison(treatment: np.ndarray, baseline: np.ndarray) -> PairedComparison:
+    """Paired t-test always; Wilcoxon signed-rank as well when at least 6 pairs remain.
+
+    Pairs with a missing (NaN) side, such as a collapsed run, are dropped.
+    """
+    treatment = np.asarray(treatment, dtype=float)
+    baseline = np.asarray(baseline, dtype=float)
+    keep = np.isfinite(treatment) & np.isfinite(baseline)
+    differences = treatment[keep] - baseline[keep]
+    interval = mean_interval(differences)
+    t_pvalue = math.nan
+    wilcoxon_pvalue = math.nan
+    if len(differences) >= 2:
+        if np.allclose(differences, differences[0]):
+            t_pvalue = 1.0 if differences[0] == 0 else 0.0
+        else:
+            t_pvalue = float(stats.ttest_1samp(differences, 0.0).pvalue)
+    if len(differences) >= MIN_PAIRS_FOR_WILCOXON:
+        wilcoxon_pvalue = (
+            1.0 if np.all(differences == 0) else float(stats.wilcoxon(differences).pvalue)
+        )
+    return PairedComparison(interval, t_pvalue, wilcoxon_pvalue)

@@ -1,0 +1,315 @@
+"""One sweep: Ray Tune runs the trials, Optuna suggests, ASHA stops early, MLflow records.
+
+``plan_sweep`` checks every input and builds nothing that lasts; ``run_sweep`` then starts (or
+joins) Ray, opens the sweep's parent run, fits the Tuner and returns the trials' results.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from pipeline.search_space import SearchSpace, apply_overrides
+from pipeline.searchers import SEARCHERS, SearcherRequest, build_searcher
+from pipeline.tracking import Tracker
+from pipeline.trainable import run_tune_trial
+from pipeline.tune_callback import TRIAL_ID_TAG, SearchedConfig, TrackingCallback, trial_status
+from trainables.config import Config
+from trainables.data import Dataset, load_dataset
+from trainables.errors import ConfigError
+from trainables.trial import Trial
+
+EXPERIMENT_DIR = "tune"
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """The common flags of ``tune``, ``compare`` and ``ablate``."""
+
+    trials: int
+    concurrency: int = 2
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    searcher: str = "tpe"
+    seed: int = 0
+    storage: str | None = None
+    grace_period: int = 2
+    reduction_factor: float = 2.0
+    early_stopping: bool = True
+    experiment: str = "margin-tune"
+    tracking_uri: str | None = None
+    address: str | None = None
+    max_failures: int = 0
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise ConfigError("--trials", f"must be >= 1, got {self.trials}")
+        if self.concurrency < 1:
+            raise ConfigError("--concurrency", f"must be >= 1, got {self.concurrency}")
+        if self.cpus_per_trial <= 0:
+            raise ConfigError("--cpus-per-trial", f"must be > 0, got {self.cpus_per_trial}")
+        if self.gpus_per_trial < 0:
+            raise ConfigError("--gpus-per-trial", f"must be >= 0, got {self.gpus_per_trial}")
+        if self.searcher not in SEARCHERS:
+            raise ConfigError(
+                "--searcher",
+                f"unknown value {self.searcher!r}; allowed: {', '.join(SEARCHERS.names())}",
+            )
+        if self.grace_period < 1:
+            raise ConfigError("--grace-period", f"must be >= 1, got {self.grace_period}")
+        if self.reduction_factor <= 1:
+            raise ConfigError("--reduction-factor", f"must be > 1, got {self.reduction_factor}")
+        if self.max_failures < 0:
+            raise ConfigError("--max-failures", f"must be >= 0, got {self.max_failures}")
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """A checked sweep: everything ``run_sweep`` needs, nothing started yet."""
+
+    name: str
+    base: Config
+    space: SearchSpace
+    options: SweepOptions
+    out: Path
+    dataset: Dataset
+    sweep_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+
+@dataclass
+class SweepResult:
+    """Per-trial rows (config values, status, last metrics) and the best trial."""
+
+    plan: SweepPlan
+    parent_run_id: str
+    trials: pd.DataFrame
+    best: dict[str, Any]
+    histories: dict[str, pd.DataFrame]
+
+
+def plan_sweep(
+    name: str, base: Config, space: SearchSpace, options: SweepOptions, out: Path
+) -> SweepPlan:
+    """Validate the sweep end to end: a trial built at the space's first values must construct.
+
+    Building one ``Trial`` loads the data and checks split, sampler and model sizes, so a bad
+    input fails here, before Ray, MLflow or any output directory exists.
+    """
+    if options.grace_period > base.train.epochs:
+        raise ConfigError(
+            "--grace-period",
+            f"must be <= train.epochs ({base.train.epochs}), got {options.grace_period}",
+        )
+    dataset = load_dataset(base.dataset)
+    probe = apply_overrides(base, {p.path: p.extremes()[0] for p in space.parameters})
+    Trial(probe, dataset=dataset)
+    return SweepPlan(name=name, base=base, space=space, options=options, out=out, dataset=dataset)
+
+
+@contextmanager
+def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[None]:
+    """Join ``address`` or start a local Ray that lives as long as the block."""
+    if ray.is_initialized():
+        yield
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count(),
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def run_sweep(
+    plan: SweepPlan, tracker: Tracker, *, parent_run_id: str | None = None
+) -> SweepResult:
+    """Run the planned sweep inside an active Ray session; returns when every trial ended."""
+    options, space, base = plan.options, plan.space, plan.base
+    sweep_run = tracker.sweep_run(
+        name=plan.name,
+        sweep_id=plan.sweep_id,
+        parent_run_id=parent_run_id,
+        params={
+            "space": space.name,
+            "trials": options.trials,
+            "searcher": options.searcher,
+            "metric": space.metric,
+            "mode": space.mode,
+            "epochs": base.train.epochs,
+            "concurrency": options.concurrency,
+            "asha": options.early_stopping,
+            "asha.grace_period": options.grace_period,
+            "asha.reduction_factor": options.reduction_factor,
+            "seed": options.seed,
+        },
+        tags={
+            "margin_tune.sweep_id": plan.sweep_id,
+            "margin_tune.kind": "sweep",
+            "git_commit": git_commit(),
+            "dataset": base.dataset.name,
+            "dataset_fingerprint": plan.dataset.fingerprint(),
+        },
+    )
+    if space.source is not None:
+        tracker.log_artifact(sweep_run, str(space.source), artifact_path="space")
+    searcher = build_searcher(
+        options.searcher,
+        SearcherRequest(
+            space=space,
+            seed=options.seed,
+            study_name=f"margin-tune-{plan.name}-{plan.sweep_id}",
+            storage=options.storage,
+        ),
+    )
+    scheduler = (
+        ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=base.train.epochs,
+            grace_period=options.grace_period,
+            reduction_factor=options.reduction_factor,
+        )
+        if options.early_stopping
+        else None
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            run_tune_trial,
+            base=base.to_dict(),
+            dataset=plan.dataset,
+            cpus=options.cpus_per_trial,
+        ),
+        {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
+    )
+    callback = TrackingCallback(tracker, sweep_run, SearchedConfig(base))
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=space.metric,
+            mode=space.mode,
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=options.trials,
+            max_concurrent_trials=options.concurrency,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=EXPERIMENT_DIR,
+            storage_path=str(plan.out.resolve()),
+            callbacks=[callback],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=options.max_failures),
+            verbose=1,
+        ),
+    )
+    started = time.perf_counter()
+    grid = tuner.fit()
+    elapsed = time.perf_counter() - started
+    return _summarise(plan, tracker, sweep_run, grid, callback, elapsed)
+
+
+def _summarise(
+    plan: SweepPlan,
+    tracker: Tracker,
+    sweep_run: str,
+    grid: tune.ResultGrid,
+    callback: TrackingCallback,
+    elapsed: float,
+) -> SweepResult:
+    space = plan.space
+    rows = []
+    histories: dict[str, pd.DataFrame] = {}
+    for result in grid:
+        trial_id = result.metrics.get("trial_id") if result.metrics else None
+        if trial_id is None:
+            trial_id = Path(result.path).name
+        history = result.metrics_dataframe
+        if history is not None and not history.empty:
+            histories[trial_id] = history
+        last = result.metrics or None
+        config = apply_overrides(plan.base, result.config or {})
+        status = trial_status(config, last, result.error is not None)
+        rows.append(
+            {
+                TRIAL_ID_TAG: trial_id,
+                "status": status,
+                "epochs": int(last.get("epoch", 0)) if last else 0,
+                **{f"config.{k}": v for k, v in (result.config or {}).items()},
+                **{
+                    k: v
+                    for k, v in (last or {}).items()
+                    if k.startswith(("val_", "margin", "easy_ratio"))
+                },
+                "run_id": callback.run_ids.get(trial_id, ""),
+            }
+        )
+    table = pd.DataFrame(rows)
+    best: dict[str, Any] = {}
+    scored = table.dropna(subset=[space.metric]) if space.metric in table else table.iloc[0:0]
+    scored = scored[scored["status"] != "failed"] if not scored.empty else scored
+    if not scored.empty:
+        position = (
+            scored[space.metric].idxmax() if space.mode == "max" else scored[space.metric].idxmin()
+        )
+        best = scored.loc[position].to_dict()
+        tracker.log_metrics(
+            sweep_run,
+            {
+                **{
+                    f"best_{key}": float(value)
+                    for key, value in best.items()
+                    if key.startswith("val_") and isinstance(value, int | float)
+                },
+                "trials_completed": float((table["status"] == "completed").sum()),
+                "trials_early_stopped": float((table["status"] == "early_stopped").sum()),
+                "trials_failed": float((table["status"] == "failed").sum()),
+                "wall_seconds": elapsed,
+            },
+        )
+        tracker.set_tags(
+            sweep_run,
+            {
+                "best_trial_id": str(best[TRIAL_ID_TAG]),
+                "best_run_id": str(best.get("run_id", "")),
+                **{
+                    f"best.{k.removeprefix('config.')}": str(v)
+                    for k, v in best.items()
+                    if k.startswith("config.")
+                },
+            },
+        )
+    tracker.end_run(sweep_run)
+    return SweepResult(plan, sweep_run, table, best, histories)
+
+
+def git_commit() -> str:
+    """The commit of the code that ran, or ``unknown`` outside a git checkout."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

@@ -1,0 +1,74 @@
+"""The flags ``tune``, ``compare`` and ``ablate`` share, and what they turn into."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from pathlib import Path
+
+from pipeline.searchers import SEARCHERS
+from pipeline.sweep import SweepOptions
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML file (default: the packaged config)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted config override, repeatable: --set train.epochs=10",
+    )
+
+
+def add_sweep_flags(parser: argparse.ArgumentParser, *, trials_required: bool) -> None:
+    group = parser.add_argument_group("sweep")
+    group.add_argument(
+        "--trials", type=int, required=trials_required, default=None, help="trials per sweep"
+    )
+    group.add_argument("--concurrency", type=int, default=2, help="trials running at once")
+    group.add_argument("--cpus-per-trial", type=float, default=1.0)
+    group.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions allowed")
+    group.add_argument(
+        "--searcher", default="tpe", help=f"one of: {', '.join(SEARCHERS.names())} (default tpe)"
+    )
+    group.add_argument("--seed", type=int, default=0, help="searcher seed")
+    group.add_argument("--storage", help="Optuna RDB storage URL, e.g. sqlite:///optuna.db")
+    group.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs before a stop")
+    group.add_argument("--reduction-factor", type=float, default=2.0, help="ASHA: keep 1/this")
+    group.add_argument("--no-early-stopping", action="store_true", help="disable ASHA")
+    group.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial")
+    where = parser.add_argument_group("where")
+    where.add_argument("--address", help="join this Ray cluster (default: start a local one)")
+    where.add_argument(
+        "--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI or ./mlflow.db)"
+    )
+    where.add_argument("--experiment", default="margin-tune", help="MLflow experiment")
+    where.add_argument("--out", type=Path, help="output directory (default runs/<name>-<time>)")
+
+
+def sweep_options(args: argparse.Namespace, trials: int) -> SweepOptions:
+    return SweepOptions(
+        trials=trials,
+        concurrency=args.concurrency,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        searcher=args.searcher,
+        seed=args.seed,
+        storage=args.storage,
+        grace_period=args.grace_period,
+        reduction_factor=args.reduction_factor,
+        early_stopping=not args.no_early_stopping,
+        experiment=args.experiment,
+        tracking_uri=args.tracking_uri,
+        address=args.address,
+        max_failures=args.max_failures,
+    )
+
+
+def default_out(name: str) -> Path:
+    """``runs/<name>-<timestamp>``: a new directory per invocation."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "sweep"
+    return Path("runs") / f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -1,0 +1,159 @@
+"""Bridges Ray Tune's trial events to the tracker, in the driver process.
+
+Trials only call ``tune.report``; this callback turns what the driver receives into one MLflow
+child run per trial. Logging is queued by the tracker, so neither trials nor Tune's event loop
+wait on the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ray.tune import Callback
+
+from pipeline.search_space import apply_overrides
+from pipeline.tracking import Tracker, flatten_params
+from trainables.config import Config
+from trainables.schedulers import SCHEDULERS
+from trainables.trial import EPOCH_COLUMNS
+
+TRIAL_ID_TAG = "margin_tune.trial_id"
+STATUS_TAG = "trial_status"
+
+
+def run_name(config: Config) -> str:
+    """Scheduler and its key parameters, e.g. ``dams μ0=0.20 target=0.95 step=0.050 lr=1e-03``."""
+    short = {
+        "initial_margin": "μ0",
+        "target_easy_ratio": "target",
+        "step_size": "step",
+        "rate": "rate",
+        "tolerance": "tol",
+        "kp": "kp",
+        "ki": "ki",
+    }
+    margin = config.margin
+    parts = [margin.scheduler]
+    for name in SCHEDULERS.get(margin.scheduler).parameters:
+        if name in short:
+            parts.append(f"{short[name]}={getattr(margin, name):.3g}")
+    parts.append(f"lr={config.train.lr:.0e}")
+    return " ".join(parts)
+
+
+def trial_status(config: Config, last: dict[str, Any] | None, failed: bool) -> str:
+    """completed / early_stopped / failed / collapsed, from what the trial last reported."""
+    if failed:
+        return "failed"
+    if last is None:
+        return "early_stopped"
+    if last.get("collapsed"):
+        return "collapsed"
+    return "completed" if int(last.get("epoch", 0)) >= config.train.epochs else "early_stopped"
+
+
+class SearchedConfig:
+    """A sweep trial's config: the searched values laid over the sweep's base."""
+
+    def __init__(self, base: Config) -> None:
+        self.base = base
+
+    def __call__(self, params: Mapping[str, Any]) -> Config:
+        return apply_overrides(self.base, params)
+
+
+class TrackingCallback(Callback):
+    """One nested MLflow child run per Tune trial, metrics at ``step=epoch``.
+
+    ``resolve_config`` turns a trial's Tune config into the trial config it runs (for params,
+    tags and the run name); ``tags`` are added to every child run.
+    """
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        parent_run_id: str,
+        resolve_config: Callable[[Mapping[str, Any]], Config],
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        self.tracker = tracker
+        self.parent_run_id = parent_run_id
+        self.resolve_config = resolve_config
+        self.tags = dict(tags or {})
+        self.run_ids: dict[str, str] = {}
+        self.configs: dict[str, Config] = {}
+        self.last: dict[str, dict[str, Any]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Tune pickles its callbacks with the experiment state; a live tracker stays behind."""
+        state = dict(self.__dict__)
+        state["tracker"] = None
+        return state
+
+    def _config(self, trial: Any) -> Config:
+        if trial.trial_id not in self.configs:
+            self.configs[trial.trial_id] = self.resolve_config(trial.config)
+        return self.configs[trial.trial_id]
+
+    def _ensure_run(self, trial: Any) -> str:
+        if trial.trial_id not in self.run_ids:
+            config = self._config(trial)
+            self.run_ids[trial.trial_id] = self.tracker.child_run(
+                self.parent_run_id,
+                trial.trial_id,
+                name=run_name(config),
+                params=flatten_params(config.to_dict()),
+                tags={
+                    TRIAL_ID_TAG: trial.trial_id,
+                    "scheduler": config.margin.scheduler,
+                    "dataset": config.dataset.name,
+                    "seed": str(config.seed),
+                    STATUS_TAG: "running",
+                    **{key: str(value) for key, value in trial.config.items() if key == "method"},
+                    **self.tags,
+                },
+            )
+        return self.run_ids[trial.trial_id]
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ensure_run(trial)
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        run_id = self._ensure_run(trial)
+        metrics = {
+            name: float(value)
+            for name, value in result.items()
+            if (name in EPOCH_COLUMNS or name.startswith("test_"))
+            and name != "epoch"
+            and isinstance(value, int | float)
+        }
+        self.tracker.log_epoch(run_id, metrics, step=int(result["epoch"]))
+        self.last[trial.trial_id] = result
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, error=None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        error = getattr(trial, "error_file", None)
+        message = _read_error(error) if error else "trial failed (no error file)"
+        self._finish(trial, error=message)
+
+    def _finish(self, trial: Any, error: str | None) -> None:
+        run_id = self._ensure_run(trial)
+        status = trial_status(self._config(trial), self.last.get(trial.trial_id), error is not None)
+        tags = {STATUS_TAG: status}
+        if error is not None:
+            tags["margin_tune.error"] = error
+        self.tracker.set_tags(run_id, tags)
+        self.tracker.end_run(run_id, "FAILED" if error is not None else "FINISHED")
+
+
+def _read_error(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()[-5000:]
+    except OSError:
+        return f"trial failed; error file {path} unreadable"

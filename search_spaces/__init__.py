@@ -1,0 +1,20 @@
+"""Declarative search spaces, one YAML file per method, shipped with the package.
+
+Only data lives here; ``pipeline.search_space`` reads and validates it. A user's own space
+follows the same format and is passed by path.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+
+def packaged_spaces() -> dict[str, Path]:
+    """Name (file stem) to path of every packaged space."""
+    root = resources.files("search_spaces")
+    return {
+        Path(entry.name).stem: Path(str(entry))
+        for entry in root.iterdir()
+        if entry.name.endswith(".yaml")
+    }

@@ -1,0 +1,391 @@
+"""Tests of pipeline.tracking against a real MLflow store: SQLite, and a real `mlflow server`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+from pipeline.tracking import (
+    ERROR_TAG,
+    MAX_ERROR_CHARS,
+    SWEEP_ID_TAG,
+    TRIAL_ID_TAG,
+    Tracker,
+    flatten_params,
+    resolve_tracking_uri,
+)
+
+EPOCH_KEYS = [f"metric_{index}" for index in range(16)]
+
+
+def _tracker(uri: str, experiment: str = "tests", **options: Any) -> Tracker:
+    """A tracker with short retry waits, so outage tests finish in seconds."""
+    return Tracker(uri, experiment, retry_initial=0.05, retry_max=0.2, **options)
+
+
+def _epoch(step: int) -> dict[str, float]:
+    return {key: step + index / 100 for index, key in enumerate(EPOCH_KEYS)}
+
+
+def _steps(client: MlflowClient, run_id: str, key: str = "metric_0") -> list[int]:
+    return sorted(metric.step for metric in client.get_metric_history(run_id, key))
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated, empty store: creating one costs seconds, copying it costs milliseconds."""
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def store_uri(template_db: Path, tmp_path: Path) -> str:
+    path = tmp_path / "mlflow.db"
+    shutil.copy(template_db, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def tracker(store_uri: str, tmp_path: Path) -> Iterator[Tracker]:
+    with _tracker(store_uri, artifact_location=(tmp_path / "artifacts").as_uri()) as opened:
+        yield opened
+
+
+def test_flatten_params_uses_dotted_keys_and_json_text() -> None:
+    config = {
+        "loss": {"margin": 0.2, "scheduler": {"name": "linear", "warmup": None}},
+        "layers": [128, 64],
+        "normalize": True,
+        "name": "plain",
+        "extra": {},
+    }
+    assert flatten_params(config) == {
+        "loss.margin": "0.2",
+        "loss.scheduler.name": "linear",
+        "loss.scheduler.warmup": "null",
+        "layers": "[128, 64]",
+        "normalize": "true",
+        "name": "plain",
+        "extra": "{}",
+    }
+
+
+def test_resolve_tracking_uri_prefers_argument_then_env_then_absolute_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    assert resolve_tracking_uri("sqlite:////data/x.db") == "sqlite:////data/x.db"
+    assert resolve_tracking_uri() == "http://127.0.0.1:1"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert resolve_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+
+
+def test_nesting_params_metrics_statuses_and_error_tag(tracker: Tracker) -> None:
+    comparison = tracker.sweep_run("compare", sweep_id="cmp-1")
+    sweep = tracker.sweep_run(
+        "sweep", params={"search": {"samples": 4}}, parent_run_id=comparison, sweep_id="sw-1"
+    )
+    config = {"loss": {"margin": 0.2}, "optimizer": {"lr": 1e-3}, "seed": 7}
+    tags = {"scheduler": "linear", "dataset": "mnist", "seed": 7}
+    good = tracker.child_run(sweep, "trial-0", params=config, tags=tags)
+    bad = tracker.child_run(sweep, "trial-1", params=config, tags=tags)
+    tagged = tracker.child_run(sweep, "trial-2", params=config, tags=tags)
+    for step in range(3):
+        assert tracker.log_epoch(good, _epoch(step), step)
+    assert tracker.log_epoch(bad, _epoch(0), 0)
+    try:
+        raise RuntimeError("loss went NaN " + "x" * 2 * MAX_ERROR_CHARS)
+    except RuntimeError as exc:
+        tracker.end_run(bad, "FAILED", error=exc)
+    tracker.set_tags(tagged, {ERROR_TAG: "y" * 2 * MAX_ERROR_CHARS + " the end"})
+    tracker.end_run(tagged, "FAILED")
+    tracker.end_run(good)
+    tracker.log_metrics(sweep, {"best_roc_auc": 0.91, "trials_failed": 2})
+    tracker.end_run(sweep)
+    tracker.end_run(comparison)
+    assert tracker.flush(timeout=30)
+
+    client = MlflowClient(tracker.tracking_uri)
+    ids = [tracker.experiment_id]
+    children = client.search_runs(ids, f"tags.mlflow.parentRunId = '{sweep}'")
+    assert {run.info.run_id for run in children} == {good, bad, tagged}
+    [nested_sweep] = client.search_runs(ids, f"tags.mlflow.parentRunId = '{comparison}'")
+    assert nested_sweep.info.run_id == sweep
+    assert nested_sweep.data.tags[SWEEP_ID_TAG] == "sw-1"
+    assert nested_sweep.data.params == {"search.samples": "4"}
+    assert nested_sweep.data.metrics == {"best_roc_auc": 0.91, "trials_failed": 2.0}
+
+    good_run = client.get_run(good)
+    assert good_run.info.status == "FINISHED"
+    assert good_run.data.params == {"loss.margin": "0.2", "optimizer.lr": "0.001", "seed": "7"}
+    assert good_run.data.tags[TRIAL_ID_TAG] == "trial-0"
+    assert good_run.data.tags["scheduler"] == "linear"
+    assert good_run.data.tags["seed"] == "7"
+    assert ERROR_TAG not in good_run.data.tags
+    for key in EPOCH_KEYS:
+        history = client.get_metric_history(good, key)
+        assert [(metric.step, metric.value) for metric in history] == [
+            (step, _epoch(step)[key]) for step in range(3)
+        ]
+
+    bad_run = client.get_run(bad)
+    assert bad_run.info.status == "FAILED"
+    error = bad_run.data.tags[ERROR_TAG]
+    assert len(error) <= MAX_ERROR_CHARS
+    assert error.rstrip().endswith("x")
+    tagged_error = client.get_run(tagged).data.tags[ERROR_TAG]
+    assert len(tagged_error) <= MAX_ERROR_CHARS
+    assert tagged_error.endswith("y the end")
+    assert client.get_run(comparison).info.status == "FINISHED"
+
+
+def test_reopened_runs_are_reused_and_steps_are_never_logged_twice(
+    store_uri: str,
+) -> None:
+    config = {"loss": {"margin": 0.2}}
+    with _tracker(store_uri) as first:
+        sweep = first.sweep_run("sweep", sweep_id="sw-1")
+        trial = first.child_run(sweep, "trial-0", params=config)
+        for step in range(3):
+            first.log_epoch(trial, _epoch(step), step)
+        assert not first.log_epoch(trial, _epoch(1), 1)
+        first.end_run(trial, "KILLED")
+
+    # A new tracker stands for the restarted process: it must learn what the store holds.
+    with _tracker(store_uri) as second:
+        assert second.sweep_run("sweep", sweep_id="sw-1") == sweep
+        again = second.child_run(sweep, "trial-0", params=config, tags={"resumed": True})
+        assert again == trial
+        assert second.flush(timeout=30)
+        client = MlflowClient(store_uri)
+        assert client.get_run(trial).info.status == "RUNNING"
+        assert [second.log_epoch(trial, _epoch(step), step) for step in range(5)] == [
+            False,
+            False,
+            False,
+            True,
+            True,
+        ]
+        second.log_params(trial, config)
+        with pytest.raises(ValueError, match="cannot change"):
+            second.log_params(trial, {"loss": {"margin": 0.5}})
+        second.end_run(trial)
+
+    runs = client.search_runs(
+        [second.experiment_id], f"tags.`{TRIAL_ID_TAG}` = 'trial-0'", max_results=10
+    )
+    assert [run.info.run_id for run in runs] == [trial]
+    assert runs[0].info.status == "FINISHED"
+    assert runs[0].data.tags["resumed"] == "true"
+    for key in EPOCH_KEYS:
+        assert _steps(client, trial, key) == [0, 1, 2, 3, 4]
+
+
+def test_batches_respect_mlflow_limits(tracker: Tracker) -> None:
+    sweep = tracker.sweep_run("sweep", sweep_id="sw-1")
+    params: dict[str, Any] = {
+        f"group_{group}": {f"p{index}": index for index in range(50)} for group in range(5)
+    }
+    params["long"] = "y" * (MAX_PARAM_VAL_LENGTH + 100)
+    tags = {f"tag_{index}": index for index in range(150)}
+    trial = tracker.child_run(sweep, "trial-0", params=params, tags=tags)
+    for step in range(100):  # 1600 metrics: more than one batch holds
+        tracker.log_epoch(trial, _epoch(step), step)
+    tracker.end_run(trial)
+    assert tracker.flush(timeout=60)
+
+    client = MlflowClient(tracker.tracking_uri)
+    run = client.get_run(trial)
+    assert len(run.data.params) == 251
+    assert len(run.data.params["long"]) == MAX_PARAM_VAL_LENGTH
+    assert run.data.params["long"].endswith("[truncated]")
+    assert all(run.data.tags[f"tag_{index}"] == str(index) for index in range(150))
+    assert _steps(client, trial, "metric_15") == list(range(100))
+    assert tracker.dropped == 0
+
+
+def test_flush_waits_for_everything_and_close_rejects_more(store_uri: str) -> None:
+    tracker = _tracker(store_uri)
+    sweep = tracker.sweep_run("sweep", sweep_id="sw-1")
+    trials = [tracker.child_run(sweep, f"trial-{index}") for index in range(4)]
+    for step in range(25):
+        for trial in trials:
+            tracker.log_epoch(trial, _epoch(step), step)
+    assert tracker.flush(timeout=60)
+    assert tracker.pending == 0
+    client = MlflowClient(store_uri)
+    for trial in trials:
+        assert _steps(client, trial, "metric_7") == list(range(25))
+    assert tracker.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        tracker.log_epoch(trials[0], _epoch(99), 99)
+
+
+def test_artifacts_are_staged_and_ordered_after_records(tracker: Tracker, tmp_path: Path) -> None:
+    trial = tracker.child_run(tracker.sweep_run("sweep", sweep_id="sw-1"), "trial-0")
+    tracker.log_epoch(trial, _epoch(0), 0)
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"roc_auc": 0.9}))
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / "loss.txt").write_text("1 0.5\n")
+    tracker.log_artifact(trial, report)
+    tracker.log_artifacts(trial, plots, artifact_path="plots")
+    report.unlink()  # the tracker holds its own copy until the upload is done
+    shutil.rmtree(plots)
+    tracker.end_run(trial)
+    assert tracker.flush(timeout=30)
+
+    client = MlflowClient(tracker.tracking_uri)
+    assert {item.path for item in client.list_artifacts(trial)} == {"report.json", "plots"}
+    assert [item.path for item in client.list_artifacts(trial, "plots")] == ["plots/loss.txt"]
+    local = client.download_artifacts(trial, "report.json", str(tmp_path))
+    assert json.loads(Path(local).read_text()) == {"roc_auc": 0.9}
+
+
+def test_bad_input_fails_in_the_caller_and_rejected_records_do_not_block(
+    tracker: Tracker,
+) -> None:
+    trial = tracker.child_run(tracker.sweep_run("sweep", sweep_id="sw-1"), "trial-0")
+    with pytest.raises(Exception, match="Invalid value"):
+        tracker.log_epoch(trial, {"bad%name": 1.0}, 0)
+    with pytest.raises(ValueError, match="status"):
+        tracker.end_run(trial, "DONE")  # type: ignore[arg-type]
+    tracker.log_epoch("0" * 32, _epoch(0), 0)  # no such run: the store refuses it
+    tracker.log_epoch(trial, _epoch(0), 0)
+    assert tracker.flush(timeout=30)
+    assert tracker.dropped == len(EPOCH_KEYS)
+    assert _steps(MlflowClient(tracker.tracking_uri), trial) == [0]
+
+
+# ------------------------------------------------------------------------ tracking server
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class _Server:
+    """A real `mlflow server` subprocess on a fixed port and store, stoppable and restartable."""
+
+    def __init__(self, directory: Path, store: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._directory = directory
+        self._store = store
+        self._process: subprocess.Popen[bytes] | None = None
+        self._starts = 0
+
+    def start(self, timeout: float = 120.0) -> None:
+        self._starts += 1
+        log = (self._directory / f"server-{self._starts}.log").open("wb")
+        command = [
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self._store}",
+            "--artifacts-destination",
+            str(self._directory / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
+        # Its own session, so stop() reaches the uvicorn worker that `mlflow server` spawns.
+        self._process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with {self._process.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError(f"mlflow server did not answer /health within {timeout} s")
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        os.killpg(self._process.pid, signal.SIGTERM)
+        try:
+            self._process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait()
+        self._process = None
+
+
+@pytest.fixture
+def server(template_db: Path, tmp_path: Path) -> Iterator[_Server]:
+    store = tmp_path / "server.db"
+    shutil.copy(template_db, store)
+    running = _Server(tmp_path, store)
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.mark.slow
+def test_records_survive_a_tracking_server_outage(
+    server: _Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.setenv(name, "")  # restored (unset) after the test, whatever the tracker sets
+        monkeypatch.delenv(name)
+    tracker = _tracker(server.url, "outage")
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
+    sweep = tracker.sweep_run("sweep", sweep_id="sw-1")
+    trials = [tracker.child_run(sweep, f"trial-{index}", params={"i": index}) for index in range(3)]
+    for step in range(3):
+        for trial in trials:
+            tracker.log_epoch(trial, _epoch(step), step)
+    assert tracker.flush(timeout=30)
+
+    server.stop()
+    started = time.perf_counter()
+    for step in range(3, 8):
+        for trial in trials:
+            assert tracker.log_epoch(trial, _epoch(step), step)
+    tracker.set_tags(sweep, {"trial_status": "3 done"})
+    for trial in trials:
+        tracker.end_run(trial)
+    assert time.perf_counter() - started < 0.5  # the caller never waits on the store
+    assert not tracker.flush(timeout=0.5)
+    assert tracker.pending > 0
+
+    server.start()
+    assert tracker.flush(timeout=60)
+    assert tracker.close()
+    assert tracker.dropped == 0
+
+    client = MlflowClient(server.url)
+    assert client.get_run(sweep).data.tags["trial_status"] == "3 done"
+    for trial in trials:
+        assert client.get_run(trial).info.status == "FINISHED"
+        for key in EPOCH_KEYS:
+            assert _steps(client, trial, key) == list(range(8))
