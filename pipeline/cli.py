@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pipeline import compare_command, train_command, tune_command
+from pipeline import compare_command, report_command, train_command, tune_command
 from trainables.errors import ConfigError
 
 EXIT_BAD_INPUT = 2
@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare_command.add_arguments(compare)
     compare.set_defaults(handler=compare_command.run)
+    report = commands.add_parser("report", help="sweeps, trials and comparisons from MLflow")
+    report_command.add_arguments(report)
+    report.set_defaults(handler=report_command.run)
     return parser
 
 

@@ -72,7 +72,7 @@ def run_compare(
             "baselines": ",".join(spec.baselines),
             "trials_per_method": trials,
             "epochs": spec.base.train.epochs,
-            "searcher": spec.searcher,
+            "searcher": options.searcher,
             "seeds": spec.seeds,
             "metric": spec.metric,
             "split_seed": spec.base.dataset.split_seed,
@@ -92,7 +92,7 @@ def run_compare(
             method,
             spec.base,
             space,
-            replace(options, trials=trials, searcher=spec.searcher),
+            replace(options, trials=trials),
             out / "sweeps" / method,
         )
         dataset = plan.dataset
@@ -154,7 +154,7 @@ def _run_final(
     )
     rows = []
     histories: dict[str, pd.DataFrame] = {}
-    for result in tuner.fit():
+    for result in tuner.fit():  # type: ignore[attr-defined]  # iterable via __getitem__
         params = result.config or {}
         if params.get("seed") == 0 and result.metrics_dataframe is not None:
             histories[str(params["method"])] = result.metrics_dataframe

@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     spec = load_compare_spec(args.config, args.preset, args.overrides)
     trials = args.trials or spec.trials
-    options = sweep_options(args, trials)
+    options = sweep_options(args, trials, default_searcher=spec.searcher)
     out = args.out or default_out("compare")
     check_output_dir(out)
     create_output_dir(out)
@@ -73,11 +73,12 @@ def write_comparison(
 
 
 def render_markdown(result: CompareResult, spec: CompareSpec, *, indicative: bool) -> str:
+    budget = next(iter(result.sweeps.values())).plan.options
     lines = [
         f"# Comparison on {spec.base.dataset.name} (test classes, {spec.seeds} training seeds)",
         "",
-        f"Each method tuned with {spec.trials} trials × {spec.base.train.epochs} epochs "
-        f"({spec.searcher}) on validation classes; its best config re-trained with seeds "
+        f"Each method tuned with {budget.trials} trials × {spec.base.train.epochs} epochs "
+        f"({budget.searcher}) on validation classes; its best config re-trained with seeds "
         f"0..{spec.seeds - 1} on split {spec.base.dataset.split_seed}. Mean ± 95% CI "
         "(Student t). Collapsed and failed runs are counted, not averaged in.",
         "",

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.search_space import SearchSpace, load_space
+from search_spaces import packaged_spaces
 from trainables.config import Config, load_config, read_yaml
 from trainables.errors import ConfigError
 
@@ -122,10 +123,8 @@ def parse_compare_spec(
         raise ConfigError("compare.methods", "must map at least two method names to spaces")
     spaces: dict[str, SearchSpace] = {}
     for name, space_spec in methods.items():
-        spec = str(space_spec)
-        candidate = relative_to / spec
         try:
-            spaces[str(name)] = load_space(candidate if candidate.exists() else spec, base)
+            spaces[str(name)] = load_space(_space_source(str(space_spec), relative_to), base)
         except ConfigError as error:
             raise ConfigError(f"compare.methods.{name}", str(error)) from None
     metrics = {space.metric for space in spaces.values()}
@@ -151,8 +150,13 @@ def parse_compare_spec(
             )
     seeds = _positive_int(data.get("seeds", 10), "compare.seeds")
     searcher = data.get("searcher", "tpe")
-    if not isinstance(searcher, str):
-        raise ConfigError("compare.searcher", f"must be a string, got {searcher!r}")
+    from pipeline.searchers import SEARCHERS  # imports Ray: only when a spec is validated
+
+    if not isinstance(searcher, str) or searcher not in SEARCHERS:
+        raise ConfigError(
+            "compare.searcher",
+            f"unknown value {searcher!r}; allowed: {', '.join(SEARCHERS.names())}",
+        )
     return CompareSpec(
         base=base,
         spaces=spaces,
@@ -163,6 +167,18 @@ def parse_compare_spec(
         metric=metrics.pop(),
         overrides=tuple(overrides),
     )
+
+
+def _space_source(spec: str, relative_to: Path) -> str | Path:
+    """A space file beside compare.yaml first, then a working-directory file or a packaged name.
+
+    A missing file is reported at the path beside compare.yaml, and a directory that happens to
+    share a packaged space's name does not shadow it.
+    """
+    candidate = relative_to / spec
+    if candidate.is_file() or not (Path(spec).is_file() or spec in packaged_spaces()):
+        return candidate
+    return spec
 
 
 def _string_list(value: Any, field_name: str) -> list[str]:

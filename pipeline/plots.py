@@ -16,7 +16,6 @@ import optuna
 import pandas as pd
 
 if TYPE_CHECKING:
-    from pipeline.search_space import Parameter
     from pipeline.sweep import SweepResult
 
 
@@ -77,7 +76,7 @@ def parameter_importance_plot(result: SweepResult, path: Path) -> Path | None:
         study_name=f"importance-{result.plan.sweep_id}",
         direction="maximize" if space.mode == "max" else "minimize",
     )
-    distributions = {p.path: _distribution(p) for p in searched}
+    distributions = {p.path: p.optuna_distribution() for p in searched}
     for _, row in finished.iterrows():
         params = {p.path: row.get(f"config.{p.path}") for p in searched}
         if any(
@@ -103,18 +102,6 @@ def parameter_importance_plot(result: SweepResult, path: Path) -> Path | None:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
-
-
-def _distribution(parameter: Parameter) -> optuna.distributions.BaseDistribution:
-    if parameter.distribution in ("uniform", "log_uniform"):
-        return optuna.distributions.FloatDistribution(
-            parameter.low, parameter.high, log=parameter.distribution == "log_uniform"
-        )
-    if parameter.distribution == "int":
-        return optuna.distributions.IntDistribution(
-            int(parameter.low), int(parameter.high), step=parameter.step or 1, log=parameter.log
-        )
-    return optuna.distributions.CategoricalDistribution(list(parameter.choices))
 
 
 def comparison_bars(table: pd.DataFrame, metrics: tuple[str, ...], path: Path) -> Path:

@@ -17,10 +17,14 @@ could suggest an invalid trial (``target_easy_ratio`` 1.3) fails when it is load
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+import optuna
 
 from search_spaces import packaged_spaces
 from trainables.config import Config, config_fields, config_from_dict, read_yaml, unflatten
@@ -71,6 +75,18 @@ class Parameter:
         if self.distribution == "categorical":
             return list(self.choices)
         return [self.low, self.high]
+
+    def optuna_distribution(self) -> optuna.distributions.BaseDistribution:
+        """The same distribution as Optuna names it, to rebuild a study from finished trials."""
+        if self.distribution in ("uniform", "log_uniform"):
+            return optuna.distributions.FloatDistribution(
+                float(self.low or 0), float(self.high or 0), log=self.distribution == "log_uniform"
+            )
+        if self.distribution == "int":
+            return optuna.distributions.IntDistribution(
+                int(self.low or 0), int(self.high or 0), step=self.step or 1, log=self.log
+            )
+        return optuna.distributions.CategoricalDistribution(list(self.choices))
 
     def suggest(self, trial: Any) -> Any:
         """Draw from an ``optuna.trial.Trial`` (define-by-run)."""
@@ -128,7 +144,7 @@ class OptunaDefineByRun:
 def resolve_space_path(spec: str | Path) -> Path:
     """A path, or the name of a packaged space (``dams`` → the shipped ``dams.yaml``)."""
     path = Path(spec)
-    if path.exists() or path.suffix in (".yaml", ".yml"):
+    if path.is_file() or path.suffix in (".yaml", ".yml"):
         return path
     packaged = packaged_spaces()
     if str(spec) in packaged:
@@ -205,6 +221,12 @@ def _parse_parameter(path: str, spec: Any) -> Parameter:
             f"{field}.distribution",
             f"unknown distribution {distribution!r}; allowed: {', '.join(DISTRIBUTIONS)}",
         )
+    if distribution in ("uniform", "log_uniform") and _is_integer(known[path]):
+        raise ConfigError(
+            f"{field}.distribution",
+            f"{path} is an integer but {distribution} draws floats; use distribution: int "
+            "(with log: true for a log scale)",
+        )
     extra = sorted(set(spec) - _KEYS[distribution] - {"distribution"})
     if extra:
         allowed = ", ".join(sorted(_KEYS[distribution]))
@@ -225,7 +247,10 @@ def _parse_parameter(path: str, spec: Any) -> Parameter:
             raise ConfigError(f"{field}.{key}", f"must be a number, got {bound!r}")
     if not low < high:
         raise ConfigError(f"{field}.high", f"empty range: low {low} must be < high {high}")
-    log = distribution == "log_uniform" or bool(spec.get("log", False))
+    log_given = spec.get("log", False)
+    if not isinstance(log_given, bool):
+        raise ConfigError(f"{field}.log", f"must be true or false, got {log_given!r}")
+    log = distribution == "log_uniform" or log_given
     if log and low <= 0:
         raise ConfigError(f"{field}.low", f"a log range needs low > 0, got {low}")
     if distribution == "int":
@@ -236,6 +261,13 @@ def _parse_parameter(path: str, spec: Any) -> Parameter:
             raise ConfigError(f"{field}.step", f"must be >= 1 (and 1 with log), got {step}")
         return Parameter(path, "int", low=low, high=high, step=step, log=log)
     return Parameter(path, distribution, low=float(low), high=float(high))
+
+
+def _is_integer(hint: Any) -> bool:
+    """Whether a config field's annotation is ``int`` (or ``int | None``)."""
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return [arg for arg in typing.get_args(hint) if arg is not type(None)] == [int]
+    return hint is int
 
 
 def _check_against_config(

@@ -72,8 +72,8 @@ def paired_comparison(treatment: np.ndarray, baseline: np.ndarray) -> PairedComp
     t_pvalue = math.nan
     wilcoxon_pvalue = math.nan
     if len(differences) >= 2:
-        if np.allclose(differences, differences[0]):
-            t_pvalue = 1.0 if differences[0] == 0 else 0.0
+        if _constant(differences, treatment[keep], baseline[keep]):
+            t_pvalue = 1.0 if np.all(differences == 0) else 0.0
         else:
             t_pvalue = float(stats.ttest_1samp(differences, 0.0).pvalue)
     if len(differences) >= MIN_PAIRS_FOR_WILCOXON:
@@ -81,3 +81,14 @@ def paired_comparison(treatment: np.ndarray, baseline: np.ndarray) -> PairedComp
             1.0 if np.all(differences == 0) else float(stats.wilcoxon(differences).pvalue)
         )
     return PairedComparison(interval, t_pvalue, wilcoxon_pvalue)
+
+
+def _constant(differences: np.ndarray, treatment: np.ndarray, baseline: np.ndarray) -> bool:
+    """Whether the differences are equal up to the rounding of subtracting these inputs.
+
+    The tolerance scales with the inputs, not an absolute ``1e-8``: a real spread of tiny
+    differences (a metric on a 1e-9 scale) still gets Student's t, while ``(b + 0.01) - b``,
+    constant but for rounding, is treated as the exact shift it is (p = 0; t would be ±inf).
+    """
+    magnitude = max(float(np.max(np.abs(treatment))), float(np.max(np.abs(baseline))))
+    return bool(float(np.ptp(differences)) <= 16 * np.finfo(float).eps * magnitude)

@@ -237,7 +237,7 @@ def _summarise(
     space = plan.space
     rows = []
     histories: dict[str, pd.DataFrame] = {}
-    for result in grid:
+    for result in grid:  # type: ignore[attr-defined]  # ResultGrid has __getitem__ + __len__
         trial_id = result.metrics.get("trial_id") if result.metrics else None
         if trial_id is None:
             trial_id = Path(result.path).name

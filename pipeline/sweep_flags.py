@@ -32,7 +32,8 @@ def add_sweep_flags(parser: argparse.ArgumentParser, *, trials_required: bool) -
     group.add_argument("--cpus-per-trial", type=float, default=1.0)
     group.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions allowed")
     group.add_argument(
-        "--searcher", default="tpe", help=f"one of: {', '.join(SEARCHERS.names())} (default tpe)"
+        "--searcher",
+        help=f"one of: {', '.join(SEARCHERS.names())} (default tpe, or compare.yaml's)",
     )
     group.add_argument("--seed", type=int, default=0, help="searcher seed")
     group.add_argument("--storage", help="Optuna RDB storage URL, e.g. sqlite:///optuna.db")
@@ -49,13 +50,15 @@ def add_sweep_flags(parser: argparse.ArgumentParser, *, trials_required: bool) -
     where.add_argument("--out", type=Path, help="output directory (default runs/<name>-<time>)")
 
 
-def sweep_options(args: argparse.Namespace, trials: int) -> SweepOptions:
+def sweep_options(
+    args: argparse.Namespace, trials: int, default_searcher: str = "tpe"
+) -> SweepOptions:
     return SweepOptions(
         trials=trials,
         concurrency=args.concurrency,
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
-        searcher=args.searcher,
+        searcher=args.searcher or default_searcher,
         seed=args.seed,
         storage=args.storage,
         grace_period=args.grace_period,

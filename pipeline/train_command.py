@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         },
     }
     write_json(out / "summary.json", summary)
-    if result.test_embeddings is not None:
+    if result.test_embeddings is not None and result.test_labels is not None:
         np.savez(out / "test_embeddings.npz", X=result.test_embeddings, y=result.test_labels)
     print(
         "test  " + "  ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items()),
