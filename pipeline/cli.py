@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune = commands.add_parser("tune", help="sweep one search space with Ray Tune + Optuna")
     tune_command.add_arguments(tune)
     tune.set_defaults(handler=tune_command.run)
+    resume = commands.add_parser("resume", help="continue an interrupted sweep from its DIR")
+    tune_command.add_resume_arguments(resume)
+    resume.set_defaults(handler=tune_command.resume)
     compare = commands.add_parser(
         "compare", help="tune every method alike, re-train over seeds, compare on test classes"
     )

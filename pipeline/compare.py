@@ -18,13 +18,14 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
+from pipeline.checkpoints import PruneEndedTrialCheckpoints
 from pipeline.compare_spec import CompareSpec
 from pipeline.search_space import apply_overrides
 from pipeline.statistics import mean_interval, paired_comparison
 from pipeline.sweep import SweepOptions, SweepResult, git_commit, plan_sweep, run_sweep
 from pipeline.tracking import Tracker
 from pipeline.trainable import run_final_trial
-from pipeline.tune_callback import TRIAL_ID_TAG, TrackingCallback, trial_status
+from pipeline.tune_callback import TRIAL_ID_TAG, TrackingCallback, bind_tracker, trial_status
 from trainables.config import Config, config_from_dict
 from trainables.data import Dataset
 
@@ -134,7 +135,7 @@ def _run_final(
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
     callback = TrackingCallback(
-        tracker, comparison_run, MethodConfig(configs), tags={"margin_tune.stage": "final"}
+        comparison_run, MethodConfig(configs), tags={"margin_tune.stage": "final"}
     )
     tuner = tune.Tuner(
         trainable,
@@ -146,15 +147,16 @@ def _run_final(
         run_config=tune.RunConfig(
             name=FINAL_DIR,
             storage_path=str(out.resolve()),
-            callbacks=[callback],
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[callback, PruneEndedTrialCheckpoints()],
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
             verbose=1,
         ),
     )
     rows = []
     histories: dict[str, pd.DataFrame] = {}
-    for result in tuner.fit():  # type: ignore[attr-defined]  # iterable via __getitem__
+    with bind_tracker(tracker):
+        grid = tuner.fit()
+    for result in grid:  # type: ignore[attr-defined]  # iterable via __getitem__
         params = result.config or {}
         if params.get("seed") == 0 and result.metrics_dataframe is not None:
             histories[str(params["method"])] = result.metrics_dataframe

@@ -42,6 +42,19 @@ _MAX_LISTED = 20
 _SQLITE = "sqlite:///"
 _TRIAL_METRICS = ("margin", "easy_ratio")
 """Shown beside the ``val_*`` metrics: the margin a scheduler ended at, and what drove it."""
+_PARENT_COLUMNS = [
+    "kind",
+    "name",
+    "sweep_id",
+    "started",
+    "status",
+    "trials",
+    "searcher",
+    "metric",
+    "best",
+    "best_trial_id",
+    "parent",
+]
 
 
 @dataclass(frozen=True)
@@ -169,21 +182,6 @@ def parents_table(runs: ExperimentRuns, parents: Iterable[Run]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=_PARENT_COLUMNS)
-
-
-_PARENT_COLUMNS = [
-    "kind",
-    "name",
-    "sweep_id",
-    "started",
-    "status",
-    "trials",
-    "searcher",
-    "metric",
-    "best",
-    "best_trial_id",
-    "parent",
-]
 
 
 def best_per_method(runs: ExperimentRuns) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +21,29 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
+from pipeline.checkpoints import PruneEndedTrialCheckpoints
 from pipeline.search_space import SearchSpace, apply_overrides
 from pipeline.searchers import SEARCHERS, SearcherRequest, build_searcher
 from pipeline.tracking import Tracker
 from pipeline.trainable import run_tune_trial
-from pipeline.tune_callback import TRIAL_ID_TAG, SearchedConfig, TrackingCallback, trial_status
+from pipeline.tune_callback import (
+    TRIAL_ID_TAG,
+    SearchedConfig,
+    TrackingCallback,
+    bind_tracker,
+    trial_status,
+)
 from trainables.config import Config
 from trainables.data import Dataset, load_dataset
 from trainables.errors import ConfigError
 from trainables.trial import Trial
 
 EXPERIMENT_DIR = "tune"
+#: Tune snapshots its experiment state (what ``Tuner.restore`` reads) at most every 10 s by
+#: default; a trial that finished after the last snapshot is run again on resume, under a new
+#: trial id (seen here: 2 of 6 finished trials re-run after a SIGKILL). Snapshotting on every
+#: controller step closes that window; ``TUNE_GLOBAL_CHECKPOINT_S`` set by the user wins.
+SNAPSHOT_PERIOD_S = "0"
 
 
 @dataclass(frozen=True)
@@ -100,7 +112,13 @@ class SweepResult:
 
 
 def plan_sweep(
-    name: str, base: Config, space: SearchSpace, options: SweepOptions, out: Path
+    name: str,
+    base: Config,
+    space: SearchSpace,
+    options: SweepOptions,
+    out: Path,
+    *,
+    sweep_id: str | None = None,
 ) -> SweepPlan:
     """Validate the sweep end to end: a trial built at the space's first values must construct.
 
@@ -115,7 +133,8 @@ def plan_sweep(
     dataset = load_dataset(base.dataset)
     probe = apply_overrides(base, {p.path: p.extremes()[0] for p in space.parameters})
     Trial(probe, dataset=dataset)
-    return SweepPlan(name=name, base=base, space=space, options=options, out=out, dataset=dataset)
+    plan = SweepPlan(name=name, base=base, space=space, options=options, out=out, dataset=dataset)
+    return plan if sweep_id is None else replace(plan, sweep_id=sweep_id)
 
 
 @contextmanager
@@ -199,31 +218,42 @@ def run_sweep(
         ),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
-    callback = TrackingCallback(tracker, sweep_run, SearchedConfig(base))
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            metric=space.metric,
-            mode=space.mode,
-            search_alg=searcher,
-            scheduler=scheduler,
-            num_samples=options.trials,
-            max_concurrent_trials=options.concurrency,
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=EXPERIMENT_DIR,
-            storage_path=str(plan.out.resolve()),
-            callbacks=[callback],
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            failure_config=tune.FailureConfig(max_failures=options.max_failures),
-            verbose=1,
-        ),
-    )
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", SNAPSHOT_PERIOD_S)
+    experiment = plan.out.resolve() / EXPERIMENT_DIR
+    if tune.Tuner.can_restore(str(experiment)):
+        # Finished trials stay finished; unfinished and errored ones continue from their last
+        # checkpoint; the searcher's state (Optuna's history) comes back with the experiment.
+        tuner = tune.Tuner.restore(
+            str(experiment), trainable, resume_unfinished=True, resume_errored=True
+        )
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric=space.metric,
+                mode=space.mode,
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=options.trials,
+                max_concurrent_trials=options.concurrency,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=EXPERIMENT_DIR,
+                storage_path=str(plan.out.resolve()),
+                callbacks=[
+                    TrackingCallback(sweep_run, SearchedConfig(base)),
+                    PruneEndedTrialCheckpoints(),
+                ],
+                failure_config=tune.FailureConfig(max_failures=options.max_failures),
+                verbose=1,
+            ),
+        )
     started = time.perf_counter()
-    grid = tuner.fit()
+    with bind_tracker(tracker):
+        grid = tuner.fit()
     elapsed = time.perf_counter() - started
-    return _summarise(plan, tracker, sweep_run, grid, callback, elapsed)
+    return _summarise(plan, tracker, sweep_run, grid, elapsed)
 
 
 def _summarise(
@@ -231,12 +261,12 @@ def _summarise(
     tracker: Tracker,
     sweep_run: str,
     grid: tune.ResultGrid,
-    callback: TrackingCallback,
     elapsed: float,
 ) -> SweepResult:
     space = plan.space
     rows = []
     histories: dict[str, pd.DataFrame] = {}
+    run_ids = tracker.child_runs(sweep_run)
     for result in grid:  # type: ignore[attr-defined]  # ResultGrid has __getitem__ + __len__
         trial_id = result.metrics.get("trial_id") if result.metrics else None
         if trial_id is None:
@@ -258,10 +288,11 @@ def _summarise(
                     for k, v in (last or {}).items()
                     if k.startswith(("val_", "margin", "easy_ratio"))
                 },
-                "run_id": callback.run_ids.get(trial_id, ""),
+                "run_id": run_ids.get(trial_id, ""),
             }
         )
     table = pd.DataFrame(rows)
+    _end_abandoned_runs(tracker, run_ids, set(table[TRIAL_ID_TAG]) if rows else set())
     best: dict[str, Any] = {}
     scored = table.dropna(subset=[space.metric]) if space.metric in table else table.iloc[0:0]
     scored = scored[scored["status"] != "failed"] if not scored.empty else scored
@@ -298,6 +329,19 @@ def _summarise(
         )
     tracker.end_run(sweep_run)
     return SweepResult(plan, sweep_run, table, best, histories)
+
+
+def _end_abandoned_runs(tracker: Tracker, run_ids: dict[str, str], trial_ids: set[str]) -> None:
+    """Close runs of trials that the resumed experiment no longer has.
+
+    A trial started after the experiment's last snapshot lives on only in MLflow when the
+    driver dies; after ``resume`` its run would stay RUNNING forever. It is kept (nothing a user
+    recorded is deleted) but ended as KILLED and tagged ``abandoned``.
+    """
+    for trial_id, run_id in run_ids.items():
+        if trial_id not in trial_ids:
+            tracker.set_tags(run_id, {"trial_status": "abandoned"})
+            tracker.end_run(run_id, "KILLED")
 
 
 def git_commit() -> str:

@@ -323,6 +323,20 @@ class Tracker:
         run_tags = {**(tags or {}), TRIAL_ID_TAG: trial_id}
         return self._open_run(query, name or trial_id, params, run_tags, parent_run_id)
 
+    def child_runs(self, parent_run_id: str) -> dict[str, str]:
+        """Trial id → run id of every trial run nested under ``parent_run_id`` (one search)."""
+        found = self._call(
+            self._client.search_runs,
+            [self.experiment_id],
+            filter_string=f"tags.{MLFLOW_PARENT_RUN_ID} = {_filter_value(parent_run_id)}",
+            max_results=50000,
+        )
+        return {
+            run.data.tags[TRIAL_ID_TAG]: run.info.run_id
+            for run in found
+            if TRIAL_ID_TAG in run.data.tags
+        }
+
     def _open_run(
         self,
         query: str,

@@ -7,14 +7,15 @@ wait on the store.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from ray.tune import Callback
 
 from pipeline.search_space import apply_overrides
 from pipeline.tracking import Tracker, flatten_params
-from trainables.config import Config
+from trainables.config import Config, config_from_dict
 from trainables.schedulers import SCHEDULERS
 from trainables.trial import EPOCH_COLUMNS
 
@@ -53,14 +54,34 @@ def trial_status(config: Config, last: dict[str, Any] | None, failed: bool) -> s
     return "completed" if int(last.get("epoch", 0)) >= config.train.epochs else "early_stopped"
 
 
+_BOUND_TRACKER: Tracker | None = None
+
+
+@contextmanager
+def bind_tracker(tracker: Tracker) -> Iterator[None]:
+    """Make ``tracker`` the one every TrackingCallback of this process logs through.
+
+    Tune pickles its callbacks into the experiment state and unpickles them on
+    ``Tuner.restore``; a live tracker (a thread and a store connection) cannot travel that way,
+    so callbacks hold only plain data and find the tracker here while ``fit`` runs.
+    """
+    global _BOUND_TRACKER
+    previous, _BOUND_TRACKER = _BOUND_TRACKER, tracker
+    try:
+        yield
+    finally:
+        _BOUND_TRACKER = previous
+
+
 class SearchedConfig:
     """A sweep trial's config: the searched values laid over the sweep's base."""
 
     def __init__(self, base: Config) -> None:
-        self.base = base
+        # Plain data: Tune pickles this with the experiment state for ``resume``.
+        self.base = base.to_dict()
 
     def __call__(self, params: Mapping[str, Any]) -> Config:
-        return apply_overrides(self.base, params)
+        return apply_overrides(config_from_dict(self.base), params)
 
 
 class TrackingCallback(Callback):
@@ -72,12 +93,10 @@ class TrackingCallback(Callback):
 
     def __init__(
         self,
-        tracker: Tracker,
         parent_run_id: str,
         resolve_config: Callable[[Mapping[str, Any]], Config],
         tags: Mapping[str, str] | None = None,
     ) -> None:
-        self.tracker = tracker
         self.parent_run_id = parent_run_id
         self.resolve_config = resolve_config
         self.tags = dict(tags or {})
@@ -85,11 +104,11 @@ class TrackingCallback(Callback):
         self.configs: dict[str, Config] = {}
         self.last: dict[str, dict[str, Any]] = {}
 
-    def __getstate__(self) -> dict[str, Any]:
-        """Tune pickles its callbacks with the experiment state; a live tracker stays behind."""
-        state = dict(self.__dict__)
-        state["tracker"] = None
-        return state
+    @property
+    def tracker(self) -> Tracker:
+        if _BOUND_TRACKER is None:
+            raise RuntimeError("TrackingCallback used outside bind_tracker(...)")
+        return _BOUND_TRACKER
 
     def _config(self, trial: Any) -> Config:
         if trial.trial_id not in self.configs:

@@ -1,16 +1,22 @@
-"""``margin-tune tune``: one sweep over a search space."""
+"""``margin-tune tune``: one sweep over a search space (and ``resume`` of one)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import shutil
+from pathlib import Path
 
+from pipeline.manifest import read_manifest, write_manifest
 from pipeline.outputs import check_output_dir, create_output_dir, write_yaml
 from pipeline.plots import sweep_plots
 from pipeline.search_space import load_space
-from pipeline.sweep import plan_sweep, ray_session, run_sweep
+from pipeline.sweep import SweepOptions, SweepPlan, plan_sweep, ray_session, run_sweep
 from pipeline.sweep_flags import add_config_flags, add_sweep_flags, default_out, sweep_options
-from pipeline.tracking import Tracker
-from trainables.config import load_config
+from pipeline.tracking import Tracker, resolve_tracking_uri
+from trainables.config import config_from_dict, load_config
+
+SPACE_COPY = "space.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,15 +27,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_sweep_flags(parser, trials_required=True)
 
 
+def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", type=Path, metavar="DIR", help="the sweep's --out directory")
+    parser.add_argument("--address", help="Ray cluster to join (default: start a local one)")
+
+
 def run(args: argparse.Namespace) -> int:
     base = load_config(args.config, args.overrides)
     space = load_space(args.space, base)
     options = sweep_options(args, args.trials)
+    # Pin the store: trials resumed later, from another directory, must log to the same one.
+    options = dataclasses.replace(options, tracking_uri=resolve_tracking_uri(options.tracking_uri))
     out = args.out or default_out(space.name)
     check_output_dir(out)
     plan = plan_sweep(space.name, base, space, options, out)
     create_output_dir(out)
     write_yaml(out / "config.yaml", base.to_dict())
+    assert space.source is not None
+    shutil.copyfile(space.source, out / SPACE_COPY)
+    write_manifest(
+        out,
+        "tune",
+        {
+            "name": plan.name,
+            "space_name": space.name,
+            "sweep_id": plan.sweep_id,
+            "base": base.to_dict(),
+            "options": dataclasses.asdict(options),
+        },
+    )
+    return execute(plan)
+
+
+def resume(args: argparse.Namespace) -> int:
+    out: Path = args.directory
+    manifest = read_manifest(out)
+    base = config_from_dict(manifest["base"])
+    space = dataclasses.replace(load_space(out / SPACE_COPY, base), name=manifest["space_name"])
+    options = SweepOptions(**manifest["options"])
+    if args.address:
+        options = dataclasses.replace(options, address=args.address)
+    plan = plan_sweep(manifest["name"], base, space, options, out, sweep_id=manifest["sweep_id"])
+    return execute(plan)
+
+
+def execute(plan: SweepPlan) -> int:
+    options, out, space = plan.options, plan.out, plan.space
     with Tracker(options.tracking_uri, options.experiment) as tracker, ray_session(options.address):
         result = run_sweep(plan, tracker)
         result.trials.to_csv(out / "trials.csv", index=False)
