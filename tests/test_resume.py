@@ -1,0 +1,85 @@
+"""A sweep whose driver is SIGKILLed resumes: N trials end, each recorded once, no step twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from pipeline.cli import main
+
+pytestmark = pytest.mark.slow
+
+TRIALS = 4
+EPOCHS = 5
+EXECUTABLE = Path(sys.executable).with_name("margin-tune")
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_resume_after_sigkill_finishes_exactly_the_planned_trials(
+    tmp_path: Path, tiny_overrides: list[str]
+) -> None:
+    out = tmp_path / "sweep"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log = tmp_path / "driver.log"
+    sets = [i for o in [*tiny_overrides, f"train.epochs={EPOCHS}"] for i in ("--set", o)]
+    command = [
+        *(str(EXECUTABLE), "tune", "--space", "dams", "--trials", str(TRIALS)),
+        *("--concurrency", "2", "--no-early-stopping", "--searcher", "random"),
+        *("--out", str(out), "--tracking-uri", uri, "--experiment", "resume-test", *sets),
+    ]
+    with log.open("w") as handle:
+        driver = subprocess.Popen(
+            command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        wait_for(
+            lambda: log.read_text().count("completed after") >= 2,
+            timeout=240,
+            what="two finished trials",
+        )
+    finally:
+        # The whole process group: the driver and the local Ray it started.
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert log.read_text().count("completed after") < TRIALS, "killed too late to test resume"
+
+    assert main(["resume", str(out)]) == 0
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("resume-test")
+    runs = client.search_runs([experiment.experiment_id])
+    (sweep,) = [r for r in runs if r.data.tags.get("margin_tune.kind") == "sweep"]
+    assert sweep.info.status == "FINISHED"
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep.info.run_id]
+    finished = [r for r in trials if r.data.tags.get("trial_status") == "completed"]
+    assert len(finished) == TRIALS
+    assert len({r.data.tags["margin_tune.trial_id"] for r in finished}) == TRIALS
+    # Trials that existed only in the killed driver are kept but closed, never left RUNNING.
+    for run in trials:
+        assert run.info.status in ("FINISHED", "KILLED")
+        if run.info.status == "KILLED":
+            assert run.data.tags["trial_status"] == "abandoned"
+    for run in finished:
+        for key in ("val_roc_auc", "margin", "train_loss"):
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+            assert steps == list(range(1, EPOCHS + 1)), (key, steps)
+    configs = {
+        tuple(sorted((k, v) for k, v in r.data.params.items() if k.startswith("margin.")))
+        for r in finished
+    }
+    assert len(configs) == TRIALS, "a finished trial was run a second time"
