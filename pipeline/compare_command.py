@@ -12,7 +12,7 @@ from pipeline.compare import TEST_METRICS, CompareResult, run_compare
 from pipeline.compare_spec import PRESETS, CompareSpec, load_compare_spec
 from pipeline.outputs import check_output_dir, create_output_dir, write_yaml
 from pipeline.plots import comparison_bars, epoch_curves
-from pipeline.sweep import ray_session
+from pipeline.sweep import plan_sweep, sweep_cluster
 from pipeline.sweep_flags import add_sweep_flags, default_out, sweep_options
 from pipeline.tracking import Tracker
 
@@ -35,18 +35,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec = load_compare_spec(args.config, args.preset, args.overrides)
-    trials = args.trials or spec.trials
+    trials = spec.trials if args.trials is None else args.trials
     options = sweep_options(args, trials, default_searcher=spec.searcher)
     out = args.out or default_out("compare")
     check_output_dir(out)
-    create_output_dir(out)
-    write_yaml(out / "base_config.yaml", spec.base.to_dict())
-    with Tracker(options.tracking_uri, options.experiment) as tracker, ray_session(options.address):
-        result = run_compare(spec, options, out, tracker, trials=trials)
-        files = write_comparison(result, spec, out, indicative=args.preset == "quick")
-        for path in files:
-            tracker.log_artifact(result.comparison_run_id, str(path), artifact_path="comparison")
-        tracker.end_run(result.comparison_run_id)
+    for method, space in spec.spaces.items():  # data, split and sizes, before anything starts
+        plan_sweep(method, spec.base, space, options, out / "sweeps" / method)
+    with sweep_cluster(options):
+        create_output_dir(out)
+        write_yaml(out / "base_config.yaml", spec.base.to_dict())
+        with Tracker(options.tracking_uri, options.experiment) as tracker:
+            result = run_compare(spec, options, out, tracker, trials=trials)
+            files = write_comparison(result, spec, out, indicative=args.preset == "quick")
+            for path in files:
+                tracker.log_artifact(
+                    result.comparison_run_id, str(path), artifact_path="comparison"
+                )
+            tracker.end_run(result.comparison_run_id)
     print((out / "table.md").read_text())
     print(f"wrote {out}; comparison run {result.comparison_run_id} in {tracker.tracking_uri}")
     return 0

@@ -126,7 +126,9 @@ def parse_compare_spec(
         try:
             spaces[str(name)] = load_space(_space_source(str(space_spec), relative_to), base)
         except ConfigError as error:
-            raise ConfigError(f"compare.methods.{name}", str(error)) from None
+            # The space was named here, not with --space: report it under this method's key.
+            detail = str(error).removeprefix("--space: ")
+            raise ConfigError(f"compare.methods.{name}", detail) from None
     metrics = {space.metric for space in spaces.values()}
     if len(metrics) != 1:
         raise ConfigError(

@@ -14,6 +14,11 @@ from trainables.errors import ConfigError
 
 MANIFEST_FILE = "margin-tune.json"
 FORMAT_VERSION = 1
+#: What ``resume`` reads from the manifest of each command that writes one.
+_REQUIRED: dict[str, dict[str, type]] = {
+    "tune": {"name": str, "space_name": str, "sweep_id": str, "base": dict, "options": dict},
+}
+_JSON_NAMES: dict[type, str] = {str: "string", dict: "object"}
 
 
 def write_manifest(out: Path, command: str, data: dict[str, Any]) -> None:
@@ -29,8 +34,26 @@ def read_manifest(out: Path) -> dict[str, Any]:
         )
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ConfigError("DIR", f"cannot read {path}: {error}") from None
+    if not isinstance(content, dict):
+        raise ConfigError("DIR", f"{path} must hold a JSON object, got {type(content).__name__}")
     if content.get("format") != FORMAT_VERSION:
         raise ConfigError("DIR", f"{path} has format {content.get('format')!r}, expected 1")
+    command = content.get("command")
+    if command not in _REQUIRED:
+        raise ConfigError(
+            "DIR", f"{path} was written by command {command!r}; allowed: {', '.join(_REQUIRED)}"
+        )
+    for key, kind in _REQUIRED[command].items():
+        if key not in content:
+            raise ConfigError(
+                "DIR", f"{path} is missing {key!r}: not a complete {command} manifest"
+            )
+        if not isinstance(content[key], kind):
+            raise ConfigError(
+                "DIR",
+                f"{path}: {key!r} must be a JSON {_JSON_NAMES[kind]}, got "
+                f"{type(content[key]).__name__}",
+            )
     return content

@@ -19,10 +19,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from pipeline.compare import TEST_METRICS, summary_table
@@ -66,17 +68,28 @@ class Table:
 
 
 def open_client(tracking_uri: str | None) -> MlflowClient:
-    """A client on the store, refusing a SQLite file that does not exist.
+    """A client on the store, refusing a SQLite file or a file-store folder that does not exist.
 
-    MLflow would silently create an empty database at a mistyped path, and a report of an empty
-    store hides the typo, so the file is checked before any client touches it.
+    MLflow would silently create an empty database (or ``mlruns`` folder) at a mistyped path, and
+    a report of an empty store hides the typo, so the path is checked before any client touches
+    it; a store MLflow itself refuses to open is reported as bad input too.
     """
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith(_SQLITE):
         path = uri.removeprefix(_SQLITE).partition("?")[0]
         if path != ":memory:" and not Path(path).is_file():
             raise ConfigError("--tracking-uri", f"no MLflow database at {path} ({uri})")
-    return MlflowClient(tracking_uri=uri)
+    else:
+        parsed = urlparse(uri)
+        if parsed.scheme in ("", "file"):  # a file store: MLflow would create the folder
+            folder = Path(parsed.path if parsed.scheme else uri)
+            if not folder.is_dir():
+                raise ConfigError("--tracking-uri", f"no MLflow file store at {folder} ({uri})")
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except MlflowException as error:  # e.g. a file store, refused by MLflow 3 by default
+        message = " ".join(str(error.message).split())
+        raise ConfigError("--tracking-uri", f"cannot open {uri}: {message}") from None
 
 
 class ExperimentRuns:

@@ -27,7 +27,14 @@ from typing import Any, Literal
 import optuna
 
 from search_spaces import packaged_spaces
-from trainables.config import Config, config_fields, config_from_dict, read_yaml, unflatten
+from trainables.config import (
+    Config,
+    as_number,
+    config_fields,
+    config_from_dict,
+    read_yaml,
+    unflatten,
+)
 from trainables.errors import ConfigError
 from trainables.trial import EPOCH_COLUMNS
 
@@ -151,7 +158,8 @@ def resolve_space_path(spec: str | Path) -> Path:
         return packaged[str(spec)]
     raise ConfigError(
         "--space",
-        f"{spec!r} is neither a file nor a packaged space; packaged: {', '.join(sorted(packaged))}",
+        f"{str(spec)!r} is neither a file nor a packaged space; packaged: "
+        f"{', '.join(sorted(packaged))}",
     )
 
 
@@ -241,10 +249,13 @@ def _parse_parameter(path: str, spec: Any) -> Parameter:
         if not isinstance(choices, list) or not choices:
             raise ConfigError(f"{field}.choices", "must be a non-empty list")
         return Parameter(path, "categorical", choices=tuple(choices))
-    low, high = spec["low"], spec["high"]
-    for key, bound in (("low", low), ("high", high)):
-        if isinstance(bound, bool) or not isinstance(bound, int | float):
-            raise ConfigError(f"{field}.{key}", f"must be a number, got {bound!r}")
+    bounds: dict[str, float] = {}
+    for key in ("low", "high"):
+        number = as_number(spec[key])
+        if number is None:
+            raise ConfigError(f"{field}.{key}", f"must be a number, got {spec[key]!r}")
+        bounds[key] = number
+    low, high = bounds["low"], bounds["high"]
     if not low < high:
         raise ConfigError(f"{field}.high", f"empty range: low {low} must be < high {high}")
     log_given = spec.get("log", False)
@@ -255,12 +266,13 @@ def _parse_parameter(path: str, spec: Any) -> Parameter:
         raise ConfigError(f"{field}.low", f"a log range needs low > 0, got {low}")
     if distribution == "int":
         step = spec.get("step", 1)
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high, step)):
+        raw = (spec["low"], spec["high"], step)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
             raise ConfigError(field, "int distribution needs integer low, high and step")
         if step < 1 or (log and step != 1):
             raise ConfigError(f"{field}.step", f"must be >= 1 (and 1 with log), got {step}")
-        return Parameter(path, "int", low=low, high=high, step=step, log=log)
-    return Parameter(path, distribution, low=float(low), high=float(high))
+        return Parameter(path, "int", low=spec["low"], high=spec["high"], step=step, log=log)
+    return Parameter(path, distribution, low=low, high=high)
 
 
 def _is_integer(hint: Any) -> bool:

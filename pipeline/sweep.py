@@ -147,6 +147,7 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[No
         ray.init(address=address, log_to_driver=False)
     else:
         ray.init(
+            address="local",  # never join a cluster someone else started on this machine
             num_cpus=num_cpus or os.cpu_count(),
             include_dashboard=False,
             log_to_driver=False,
@@ -156,6 +157,54 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[No
         yield
     finally:
         ray.shutdown()
+
+
+def local_resources() -> list[dict[str, Any]]:
+    """What ``ray_session`` without an address gives: this machine's CPUs and CUDA devices."""
+    import torch
+
+    return [
+        {"Alive": True, "Resources": {"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()}}
+    ]
+
+
+@contextmanager
+def sweep_cluster(options: SweepOptions) -> Iterator[None]:
+    """The Ray session a sweep runs in, once the trials' resources are known to fit.
+
+    Without ``--address`` the check runs before Ray starts, against what the local Ray will get,
+    so a bad request starts nothing; a joined cluster is checked once connected.
+    """
+    if not options.address:
+        check_cluster_resources(options, local_resources())
+    with ray_session(options.address):
+        if options.address:
+            check_cluster_resources(options, [node for node in ray.nodes() if node.get("Alive")])
+        yield
+
+
+def check_cluster_resources(options: SweepOptions, nodes: list[dict[str, Any]]) -> None:
+    """Refuse trials no node can ever place, instead of letting them pend forever.
+
+    Ray Tune keeps a trial PENDING as long as no node offers its resources; on a fixed cluster
+    (the local one, or one joined without an autoscaler) that is forever.
+    """
+    gpus = sum(node["Resources"].get("GPU", 0) for node in nodes)
+    if options.gpus_per_trial > 0 and not any(
+        node["Resources"].get("GPU", 0) >= options.gpus_per_trial for node in nodes
+    ):
+        raise ConfigError(
+            "--gpus-per-trial",
+            f"{options.gpus_per_trial:g} GPU per trial, but no node of the Ray cluster has that "
+            f"many ({gpus:g} GPUs in all); use 0 on a CPU-only cluster",
+        )
+    most_cpus = max((node["Resources"].get("CPU", 0) for node in nodes), default=0)
+    if options.cpus_per_trial > most_cpus:
+        raise ConfigError(
+            "--cpus-per-trial",
+            f"{options.cpus_per_trial:g} CPUs per trial, but the largest node of the Ray "
+            f"cluster has {most_cpus:g}",
+        )
 
 
 def run_sweep(

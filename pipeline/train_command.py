@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         },
     }
     write_json(out / "summary.json", summary)
+    if result.stop_reason != "completed":
+        print(f"stopped after epoch {len(result.history)}: {result.stop_reason}")
     if result.test_embeddings is not None and result.test_labels is not None:
         np.savez(out / "test_embeddings.npz", X=result.test_embeddings, y=result.test_labels)
     print(

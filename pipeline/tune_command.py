@@ -11,7 +11,13 @@ from pipeline.manifest import read_manifest, write_manifest
 from pipeline.outputs import check_output_dir, create_output_dir, write_yaml
 from pipeline.plots import sweep_plots
 from pipeline.search_space import load_space
-from pipeline.sweep import SweepOptions, SweepPlan, plan_sweep, ray_session, run_sweep
+from pipeline.sweep import (
+    SweepOptions,
+    SweepPlan,
+    plan_sweep,
+    run_sweep,
+    sweep_cluster,
+)
 from pipeline.sweep_flags import add_config_flags, add_sweep_flags, default_out, sweep_options
 from pipeline.tracking import Tracker, resolve_tracking_uri
 from trainables.config import config_from_dict, load_config
@@ -41,22 +47,23 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or default_out(space.name)
     check_output_dir(out)
     plan = plan_sweep(space.name, base, space, options, out)
-    create_output_dir(out)
-    write_yaml(out / "config.yaml", base.to_dict())
-    assert space.source is not None
-    shutil.copyfile(space.source, out / SPACE_COPY)
-    write_manifest(
-        out,
-        "tune",
-        {
-            "name": plan.name,
-            "space_name": space.name,
-            "sweep_id": plan.sweep_id,
-            "base": base.to_dict(),
-            "options": dataclasses.asdict(options),
-        },
-    )
-    return execute(plan)
+    with sweep_cluster(options):
+        create_output_dir(out)
+        write_yaml(out / "config.yaml", base.to_dict())
+        assert space.source is not None
+        shutil.copyfile(space.source, out / SPACE_COPY)
+        write_manifest(
+            out,
+            "tune",
+            {
+                "name": plan.name,
+                "space_name": space.name,
+                "sweep_id": plan.sweep_id,
+                "base": base.to_dict(),
+                "options": dataclasses.asdict(options),
+            },
+        )
+        return execute(plan)
 
 
 def resume(args: argparse.Namespace) -> int:
@@ -68,12 +75,14 @@ def resume(args: argparse.Namespace) -> int:
     if args.address:
         options = dataclasses.replace(options, address=args.address)
     plan = plan_sweep(manifest["name"], base, space, options, out, sweep_id=manifest["sweep_id"])
-    return execute(plan)
+    with sweep_cluster(options):
+        return execute(plan)
 
 
 def execute(plan: SweepPlan) -> int:
+    """Run a planned sweep inside the caller's Ray session and print its outcome."""
     options, out, space = plan.options, plan.out, plan.space
-    with Tracker(options.tracking_uri, options.experiment) as tracker, ray_session(options.address):
+    with Tracker(options.tracking_uri, options.experiment) as tracker:
         result = run_sweep(plan, tracker)
         result.trials.to_csv(out / "trials.csv", index=False)
         plots = sweep_plots(result, out / "plots")

@@ -42,6 +42,12 @@ def test_overrides_are_parsed_as_yaml_values() -> None:
     assert config.margin.scheduler == "constant"
 
 
+@pytest.mark.parametrize(("text", "value"), [("1e-3", 1e-3), ("2E+2", 200.0), (".5e1", 5.0)])
+def test_exponent_without_dot_is_a_number(text: str, value: float) -> None:
+    """PyYAML (YAML 1.1) reads ``1e-3`` as a string; configs take it as the number meant."""
+    assert load_config(overrides=[f"train.lr={text}"]).train.lr == value
+
+
 def test_int_is_accepted_for_float_and_round_trips(tmp_path: Path) -> None:
     config = load_config(overrides=["train.lr=1"])
     assert config.train.lr == 1.0 and isinstance(config.train.lr, float)
@@ -63,7 +69,7 @@ def test_partial_user_file_takes_defaults_for_the_rest(tmp_path: Path) -> None:
         ("margin.step_size=-0.05", "margin.step_size", ">= 0"),
         ("margin.scheduler=cosine", "margin.scheduler", "allowed: constant, dams, linear"),
         ("miner.name=hardest", "miner.name", "allowed: all, hard, semihard"),
-        ("sampler.name=random", "sampler.name", "allowed: pk"),
+        ("sampler.name=random", "sampler.name", "allowed: class_representative, pk"),
         ("dataset.name=mnist", "dataset.name", "allowed:"),
         ("model.name=resnet", "model.name", "allowed: cnn, mlp"),
         ("loss.reduction=sum", "loss.reduction", "allowed: mean_nonzero, mean"),

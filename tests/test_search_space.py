@@ -87,14 +87,15 @@ def test_packaged_space_loads_and_every_suggestion_is_a_valid_trial(
     assert space.metric in TUNABLE_METRICS
     assert space.mode == "max"
     assert space.description
-    # Each packaged space is the method of its name: its scheduler is fixed to that name.
-    assert space.fixed["margin.scheduler"] == name
+    # Each packaged space is the method of its name: its scheduler (or sampler) is fixed to it.
+    part = "sampler.name" if "sampler.name" in space.fixed else "margin.scheduler"
+    assert space.fixed[part] == name
     assert space.searched
     for params, constants in drive(space.optuna_space(), trials=25):
         assert set(params) == {p.path for p in space.searched}
         assert constants == space.fixed
         config = apply_overrides(base, {**params, **constants})
-        assert config.margin.scheduler == name
+        assert config.flat()[part] == name
         flat = config.flat()
         for path, value in params.items():
             assert flat[path] == pytest.approx(value)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 import ray
@@ -217,3 +218,52 @@ def test_compare_yields_every_method_and_seed_and_a_complete_table(
     for final in finals:
         assert "test_roc_auc" in final.data.metrics
         assert final.data.tags["method"] in ("dams", "constant")
+
+
+def test_failing_trials_are_recorded_and_the_sweep_goes_on(
+    local_ray: None, base: Config, tmp_path: Path
+) -> None:
+    """lr 1e37 makes the loss NaN in epoch 1 (deterministically): that trial fails, others run."""
+    space = parse_space(
+        {
+            "parameters": {
+                "margin.scheduler": {"distribution": "fixed", "value": "constant"},
+                "train.lr": {"distribution": "categorical", "choices": [0.003, 1.0e37]},
+            }
+        },
+        base,
+        name="failing",
+    )
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    options = SweepOptions(
+        trials=4,
+        concurrency=1,
+        searcher="random",
+        seed=1,  # random search draws [1e37, 1e37, 0.003, 1e37]: failures before and after
+        storage=storage,
+        early_stopping=False,
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )
+    plan = plan_sweep("failing", base, space, options, tmp_path / "out")
+    with Tracker(options.tracking_uri, "failing-test") as tracker:
+        result = run_sweep(plan, tracker)
+    assert len(result.trials) == 4
+    client = MlflowClient(options.tracking_uri)
+    experiment = client.get_experiment_by_name("failing-test")
+    children = child_runs(client, experiment.experiment_id, result.parent_run_id)
+    assert len(children) == 4
+    failed = [r for r in children if float(r.data.params["train.lr"]) > 1]
+    healthy = [r for r in children if float(r.data.params["train.lr"]) < 1]
+    assert len(failed) == 3 and len(healthy) == 1
+    for run in failed:
+        assert run.info.status == "FAILED"
+        assert run.data.tags["trial_status"] == "failed"
+        assert "train_loss became nan in epoch 1" in run.data.tags["margin_tune.error"]
+    for run in healthy:
+        assert run.info.status == "FINISHED" and run.data.tags["trial_status"] == "completed"
+    assert set(result.trials.loc[result.trials["status"] == "failed", "config.train.lr"]) == {1e37}
+    assert float(result.best["config.train.lr"]) == 0.003
+    # The searcher was told: Optuna holds the failures as FAIL, not as good results.
+    study = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
+    states = sorted(trial.state.name for trial in study.trials)
+    assert states == ["COMPLETE", "FAIL", "FAIL", "FAIL"]

@@ -7,6 +7,7 @@ progress leaves through a per-epoch callback that may ask to stop and may checkp
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import time
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainables.collapse import CollapseMonitor, choose_probe
 from trainables.config import Config
 from trainables.data import ClassSplit, Dataset, load_dataset, split_classes
 from trainables.losses import (
@@ -26,7 +28,7 @@ from trainables.losses import (
     difficulty_counts,
     triplet_margin_loss,
 )
-from trainables.metrics import Evaluator, evaluate_raw_features
+from trainables.metrics import Evaluator, embedding_spread, evaluate_raw_features
 from trainables.miners import build_miner
 from trainables.models import SiameseEmbedder, build_model
 from trainables.samplers import EpochContext, build_sampler
@@ -50,9 +52,14 @@ EPOCH_COLUMNS = (
     "val_recall_at_1",
     "val_map_at_r",
     "epoch_seconds",
+    "embedding_spread",
+    "top_direction_variance",
+    "collapsed",
 )
 
 EVAL_CHUNK = 2048
+
+_logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,10 @@ class Trial:
             num_pairs=config.eval.num_pairs,
             seed=config.eval.pair_seed,
         )
+        self.probe = torch.as_tensor(
+            choose_probe(len(self.split.val_indices), config.eval.pair_seed), device=self.device
+        )
+        self.collapse = CollapseMonitor(config.collapse)
         self.epoch = 0
         self.history: list[dict[str, float]] = []
 
@@ -146,6 +157,7 @@ class Trial:
             "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "collapse": self.collapse.state_dict(),
             "history": [dict(row) for row in self.history],
         }
 
@@ -153,6 +165,7 @@ class Trial:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self.collapse.load_state_dict(state["collapse"])
         self.epoch = int(state["epoch"])
         self.history = [dict(row) for row in state["history"]]
 
@@ -171,16 +184,23 @@ class Trial:
         evaluate_test: bool = False,
         keep_test_embeddings: bool = False,
     ) -> TrialResult:
-        """Train from the current epoch to ``train.epochs`` (or until the callback says stop)."""
+        """Train from the current epoch to ``train.epochs``, or until stopped or collapsed.
+
+        The callback may stop the trial after any epoch; a collapse (see
+        :class:`~trainables.collapse.CollapseMonitor`) stops it too, after the callback has seen
+        the collapsed epoch, whose row has ``collapsed`` 1.0.
+        """
         reference = self.reference_metrics() if evaluate_test else {}
         stop_reason = "completed"
-        while self.epoch < self.config.train.epochs:
+        while self.epoch < self.config.train.epochs and not self.collapse.collapsed:
             metrics = self._train_epoch()
             self.history.append(metrics)
             report = EpochReport(self.epoch, metrics, self.state_dict)
             if on_epoch is not None and on_epoch(report) and self.epoch < self.config.train.epochs:
                 stop_reason = "stopped"
                 break
+        if self.collapse.collapsed:
+            stop_reason = "collapsed"
         result = TrialResult(
             history=self.history, stop_reason=stop_reason, reference_metrics=reference
         )
@@ -227,6 +247,7 @@ class Trial:
             epoch=self.epoch,
             rng=np.random.default_rng(seed),
             embed=lambda indices: self.embed(self.train_features[torch.as_tensor(indices)]),
+            seed=self.config.seed,
         )
         generator = torch.Generator(device=self.device).manual_seed(seed)
         reservoir = EffectiveMarginReservoir(generator=generator)
@@ -257,7 +278,19 @@ class Trial:
         stats = EpochStats(**counts.to_dict(), train_loss=train_loss)
         valid = stats.valid
         self.scheduler.step(self.epoch, stats)
-        validation = self.val_evaluator(self.embed(self.val_features))
+        val_embeddings = self.embed(self.val_features)
+        validation = self.val_evaluator(val_embeddings)
+        spread = embedding_spread(val_embeddings[self.probe])
+        collapsed = self.collapse.update(spread)
+        if collapsed:
+            _logger.warning(
+                "epoch %d: embeddings collapsed (mean pairwise distance %.4g below "
+                "collapse.threshold %g for %d epochs); stopping the trial",
+                self.epoch,
+                spread.mean_pairwise_distance,
+                self.config.collapse.threshold,
+                self.collapse.epochs_below,
+            )
         return {
             "epoch": float(self.epoch),
             "margin": margin,
@@ -269,6 +302,9 @@ class Trial:
             **reservoir.quantiles(),
             **{f"val_{name}": value for name, value in validation.items()},
             "epoch_seconds": time.perf_counter() - started,
+            "embedding_spread": spread.mean_pairwise_distance,
+            "top_direction_variance": spread.top_direction_variance,
+            "collapsed": float(collapsed),
         }
 
 
@@ -299,7 +335,8 @@ def train(
     """Train one trial, optionally resuming from a checkpoint made by an earlier ``on_epoch``.
 
     A resumed trial produces the same subsequent metrics as an uninterrupted one: every epoch's
-    random streams derive from (seed, epoch), and model, optimiser and scheduler state are restored.
+    random streams derive from (seed, epoch), and model, optimiser, scheduler and collapse-monitor
+    state are restored.
     """
     trial = Trial(config)
     if checkpoint is not None:

@@ -17,6 +17,8 @@ from trainables.errors import ConfigError
 PIXEL_MAX = 255.0
 """``uint8`` arrays are taken as 8-bit pixels and scaled by this to [0, 1]."""
 
+_NPY_MAGIC = b"\x93NUMPY"
+
 _SHAPES = "(N, D) vectors, (N, H, W) grayscale or (N, C, H, W) images"
 
 
@@ -62,6 +64,7 @@ def load_npz(config: DatasetConfig) -> Dataset:
 
 def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """``X`` and ``y`` from the archive, every way of failing turned into a ConfigError."""
+    _check_is_archive(path)
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
@@ -79,7 +82,58 @@ def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 f"{path} has no array {' or '.join(missing)} (found: {found}); expected X "
                 "(samples) and y (labels)",
             )
+        for key in ("X", "y"):
+            if _holds_objects(archive, key):
+                raise ConfigError(
+                    "dataset.path",
+                    f"cannot load X and y from {path}: {key} holds Python objects (dtype object), "
+                    "which would have to be unpickled, and user files are never unpickled; store "
+                    "X as numbers and y as integers or strings",
+                )
         try:
             return archive["X"], archive["y"]
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
             raise ConfigError("dataset.path", f"cannot load X and y from {path}: {error}") from None
+
+
+def _check_is_archive(path: Path) -> None:
+    """Refuse anything but a zip before NumPy sees it.
+
+    ``np.load`` takes a file that is neither a zip nor an ``.npy`` for a pickle and, with
+    ``allow_pickle=False``, says so and suggests loading it unsafely: the wrong advice for a CSV
+    or a folder given by mistake.
+    """
+    if zipfile.is_zipfile(path):
+        return
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(len(_NPY_MAGIC))
+    except OSError as error:
+        raise ConfigError("dataset.path", f"cannot read {path} as .npz: {error}") from None
+    if magic == _NPY_MAGIC:
+        raise ConfigError(
+            "dataset.path", f"{path} is a single .npy array; expected an .npz with X and y"
+        )
+    raise ConfigError(
+        "dataset.path",
+        f"cannot read {path} as .npz: not a NumPy .npz archive (a zip of .npy arrays); write "
+        "one with numpy.savez(path, X=samples, y=labels)",
+    )
+
+
+def _holds_objects(archive: np.lib.npyio.NpzFile, key: str) -> bool:
+    """Whether the member's header declares an object dtype, read without loading the data."""
+    if archive.zip is None:
+        return False
+    try:
+        with archive.zip.open(f"{key}.npy") as member:
+            version = np.lib.format.read_magic(member)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            _, _, dtype = read_header(member)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return False  # loading it will report what is wrong
+    return bool(dtype.hasobject)

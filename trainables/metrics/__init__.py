@@ -1,8 +1,9 @@
-"""Evaluation metrics: verification on fixed pairs and leave-one-out retrieval."""
+"""Evaluation metrics: verification on fixed pairs, leave-one-out retrieval, embedding spread."""
 
 from trainables.metrics.evaluate import Evaluator, evaluate_raw_features
 from trainables.metrics.pairs import VerificationPairs, sample_verification_pairs
 from trainables.metrics.retrieval import retrieval_metrics
+from trainables.metrics.spread import EmbeddingSpread, embedding_spread
 from trainables.metrics.verification import (
     RocCurve,
     equal_error_rate,
@@ -14,9 +15,11 @@ from trainables.metrics.verification import (
 )
 
 __all__ = [
+    "EmbeddingSpread",
     "Evaluator",
     "RocCurve",
     "VerificationPairs",
+    "embedding_spread",
     "equal_error_rate",
     "evaluate_raw_features",
     "pair_scores",

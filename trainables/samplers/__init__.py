@@ -7,10 +7,12 @@ import numpy as np
 from trainables.config import SamplerConfig
 from trainables.registry import Registry
 from trainables.samplers.base import BatchSampler, EmbedFn, EpochContext
+from trainables.samplers.class_representative import ClassRepresentativeSampler
 from trainables.samplers.pk import PKSampler
 
 SAMPLERS: Registry[type[BatchSampler]] = Registry("sampler")
 SAMPLERS.register("pk")(PKSampler)
+SAMPLERS.register("class_representative")(ClassRepresentativeSampler)
 
 
 def build_sampler(

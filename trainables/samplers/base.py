@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from trainables.config import SamplerConfig
+from trainables.errors import ConfigError
 
 EmbedFn = Callable[[np.ndarray], torch.Tensor]
 """Embeds training samples given by index with the current network (no gradient)."""
@@ -17,19 +18,26 @@ EmbedFn = Callable[[np.ndarray], torch.Tensor]
 
 @dataclass(frozen=True)
 class EpochContext:
-    """What a sampler is given for one epoch: its random stream and access to the network.
+    """What a sampler is given for one epoch: its random streams and access to the network.
 
     ``rng`` is derived from (seed, epoch) by the trainer, so an epoch's batches are the same
-    whether the trial ran straight through or resumed from a checkpoint.
+    whether the trial ran straight through or resumed from a checkpoint. ``seed`` is the trial's
+    seed, for a sampler whose draws span epochs: it derives those from (seed, something it can
+    compute from ``epoch``) rather than carrying state across a checkpoint.
     """
 
     epoch: int
     rng: np.random.Generator
     embed: EmbedFn
+    seed: int
 
 
 class BatchSampler(ABC):
-    """Yields batches of indices into the training set, ``num_batches`` per epoch."""
+    """Yields batches of P classes x K samples, ``num_batches`` per epoch.
+
+    Raises:
+        ConfigError: ``sampler.classes_per_batch`` exceeds the number of training classes.
+    """
 
     def __init__(self, config: SamplerConfig, labels: np.ndarray, num_batches: int | None) -> None:
         self.config = config
@@ -37,6 +45,12 @@ class BatchSampler(ABC):
         self.classes, inverse = np.unique(labels, return_inverse=True)
         self.members = [np.flatnonzero(inverse == index) for index in range(len(self.classes))]
         self.num_batches = num_batches or max(1, len(labels) // self.batch_size)
+        if config.classes_per_batch > len(self.classes):
+            raise ConfigError(
+                "sampler.classes_per_batch",
+                f"must be <= the {len(self.classes)} training classes, "
+                f"got {config.classes_per_batch}",
+            )
 
     @property
     def batch_size(self) -> int:
@@ -51,8 +65,12 @@ class BatchSampler(ABC):
 
     def draw_from_class(self, class_index: int, count: int, rng: np.random.Generator) -> np.ndarray:
         """``count`` members of a class: distinct while the class has enough, then repeats."""
-        members = self.members[class_index]
-        if len(members) >= count:
-            return rng.choice(members, size=count, replace=False)
-        extra = rng.choice(members, size=count - len(members), replace=True)
-        return np.concatenate([rng.permutation(members), extra])
+        return draw_members(self.members[class_index], count, rng)
+
+
+def draw_members(members: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` of ``members``: distinct while there are enough, then every one plus repeats."""
+    if len(members) >= count:
+        return rng.choice(members, size=count, replace=False)
+    extra = rng.choice(members, size=count - len(members), replace=True)
+    return np.concatenate([rng.permutation(members), extra])

@@ -6,8 +6,6 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from trainables.config import SamplerConfig
-from trainables.errors import ConfigError
 from trainables.samplers.base import BatchSampler, EpochContext
 
 
@@ -17,15 +15,6 @@ class PKSampler(BatchSampler):
     Every anchor then has K−1 positives and (P−1)·K negatives, so every batch has valid
     triplets. A class smaller than K contributes all its samples plus repeats.
     """
-
-    def __init__(self, config: SamplerConfig, labels: np.ndarray, num_batches: int | None) -> None:
-        super().__init__(config, labels, num_batches)
-        if config.classes_per_batch > len(self.classes):
-            raise ConfigError(
-                "sampler.classes_per_batch",
-                f"must be <= the {len(self.classes)} training classes, "
-                f"got {config.classes_per_batch}",
-            )
 
     def batches(self, context: EpochContext) -> Iterator[np.ndarray]:
         rng = context.rng

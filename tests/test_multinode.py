@@ -1,0 +1,254 @@
+"""A Ray node dies mid-sweep: its trial resumes from its checkpoint on a surviving node.
+
+Three Ray nodes on loopback (`ray.cluster_utils.Cluster`): a head without CPUs that holds the
+driver and the object store copy of the dataset, and two one-CPU workers that run one trial each.
+Once a trial has reported (and checkpointed) two epochs, its worker node is killed outright, as
+a crashed machine would be. Tune counts one failure, waits for a CPU, restores the trial from its
+latest checkpoint on the surviving worker, and the sweep ends with every epoch recorded once.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+import ray
+from mlflow import MlflowClient
+from ray import tune
+from ray._private import ray_constants
+from ray._private.node import Node
+from ray.cluster_utils import Cluster
+
+from pipeline.search_space import parse_space
+from pipeline.sweep import EXPERIMENT_DIR, SweepOptions, plan_sweep, ray_session, run_sweep
+from pipeline.tracking import Tracker
+from trainables.config import load_config
+
+pytestmark = pytest.mark.slow
+
+LOOPBACK = "127.0.0.1"
+EPOCHS = 12
+#: The trial's node dies once the driver holds this many of its results, each with a checkpoint.
+KILL_AFTER_EPOCH = 2
+#: About 0.5 s an epoch on a loaded two-core machine: a trial outlives the kill by seconds.
+BATCHES_PER_EPOCH = 50
+SPACE = {
+    "metric": "val_roc_auc",
+    "mode": "max",
+    "parameters": {
+        "margin.scheduler": {"distribution": "fixed", "value": "dams"},
+        "train.lr": {"distribution": "categorical", "choices": [0.001, 0.003]},
+    },
+}
+#: A dead node is declared dead after about 3 s instead of Ray's default 15 s or more.
+FAST_HEALTH_CHECKS = {
+    "health_check_initial_delay_ms": 0,
+    "health_check_period_ms": 1000,
+    "health_check_failure_threshold": 3,
+}
+
+
+_T = TypeVar("_T")
+
+
+def wait_for(probe: Callable[[], _T | None], timeout: float, what: str) -> _T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found is not None:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def processed_results(trial_dir: Path) -> list[dict]:
+    """The results the driver has processed for a trial: Tune's ``result.json``, whole lines."""
+    try:
+        text = (trial_dir / "result.json").read_text()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
+
+
+def parent_pid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
+def node_of(pid: int, nodes: list[Node]) -> Node:
+    """The node whose raylet started the worker process ``pid`` (all nodes share one IP)."""
+    raylets = {node.all_processes["raylet"][0].process.pid: node for node in nodes}
+    ancestor = pid
+    while ancestor > 1:
+        if ancestor in raylets:
+            return raylets[ancestor]
+        ancestor = parent_pid(ancestor)
+    raise AssertionError(f"process {pid} belongs to no worker node")
+
+
+@dataclass
+class NodeKill:
+    """What the fault injector did: which trial lost its node, when, and where it went on."""
+
+    trial_id: str = ""
+    epoch: int = 0
+    killed_pid: int = 0
+    killed_node: str = ""
+    resumed_pid: int = 0
+    resumed_node: str = ""
+    error: BaseException | None = None
+
+
+def kill_node_of_first_checkpointed_trial(
+    cluster: Cluster, workers: list[Node], experiment: Path, record: NodeKill
+) -> None:
+    """Kills the worker node of the first trial with KILL_AFTER_EPOCH processed results."""
+
+    def trial_to_kill() -> tuple[Path, dict] | None:
+        for trial_dir in sorted(path for path in experiment.glob("*") if path.is_dir()):
+            results = processed_results(trial_dir)
+            if len(results) >= KILL_AFTER_EPOCH and any(trial_dir.glob("checkpoint_000000")):
+                return trial_dir, results[-1]
+        return None
+
+    try:
+        trial_dir, last = wait_for(trial_to_kill, 180, f"a trial at epoch {KILL_AFTER_EPOCH}")
+        record.trial_id, record.epoch, record.killed_pid = (
+            last["trial_id"],
+            int(last["epoch"]),
+            last["pid"],
+        )
+        node = node_of(record.killed_pid, workers)
+        record.killed_node = node.node_id
+        cluster.remove_node(node, allow_graceful=False)
+
+        def resumed() -> dict | None:
+            later = [r for r in processed_results(trial_dir) if r["epoch"] > record.epoch]
+            return later[0] if later else None
+
+        record.resumed_pid = wait_for(resumed, 180, "the killed trial to report again")["pid"]
+        record.resumed_node = node_of(record.resumed_pid, list(cluster.worker_nodes)).node_id
+    except BaseException as exc:  # surfaced by the test, not lost in the thread
+        record.error = exc
+
+
+@pytest.fixture
+def loopback_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Cluster, list[Node]]]:
+    """A head (no CPUs: it hosts the driver) and two one-CPU worker nodes on 127.0.0.1.
+
+    Two settings keep this cluster to itself and reachable:
+    - a private ``RAY_TMPDIR``: a Cluster writes its address to ``<tmp>/ray/ray_current_cluster``
+      and every ``ray.init()`` on the host without an address (any other local sweep or test)
+      would join it and fail ("num_cpus ... must not be provided"), or it would join theirs;
+    - ``ray.init(address="127.0.0.1:…")`` rewrites a loopback address to the host's interface
+      address (ray-project/ray#59110), where a node bound to loopback does not listen; Ray skips
+      that rewrite when it does not run as a cluster, which this flag says.
+    """
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: socket paths max 107 bytes
+    monkeypatch.setenv("RAY_TMPDIR", temp_dir)
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 0,
+            "node_ip_address": LOOPBACK,
+            "include_dashboard": False,
+            "_system_config": FAST_HEALTH_CHECKS,
+        },
+    )
+    try:
+        workers = [cluster.add_node(num_cpus=1, node_ip_address=LOOPBACK) for _ in range(2)]
+        yield cluster, workers
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_trial_on_a_killed_node_resumes_from_its_checkpoint_elsewhere(
+    loopback_cluster: tuple[Cluster, list[Node]], tiny_overrides: list[str], tmp_path: Path
+) -> None:
+    cluster, workers = loopback_cluster
+    base = load_config(
+        overrides=[
+            *tiny_overrides,
+            f"train.epochs={EPOCHS}",
+            f"train.batches_per_epoch={BATCHES_PER_EPOCH}",
+            "collapse.enabled=false",  # no early stop: every trial runs all its epochs
+        ]
+    )
+    space = parse_space(SPACE, base, name="multinode")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    options = SweepOptions(
+        trials=2,
+        concurrency=2,
+        searcher="random",
+        seed=0,
+        early_stopping=False,
+        max_failures=2,
+        tracking_uri=uri,
+        address=cluster.address,
+    )
+    out = tmp_path / "sweep"
+    plan = plan_sweep("multinode", base, space, options, out)
+    kill = NodeKill()
+    injector = threading.Thread(
+        target=kill_node_of_first_checkpointed_trial,
+        args=(cluster, workers, out / EXPERIMENT_DIR, kill),
+        daemon=True,
+    )
+    started = time.perf_counter()
+    with ray_session(options.address):
+        assert sorted(node["Resources"].get("CPU", 0) for node in ray.nodes()) == [0, 1, 1]
+        injector.start()
+        with Tracker(uri, "multinode") as tracker:
+            result = run_sweep(plan, tracker)
+        injector.join(timeout=10)
+        alive = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+    print(f"sweep across nodes with one node killed: {time.perf_counter() - started:.1f} s")
+    if kill.error is not None:
+        raise kill.error
+    survivor = next(node.node_id for node in workers if node.node_id != kill.killed_node)
+    assert kill.killed_node not in alive and survivor in alive
+    assert kill.resumed_node == survivor
+    assert kill.resumed_pid != kill.killed_pid
+
+    assert len(result.trials) == 2
+    assert set(result.trials["status"]) == {"completed"}
+    assert set(result.trials["epochs"]) == {EPOCHS}
+    failures = {
+        trial.trial_id: trial.num_failures
+        for trial in tune.ExperimentAnalysis(str(out / EXPERIMENT_DIR)).trials
+    }
+    other = next(trial_id for trial_id in failures if trial_id != kill.trial_id)
+    assert failures == {kill.trial_id: 1, other: 0}
+
+    # Tune's own record: each epoch once and in order, so the trial went on from its
+    # checkpoint instead of starting over (which would repeat epoch 1 onwards).
+    history = result.histories[kill.trial_id]
+    assert list(history["epoch"]) == list(range(1, EPOCHS + 1))
+    assert list(history["training_iteration"]) == list(range(1, EPOCHS + 1))
+    pids = list(history["pid"])
+    assert pids[: kill.epoch] == [kill.killed_pid] * kill.epoch
+    assert kill.killed_pid not in pids[kill.epoch :]
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("multinode")
+    children = client.search_runs(
+        [experiment.experiment_id], f"tags.mlflow.parentRunId = '{result.parent_run_id}'"
+    )
+    assert sorted(run.data.tags["margin_tune.trial_id"] for run in children) == sorted(failures)
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["trial_status"] == "completed"
+        for key in ("val_roc_auc", "margin", "train_loss"):
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+            assert steps == list(range(1, EPOCHS + 1)), (run.data.tags["margin_tune.trial_id"], key)
