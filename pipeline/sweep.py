@@ -31,6 +31,7 @@ from pipeline.tune_callback import (
     SearchedConfig,
     TrackingCallback,
     bind_tracker,
+    sync_trial_run,
     trial_status,
 )
 from trainables.config import Config
@@ -315,7 +316,9 @@ def _summarise(
     space = plan.space
     rows = []
     histories: dict[str, pd.DataFrame] = {}
-    run_ids = tracker.child_runs(sweep_run)
+    tracker.flush()
+    stored = tracker.child_runs(sweep_run)
+    run_ids = {trial_id: run.run_id for trial_id, run in stored.items()}
     for result in grid:  # type: ignore[attr-defined]  # ResultGrid has __getitem__ + __len__
         trial_id = result.metrics.get("trial_id") if result.metrics else None
         if trial_id is None:
@@ -326,6 +329,17 @@ def _summarise(
         last = result.metrics or None
         config = apply_overrides(plan.base, result.config or {})
         status = trial_status(config, last, result.error is not None)
+        known = stored.get(trial_id)
+        if known is None or known.status == "RUNNING" or known.trial_status != status:
+            run_ids[trial_id] = sync_trial_run(
+                tracker,
+                sweep_run,
+                trial_id,
+                config,
+                history.to_dict("records") if history is not None else [],
+                status,
+                str(result.error) if result.error is not None else None,
+            )
         rows.append(
             {
                 TRIAL_ID_TAG: trial_id,

@@ -220,6 +220,15 @@ class _RunState:
     params: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class StoredRun:
+    """A trial run as the store holds it."""
+
+    run_id: str
+    status: str
+    trial_status: str | None
+
+
 class Tracker:
     """Records sweeps and trials in MLflow without making the caller wait on the store.
 
@@ -323,8 +332,11 @@ class Tracker:
         run_tags = {**(tags or {}), TRIAL_ID_TAG: trial_id}
         return self._open_run(query, name or trial_id, params, run_tags, parent_run_id)
 
-    def child_runs(self, parent_run_id: str) -> dict[str, str]:
-        """Trial id → run id of every trial run nested under ``parent_run_id`` (one search)."""
+    def child_runs(self, parent_run_id: str) -> dict[str, StoredRun]:
+        """Trial id → stored state of every trial run under ``parent_run_id`` (one search).
+
+        What the store holds now: flush first to include what this process queued.
+        """
         found = self._call(
             self._client.search_runs,
             [self.experiment_id],
@@ -332,7 +344,9 @@ class Tracker:
             max_results=50000,
         )
         return {
-            run.data.tags[TRIAL_ID_TAG]: run.info.run_id
+            run.data.tags[TRIAL_ID_TAG]: StoredRun(
+                run.info.run_id, run.info.status, run.data.tags.get("trial_status")
+            )
             for run in found
             if TRIAL_ID_TAG in run.data.tags
         }

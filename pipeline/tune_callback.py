@@ -117,21 +117,12 @@ class TrackingCallback(Callback):
 
     def _ensure_run(self, trial: Any) -> str:
         if trial.trial_id not in self.run_ids:
-            config = self._config(trial)
-            self.run_ids[trial.trial_id] = self.tracker.child_run(
+            self.run_ids[trial.trial_id] = open_trial_run(
+                self.tracker,
                 self.parent_run_id,
                 trial.trial_id,
-                name=run_name(config),
-                params=flatten_params(config.to_dict()),
-                tags={
-                    TRIAL_ID_TAG: trial.trial_id,
-                    "scheduler": config.margin.scheduler,
-                    "dataset": config.dataset.name,
-                    "seed": str(config.seed),
-                    STATUS_TAG: "running",
-                    **{key: str(value) for key, value in trial.config.items() if key == "method"},
-                    **self.tags,
-                },
+                self._config(trial),
+                {**method_tag(trial.config), **self.tags, STATUS_TAG: "running"},
             )
         return self.run_ids[trial.trial_id]
 
@@ -142,14 +133,7 @@ class TrackingCallback(Callback):
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
         run_id = self._ensure_run(trial)
-        metrics = {
-            name: float(value)
-            for name, value in result.items()
-            if (name in EPOCH_COLUMNS or name.startswith("test_"))
-            and name != "epoch"
-            and isinstance(value, int | float)
-        }
-        self.tracker.log_epoch(run_id, metrics, step=int(result["epoch"]))
+        self.tracker.log_epoch(run_id, epoch_metrics(result), step=int(result["epoch"]))
         self.last[trial.trial_id] = result
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -163,11 +147,73 @@ class TrackingCallback(Callback):
     def _finish(self, trial: Any, error: str | None) -> None:
         run_id = self._ensure_run(trial)
         status = trial_status(self._config(trial), self.last.get(trial.trial_id), error is not None)
-        tags = {STATUS_TAG: status}
-        if error is not None:
-            tags["margin_tune.error"] = error
-        self.tracker.set_tags(run_id, tags)
-        self.tracker.end_run(run_id, "FAILED" if error is not None else "FINISHED")
+        end_trial_run(self.tracker, run_id, status, error)
+
+
+def method_tag(params: Mapping[str, Any]) -> dict[str, str]:
+    """The ``method`` of a comparison's re-training trial, as a tag."""
+    return {"method": str(params["method"])} if "method" in params else {}
+
+
+def epoch_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """What a trial run logs of one reported result: the epoch columns and any test metric."""
+    return {
+        name: float(value)
+        for name, value in result.items()
+        if (name in EPOCH_COLUMNS or name.startswith("test_"))
+        and name != "epoch"
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+    }
+
+
+def open_trial_run(
+    tracker: Tracker, parent_run_id: str, trial_id: str, config: Config, tags: Mapping[str, str]
+) -> str:
+    """The trial's child run, created or re-opened (found by its trial id under the parent)."""
+    return tracker.child_run(
+        parent_run_id,
+        trial_id,
+        name=run_name(config),
+        params=flatten_params(config.to_dict()),
+        tags={
+            TRIAL_ID_TAG: trial_id,
+            "scheduler": config.margin.scheduler,
+            "dataset": config.dataset.name,
+            "seed": str(config.seed),
+            **tags,
+        },
+    )
+
+
+def end_trial_run(tracker: Tracker, run_id: str, status: str, error: str | None) -> None:
+    tags = {STATUS_TAG: status}
+    if error is not None:
+        tags["margin_tune.error"] = error
+    tracker.set_tags(run_id, tags)
+    tracker.end_run(run_id, "FAILED" if error is not None else "FINISHED")
+
+
+def sync_trial_run(
+    tracker: Tracker,
+    parent_run_id: str,
+    trial_id: str,
+    config: Config,
+    history: list[dict[str, Any]],
+    status: str,
+    error: str | None,
+) -> str:
+    """Make a trial's run hold what Ray Tune holds for it; idempotent.
+
+    The driver's queue dies with the driver: a trial that ended, or epochs reported, just
+    before a crash can be in Tune's experiment state but not in MLflow, and Tune does not
+    replay events of trials that had already ended. Steps the run already holds are skipped.
+    """
+    run_id = open_trial_run(tracker, parent_run_id, trial_id, config, {})
+    for row in history:
+        tracker.log_epoch(run_id, epoch_metrics(row), step=int(row["epoch"]))
+    end_trial_run(tracker, run_id, status, error)
+    return run_id
 
 
 def _read_error(path: str) -> str:

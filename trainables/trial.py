@@ -6,6 +6,7 @@ progress leaves through a per-epoch callback that may ask to stop and may checkp
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import math
@@ -155,7 +156,7 @@ class Trial:
         return {
             "epoch": self.epoch,
             "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "scheduler": self.scheduler.state_dict(),
             "collapse": self.collapse.state_dict(),
             "history": [dict(row) for row in self.history],
