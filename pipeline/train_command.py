@@ -16,20 +16,13 @@ from pipeline.outputs import (
     write_json,
     write_yaml,
 )
+from pipeline.sweep_flags import add_config_flags
 from trainables.config import load_config
 from trainables.trial import EPOCH_COLUMNS, EpochReport, Trial
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="YAML config (default: the packaged one)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="dotted override, repeatable: --set margin.target_easy_ratio=0.9",
-    )
+    add_config_flags(parser)
     parser.add_argument("--out", type=Path, required=True, help="new or empty output directory")
     parser.add_argument(
         "--save-embeddings",
