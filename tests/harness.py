@@ -1,15 +1,19 @@
-"""Helpers of the fault-injection tests: waiting for a condition, a Ray kept to itself."""
+"""Helpers of the fault-injection tests: waiting, a Ray kept to itself, a watched tracker."""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
+
+from pipeline.tracking import Tracker
 
 _T = TypeVar("_T")
 
@@ -42,3 +46,29 @@ def private_ray_tmpdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         yield directory
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+class WatchedTracker(Tracker):
+    """A tracker that notes when each trial run is asked for and given, and can be paused.
+
+    ``requests`` holds the times each trial's run was asked for: a sweep asks once per trial,
+    so a second request means the sweep's end had to repair the run from Ray's results, i.e.
+    the live path lost something. ``answered`` holds when the store last gave it. While a
+    test holds ``gate``, no epoch can be logged (the caller, Tune's event loop, waits).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = threading.Lock()
+        self.requests: defaultdict[str, list[float]] = defaultdict(list)
+        self.answered: dict[str, float] = {}
+
+    def log_epoch(self, run_id: str, metrics: Mapping[str, float], step: int) -> bool:
+        with self.gate:
+            return super().log_epoch(run_id, metrics, step)
+
+    def child_run(self, parent_run_id: str, trial_id: str, *args: Any, **kwargs: Any) -> str:
+        self.requests[trial_id].append(time.monotonic())
+        run_id = super().child_run(parent_run_id, trial_id, *args, **kwargs)
+        self.answered[trial_id] = time.monotonic()
+        return run_id
