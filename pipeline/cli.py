@@ -11,7 +11,13 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from pipeline import compare_command, report_command, train_command, tune_command
+from pipeline import (
+    compare_command,
+    report_command,
+    resume_command,
+    train_command,
+    tune_command,
+)
 from trainables.errors import ConfigError
 
 EXIT_BAD_INPUT = 2
@@ -36,9 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     tune = commands.add_parser("tune", help="sweep one search space with Ray Tune + Optuna")
     tune_command.add_arguments(tune)
     tune.set_defaults(handler=tune_command.run)
-    resume = commands.add_parser("resume", help="continue an interrupted sweep from its DIR")
-    tune_command.add_resume_arguments(resume)
-    resume.set_defaults(handler=tune_command.resume)
+    resume = commands.add_parser(
+        "resume", help="continue an interrupted tune, compare or ablate from its DIR"
+    )
+    resume_command.add_arguments(resume)
+    resume.set_defaults(handler=resume_command.run)
     compare = commands.add_parser(
         "compare", help="tune every method alike, re-train over seeds, compare on test classes"
     )

@@ -26,11 +26,14 @@ def write_manifest(out: Path, command: str, data: dict[str, Any]) -> None:
     (out / MANIFEST_FILE).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
 
 
-def read_manifest(out: Path) -> dict[str, Any]:
+def read_manifest(out: Path, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """The manifest of ``out``, checked to come from one of the ``allowed`` commands."""
     path = out / MANIFEST_FILE
     if not path.is_file():
         raise ConfigError(
-            "DIR", f"{out} has no {MANIFEST_FILE}: not an output directory of margin-tune tune"
+            "DIR",
+            f"{out} has no {MANIFEST_FILE}: not an output directory of margin-tune "
+            f"{'/'.join(allowed)}",
         )
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
@@ -41,9 +44,9 @@ def read_manifest(out: Path) -> dict[str, Any]:
     if content.get("format") != FORMAT_VERSION:
         raise ConfigError("DIR", f"{path} has format {content.get('format')!r}, expected 1")
     command = content.get("command")
-    if command not in _REQUIRED:
+    if command not in allowed or command not in _REQUIRED:
         raise ConfigError(
-            "DIR", f"{path} was written by command {command!r}; allowed: {', '.join(_REQUIRED)}"
+            "DIR", f"{path} was written by command {command!r}; allowed: {', '.join(allowed)}"
         )
     for key, kind in _REQUIRED[command].items():
         if key not in content:

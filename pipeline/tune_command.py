@@ -6,8 +6,9 @@ import argparse
 import dataclasses
 import shutil
 from pathlib import Path
+from typing import Any
 
-from pipeline.manifest import read_manifest, write_manifest
+from pipeline.manifest import write_manifest
 from pipeline.outputs import check_output_dir, create_output_dir, write_yaml
 from pipeline.plots import sweep_plots
 from pipeline.search_space import load_space
@@ -31,11 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--space", required=True, help="search-space YAML, or a packaged name (dams, constant, …)"
     )
     add_sweep_flags(parser, trials_required=True)
-
-
-def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("directory", type=Path, metavar="DIR", help="the sweep's --out directory")
-    parser.add_argument("--address", help="Ray cluster to join (default: start a local one)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,14 +62,12 @@ def run(args: argparse.Namespace) -> int:
         return execute(plan)
 
 
-def resume(args: argparse.Namespace) -> int:
-    out: Path = args.directory
-    manifest = read_manifest(out)
+def resume_from_manifest(out: Path, manifest: dict[str, Any], address: str | None) -> int:
     base = config_from_dict(manifest["base"])
     space = dataclasses.replace(load_space(out / SPACE_COPY, base), name=manifest["space_name"])
     options = SweepOptions(**manifest["options"])
-    if args.address:
-        options = dataclasses.replace(options, address=args.address)
+    if address:
+        options = dataclasses.replace(options, address=address)
     plan = plan_sweep(manifest["name"], base, space, options, out, sweep_id=manifest["sweep_id"])
     with sweep_cluster(options):
         return execute(plan)

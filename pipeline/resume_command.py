@@ -1,0 +1,35 @@
+"""``margin-tune resume DIR``: continue whatever command wrote DIR, from its manifest.
+
+Each resumable command registers one function that takes the directory, its manifest and an
+optional Ray address; the manifest's ``command`` field picks it, so one verb resumes a sweep, a
+comparison or an ablation alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline import tune_command
+from pipeline.manifest import read_manifest
+
+Resumer = Callable[[Path, dict[str, Any], str | None], int]
+
+RESUMERS: dict[str, Resumer] = {
+    "tune": tune_command.resume_from_manifest,
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "directory", type=Path, metavar="DIR", help="the --out directory of tune/compare/ablate"
+    )
+    parser.add_argument("--address", help="Ray cluster to join (default: start a local one)")
+
+
+def run(args: argparse.Namespace) -> int:
+    out: Path = args.directory
+    manifest = read_manifest(out, allowed=tuple(RESUMERS))
+    return RESUMERS[manifest["command"]](out, manifest, args.address)
