@@ -87,8 +87,8 @@ def test_packaged_space_loads_and_every_suggestion_is_a_valid_trial(
     assert space.metric in TUNABLE_METRICS
     assert space.mode == "max"
     assert space.description
-    # Each packaged space is the method of its name: its scheduler (or sampler) is fixed to it.
-    part = "sampler.name" if "sampler.name" in space.fixed else "margin.scheduler"
+    # Each packaged space is the method of its name: its loss, sampler or scheduler is fixed to it.
+    part = next(p for p in ("loss.name", "sampler.name", "margin.scheduler") if p in space.fixed)
     assert space.fixed[part] == name
     assert space.searched
     for params, constants in drive(space.optuna_space(), trials=25):

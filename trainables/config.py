@@ -78,10 +78,32 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """The triplet margin ranking loss; μ itself comes from the margin scheduler."""
+    """The embedding loss; any margin μ it uses comes from the margin scheduler.
 
-    name: Literal["triplet"] = "triplet"
+    ``triplet``: the triplet margin loss over the miner's triplets. ``contrastive``: positive
+    pairs pulled within ``pos_margin``, negative pairs pushed beyond μ (its negative margin,
+    starting at ``margin.initial_margin``). ``ntxent``: InfoNCE / NT-Xent on cosine
+    similarities at ``temperature``; it has no margin.
+
+    The two pair losses are a positive term plus an entropy term (Sors et al., "Simple and
+    Effective Balance of Contrastive Losses"), weighted by ``balance`` λ in [0, 1] as
+    ``2·(λ·positive + (1 − λ)·entropy)``: λ = 0.5 weighs both 1, which is
+    pytorch-metric-learning's ``ContrastiveLoss`` / ``NTXentLoss``; λ = 1 keeps only the
+    positive term. ``reduction`` applies to ``triplet`` and to each term of ``contrastive``
+    (``mean_nonzero``: over non-zero losses, PML's default; ``mean``: over all). ``balance``,
+    ``pos_margin`` and ``temperature`` are read by the pair losses only.
+    """
+
+    name: str = "triplet"
     reduction: Literal["mean_nonzero", "mean"] = "mean_nonzero"
+    balance: float = 0.5
+    pos_margin: float = 0.0
+    temperature: float = 0.07
+
+    def __post_init__(self) -> None:
+        _check_closed_unit("loss.balance", self.balance)
+        _check_at_least("loss.pos_margin", self.pos_margin, 0.0)
+        _check_positive("loss.temperature", self.temperature)
 
 
 @dataclass(frozen=True)
@@ -319,6 +341,7 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
 def check_registered_names(config: Config) -> None:
     """Fail on a part name that no registry knows, listing the known names."""
     from trainables.data import DATASETS
+    from trainables.losses import LOSSES
     from trainables.miners import MINERS
     from trainables.models import MODELS
     from trainables.samplers import SAMPLERS
@@ -327,6 +350,7 @@ def check_registered_names(config: Config) -> None:
     for field_name, value, registry in (
         ("dataset.name", config.dataset.name, DATASETS),
         ("model.name", config.model.name, MODELS),
+        ("loss.name", config.loss.name, LOSSES),
         ("miner.name", config.miner.name, MINERS),
         ("sampler.name", config.sampler.name, SAMPLERS),
         ("margin.scheduler", config.margin.scheduler, SCHEDULERS),
@@ -335,6 +359,19 @@ def check_registered_names(config: Config) -> None:
             raise ConfigError(
                 field_name, f"unknown value {value!r}; allowed: {', '.join(registry.names())}"
             )
+    loss = LOSSES.get(config.loss.name)
+    if loss.miners is not None and config.miner.name not in loss.miners:
+        raise ConfigError(
+            "miner.name",
+            f"loss {config.loss.name!r} uses every pair of the batch and admits only miner "
+            f"{', '.join(loss.miners)}, got {config.miner.name!r}",
+        )
+    if not loss.uses_margin and config.margin.scheduler != "constant":
+        raise ConfigError(
+            "margin.scheduler",
+            f"loss {config.loss.name!r} has no margin to schedule and needs scheduler "
+            f"'constant', got {config.margin.scheduler!r}",
+        )
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

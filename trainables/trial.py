@@ -26,8 +26,7 @@ from trainables.losses import (
     BatchGeometry,
     DifficultyCounts,
     EffectiveMarginReservoir,
-    difficulty_counts,
-    triplet_margin_loss,
+    build_loss,
 )
 from trainables.metrics import Evaluator, embedding_spread, evaluate_raw_features
 from trainables.miners import build_miner
@@ -44,6 +43,8 @@ EPOCH_COLUMNS = (
     "hard_ratio",
     "valid_triplets",
     "train_loss",
+    "loss_positive",
+    "loss_entropy",
     "effective_margin_p10",
     "effective_margin_p50",
     "effective_margin_p90",
@@ -135,6 +136,7 @@ class Trial:
         ).to(self.device)
         self.optimizer = _build_optimizer(config, self.model)
         self.miner = build_miner(config.miner.name)
+        self.loss = build_loss(config.loss, self.miner)
         self.scheduler = build_scheduler(config.margin)
         self.val_features = self._to_device(self.split.val_indices)
         self.val_evaluator = Evaluator(
@@ -253,24 +255,24 @@ class Trial:
         generator = torch.Generator(device=self.device).manual_seed(seed)
         reservoir = EffectiveMarginReservoir(generator=generator)
         counts = DifficultyCounts.zero(self.device)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        # Running sums of the total, positive and entropy terms, synced once per epoch.
+        loss_sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         batches = 0
         self.model.train()
         for indices in self.sampler.batches(context):
             index = torch.as_tensor(indices, device=self.device)
             embeddings = self.model(self.train_features[index])
             geometry = BatchGeometry.from_embeddings(embeddings, self.train_labels[index])
-            selection = self.miner.select(geometry, margin)
-            loss = triplet_margin_loss(geometry, selection, margin, self.config.loss.reduction)
+            terms = self.loss(geometry, margin)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            terms.total.backward()
             self.optimizer.step()
             with torch.no_grad():
-                counts = counts + difficulty_counts(geometry, margin)
+                counts = counts + self.loss.difficulty(geometry, margin)
                 reservoir.add(geometry)
-                loss_sum += loss.detach()
+                loss_sums += torch.stack(terms).detach()
             batches += 1
-        train_loss = loss_sum.item() / max(batches, 1)
+        train_loss, loss_positive, loss_entropy = (loss_sums / max(batches, 1)).tolist()
         if not math.isfinite(train_loss):
             raise TrainingDivergedError(
                 f"train_loss became {train_loss} in epoch {self.epoch} (margin {margin:.4g}, "
@@ -300,6 +302,8 @@ class Trial:
             "hard_ratio": stats.hard_ratio,
             "valid_triplets": float(valid),
             "train_loss": train_loss,
+            "loss_positive": loss_positive,
+            "loss_entropy": loss_entropy,
             **reservoir.quantiles(),
             **{f"val_{name}": value for name, value in validation.items()},
             "epoch_seconds": time.perf_counter() - started,

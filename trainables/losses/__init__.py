@@ -1,22 +1,59 @@
-"""Triplet loss and the batch geometry and difficulty statistics it shares with the miners."""
+"""Losses: one file per loss, one registry, and the batch geometry they share with the miners."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from trainables.config import LossConfig
+from trainables.losses.base import BalancedLoss, Loss, LossTerms
+from trainables.losses.contrastive import ContrastiveLoss, negative_pair_counts
 from trainables.losses.geometry import (
     BatchGeometry,
     DifficultyCounts,
     EffectiveMarginReservoir,
     difficulty_counts,
 )
-from trainables.losses.triplet import Reduction, TripletStep, triplet_margin_loss, triplet_step
+from trainables.losses.ntxent import NTXentLoss
+from trainables.losses.triplet import (
+    Reduction,
+    TripletLoss,
+    TripletStep,
+    triplet_margin_loss,
+    triplet_step,
+    triplet_terms,
+)
+from trainables.registry import Registry
+
+if TYPE_CHECKING:
+    from trainables.miners.base import TripletMiner
+
+LOSSES: Registry[type[Loss]] = Registry("loss")
+LOSSES.register("triplet")(TripletLoss)
+LOSSES.register("contrastive")(ContrastiveLoss)
+LOSSES.register("ntxent")(NTXentLoss)
+
+
+def build_loss(config: LossConfig, miner: TripletMiner) -> Loss:
+    return LOSSES.get(config.name)(config, miner)
+
 
 __all__ = [
+    "LOSSES",
+    "BalancedLoss",
     "BatchGeometry",
+    "ContrastiveLoss",
     "DifficultyCounts",
     "EffectiveMarginReservoir",
+    "Loss",
+    "LossTerms",
+    "NTXentLoss",
     "Reduction",
+    "TripletLoss",
     "TripletStep",
+    "build_loss",
     "difficulty_counts",
+    "negative_pair_counts",
     "triplet_margin_loss",
     "triplet_step",
+    "triplet_terms",
 ]

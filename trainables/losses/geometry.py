@@ -20,6 +20,8 @@ class BatchGeometry:
     """Distances and per-anchor sorted negatives of one batch.
 
     Attributes:
+        unit: (B, D) the L2-normalised embeddings; their dot products are the cosine similarities
+            that similarity-based losses (InfoNCE) read.
         dist: (B, B) Euclidean distances between the L2-normalised embeddings.
         pos_mask: (B, B) bool, same label and not the diagonal: the valid (anchor, positive) pairs.
         neg_mask: (B, B) bool, different label.
@@ -30,6 +32,7 @@ class BatchGeometry:
             counts as 0); float64 because differences of large prefix sums lose float32 precision.
     """
 
+    unit: Tensor
     dist: Tensor
     pos_mask: Tensor
     neg_mask: Tensor
@@ -60,6 +63,7 @@ class BatchGeometry:
         finite = torch.where(torch.isfinite(sorted_neg), sorted_neg, 0.0).double()
         neg_prefix = F.pad(finite.cumsum(dim=1), (1, 0))
         return cls(
+            unit=unit,
             dist=dist,
             pos_mask=same & ~eye,
             neg_mask=neg_mask,

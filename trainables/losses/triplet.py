@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple, get_args
 import torch
 from torch import Tensor
 
+from trainables.losses.base import Loss, LossTerms
 from trainables.losses.geometry import BatchGeometry, DifficultyCounts, difficulty_counts
 
 if TYPE_CHECKING:
@@ -23,13 +24,25 @@ def triplet_margin_loss(
     margin: float,
     reduction: Reduction = "mean_nonzero",
 ) -> Tensor:
-    """Mean of max(0, d(a,p) − d(a,n) + μ) over the selected triplets.
+    """Mean of max(0, d(a,p) − d(a,n) + μ) over the selected triplets (see ``triplet_terms``)."""
+    return triplet_terms(geometry, selection, margin, reduction).total
+
+
+def triplet_terms(
+    geometry: BatchGeometry,
+    selection: TripletSelection,
+    margin: float,
+    reduction: Reduction = "mean_nonzero",
+) -> LossTerms:
+    """The triplet margin loss over the selected triplets, and its positive and entropy terms.
 
     For a selected pair (a, p), a negative has positive loss exactly when d(a,n) < d(a,p) + μ,
     i.e. its rank is below v = #{n : d(a,n) < d(a,p) + μ}. Within the selected ranks [lo, hi)
     those are [lo, min(hi, v)), and their summed loss is cnt·(d(a,p) + μ) minus a prefix-sum
     difference, so cost and memory are O(B²) while values and gradients match the per-triplet
-    loss.
+    loss. On those triplets the hinge is linear, so the mean splits exactly into a positive term
+    (the mean of d(a,p), which pulls) and an entropy term (the mean of μ − d(a,n), which pushes)
+    that add up to the loss.
 
     Args:
         geometry: the batch's distances and sorted negatives.
@@ -39,7 +52,8 @@ def triplet_margin_loss(
             pytorch-metric-learning's ``AvgNonZeroReducer`` does; ``mean`` over all selected.
 
     Returns:
-        A 0-d loss; 0 (still attached to the graph) when nothing is averaged over.
+        0-d total, positive and entropy terms; 0 (still attached to the graph) when nothing is
+        averaged over.
     """
     if not (math.isfinite(margin) and margin >= 0):
         raise ValueError(f"margin must be a finite number >= 0, got {margin}")
@@ -50,12 +64,28 @@ def triplet_margin_loss(
     hi = torch.where(selection.pair_mask, selection.neg_hi, 0)
     violating = geometry.negatives_within(margin, inclusive=False)
     hi_loss = torch.maximum(torch.minimum(hi, violating), lo)
-    count = hi_loss - lo
+    count = (hi_loss - lo).double()
     neg_sum = geometry.neg_prefix.gather(1, hi_loss) - geometry.neg_prefix.gather(1, lo)
-    total = (count * (dist.double() + margin) - neg_sum).sum()
     divisor = count.sum() if reduction == "mean_nonzero" else (hi - lo).clamp(min=0).sum()
-    # With nothing to average, every count is 0 and so is total: dividing by 1 keeps its graph.
-    return (total / divisor.clamp(min=1)).to(dist.dtype)
+    # With nothing to average, every count is 0 and so are the sums: dividing by 1 keeps the graph.
+    divisor = divisor.clamp(min=1)
+    positive = (count * dist.double()).sum() / divisor
+    entropy = (count * margin - neg_sum).sum() / divisor
+    return LossTerms(
+        (positive + entropy).to(dist.dtype), positive.to(dist.dtype), entropy.to(dist.dtype)
+    )
+
+
+class TripletLoss(Loss):
+    """The triplet margin loss over the miner's triplets, μ from the margin scheduler.
+
+    Its positive and entropy terms (see :func:`triplet_terms`) are logged and add up to the loss;
+    ``loss.balance`` does not weigh them.
+    """
+
+    def __call__(self, geometry: BatchGeometry, margin: float) -> LossTerms:
+        selection = self.miner.select(geometry, margin)
+        return triplet_terms(geometry, selection, margin, self.config.reduction)
 
 
 class TripletStep(NamedTuple):
