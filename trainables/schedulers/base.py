@@ -15,7 +15,8 @@ class EpochStats:
     """Difficulty statistics of one epoch, counted over *all* valid triplets of every batch.
 
     The miner decides which triplets enter the loss; these counts never depend on it, so a
-    scheduler sees the same difficulty whatever the miner.
+    scheduler sees the same difficulty whatever the miner. Under the ``contrastive`` loss, whose
+    μ is the negative margin, the counts are over negative pairs instead (easy: beyond μ).
     """
 
     easy: int
