@@ -15,8 +15,10 @@ from pipeline import (
     compare_command,
     report_command,
     resume_command,
+    sync_command,
     train_command,
     tune_command,
+    ui_command,
 )
 from trainables.errors import ConfigError
 
@@ -52,9 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare_command.add_arguments(compare)
     compare.set_defaults(handler=compare_command.run)
+    sync = commands.add_parser(
+        "sync", help="write what Ray Tune's results in DIR hold into MLflow (idempotent)"
+    )
+    sync_command.add_arguments(sync)
+    sync.set_defaults(handler=sync_command.run)
     report = commands.add_parser("report", help="sweeps, trials and comparisons from MLflow")
     report_command.add_arguments(report)
     report.set_defaults(handler=report_command.run)
+    ui = commands.add_parser(
+        "ui", help="MLflow UI (and optuna-dashboard) on the project's stores, on 127.0.0.1"
+    )
+    ui_command.add_arguments(ui)
+    ui.set_defaults(handler=ui_command.run)
     return parser
 
 

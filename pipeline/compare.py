@@ -5,32 +5,54 @@ seeds on test classes, and write the table a paper would print.
 2. Each method's best trial (highest validation metric at its last completed epoch) is re-trained
    with training seeds 0..n−1 and evaluated on the test classes.
 3. Means with 95% CIs per method, and for each baseline the paired difference to each scheduler.
+
+Resumable at any point (``margin-tune resume``): the comparison's run and each sweep's are found
+by ids fixed before the start, each sweep continues from its own Ray Tune experiment (a finished
+one runs no trial again), and the re-trainings are one Tune experiment too, so finished ones are
+kept and unfinished ones continue from their last checkpoint, each in the MLflow run it opened.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 
 from pipeline.checkpoints import PruneEndedTrialCheckpoints
 from pipeline.compare_spec import CompareSpec
+from pipeline.outputs import write_yaml
 from pipeline.search_space import apply_overrides
 from pipeline.statistics import mean_interval, paired_comparison
-from pipeline.sweep import SweepOptions, SweepResult, git_commit, plan_sweep, run_sweep
+from pipeline.sweep import (
+    SweepOptions,
+    SweepResult,
+    git_commit,
+    plan_sweep,
+    record_sweep_outputs,
+    restored_or_new,
+    run_sweep,
+    tune_environment,
+)
 from pipeline.tracking import Tracker
 from pipeline.trainable import run_final_trial
-from pipeline.tune_callback import TRIAL_ID_TAG, TrackingCallback, bind_tracker, trial_status
+from pipeline.tune_callback import TRIAL_ID_TAG, TrackingCallback, bind_tracker, sync_results
 from trainables.config import Config, config_from_dict
 from trainables.data import Dataset
 
 TEST_METRICS = ("roc_auc", "eer", "tar_at_far_1e-3", "recall_at_1", "map_at_r")
 FINAL_DIR = "final"
+#: Each method's chosen config, written before the re-trainings (``margin-tune sync`` reads it).
+BEST_CONFIGS_FILE = "best_configs.yaml"
+#: Tags of every re-training run, beside its ``method``.
+FINAL_TAGS = {"margin_tune.stage": "final"}
+#: A re-training's run is found by its grid point, whatever trial id Tune gives it.
+FINAL_RUN_KEY = ("method", "seed")
 
 
 @dataclass
@@ -58,13 +80,21 @@ class MethodConfig:
 
 
 def run_compare(
-    spec: CompareSpec, options: SweepOptions, out: Path, tracker: Tracker, *, trials: int
+    spec: CompareSpec,
+    options: SweepOptions,
+    out: Path,
+    tracker: Tracker,
+    *,
+    comparison_id: str,
+    sweep_ids: Mapping[str, str],
 ) -> CompareResult:
-    """Run inside an active Ray session; every sweep and re-training nests under one parent run.
+    """Run, or continue, inside an active Ray session; everything nests under one parent run.
 
-    ``trials`` is each method's tuning budget (the same for all, baselines included).
+    ``options.trials`` is each method's tuning budget (the same for all, baselines included).
+    ``comparison_id`` and ``sweep_ids`` (method → id) name the comparison's and the sweeps'
+    MLflow runs, so a resumed comparison finds the runs it started.
     """
-    comparison_id = uuid.uuid4().hex[:12]
+    trials = options.trials
     comparison_run = tracker.sweep_run(
         name=f"compare {' vs '.join(spec.methods)}",
         sweep_id=comparison_id,
@@ -90,16 +120,14 @@ def run_compare(
     dataset: Dataset | None = None
     for method, space in spec.spaces.items():
         plan = plan_sweep(
-            method,
-            spec.base,
-            space,
-            replace(options, trials=trials),
-            out / "sweeps" / method,
+            method, spec.base, space, options, out / "sweeps" / method, sweep_id=sweep_ids[method]
         )
         dataset = plan.dataset
         sweeps[method] = run_sweep(plan, tracker, parent_run_id=comparison_run)
+        record_sweep_outputs(sweeps[method], tracker)
     assert dataset is not None
     best_configs = {method: _best_config(spec.base, result) for method, result in sweeps.items()}
+    write_yaml(out / BEST_CONFIGS_FILE, {m: config.to_dict() for m, config in best_configs.items()})
     runs, histories = _run_final(spec, options, out, tracker, comparison_run, best_configs, dataset)
     table = summary_table(runs, spec.methods)
     comparisons = paired_table(runs, spec.schedulers, spec.baselines)
@@ -130,49 +158,67 @@ def _run_final(
     configs = {method: config.to_dict() for method, config in best_configs.items()}
     trainable = tune.with_resources(
         tune.with_parameters(
-            run_final_trial, configs=configs, dataset=dataset, cpus=options.cpus_per_trial
+            run_final_trial,
+            configs=configs,
+            dataset=dataset,
+            cpus=options.cpus_per_trial,
+            checkpoint_interval_s=options.checkpoint_interval_s,
         ),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
-    callback = TrackingCallback(
-        comparison_run, MethodConfig(configs), tags={"margin_tune.stage": "final"}
-    )
-    tuner = tune.Tuner(
+    experiment = out.resolve() / FINAL_DIR
+    # On a resume, finished re-trainings are kept, the others continue from their last
+    # checkpoint, and the restored callback re-opens their runs (found by method and seed).
+    tuner = restored_or_new(
+        experiment,
         trainable,
-        param_space={
-            "method": tune.grid_search(spec.methods),
-            "seed": tune.grid_search(list(range(spec.seeds))),
-        },
-        tune_config=tune.TuneConfig(max_concurrent_trials=options.concurrency, reuse_actors=True),
-        run_config=tune.RunConfig(
-            name=FINAL_DIR,
-            storage_path=str(out.resolve()),
-            callbacks=[callback, PruneEndedTrialCheckpoints()],
-            failure_config=tune.FailureConfig(max_failures=options.max_failures),
-            verbose=1,
+        lambda: tune.Tuner(
+            trainable,
+            param_space={
+                "method": tune.grid_search(spec.methods),
+                "seed": tune.grid_search(list(range(spec.seeds))),
+            },
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=options.concurrency, reuse_actors=True
+            ),
+            run_config=tune.RunConfig(
+                name=FINAL_DIR,
+                storage_path=str(out.resolve()),
+                callbacks=[
+                    TrackingCallback(
+                        comparison_run, MethodConfig(configs), FINAL_TAGS, FINAL_RUN_KEY
+                    ),
+                    PruneEndedTrialCheckpoints(),
+                    JsonLoggerCallback(),  # result.json: what the results are read back from
+                ],
+                failure_config=tune.FailureConfig(max_failures=options.max_failures),
+                verbose=1,
+            ),
         ),
     )
     rows = []
     histories: dict[str, pd.DataFrame] = {}
-    with bind_tracker(tracker):
+    with bind_tracker(tracker), tune_environment():
         grid = tuner.fit()
-    for result in grid:  # type: ignore[attr-defined]  # iterable via __getitem__
-        params = result.config or {}
-        if params.get("seed") == 0 and result.metrics_dataframe is not None:
-            histories[str(params["method"])] = result.metrics_dataframe
-        config = MethodConfig(configs)(params)
-        last = result.metrics or None
-        status = trial_status(config, last, result.error is not None)
+    results = list(grid)  # type: ignore[call-overload]  # ResultGrid iterates via __getitem__
+    synced = sync_results(
+        tracker, comparison_run, results, MethodConfig(configs), FINAL_TAGS, FINAL_RUN_KEY
+    )
+    for trial in synced:
+        params = trial.result.config or {}
+        if params.get("seed") == 0 and trial.history is not None:
+            histories[str(params["method"])] = trial.history
+        last = trial.result.metrics or {}
         row: dict[str, Any] = {
             "method": params.get("method"),
             "seed": params.get("seed"),
-            "status": status,
-            TRIAL_ID_TAG: (last or {}).get("trial_id", ""),
+            "status": trial.status,
+            TRIAL_ID_TAG: trial.trial_id,
         }
         for name in TEST_METRICS:
-            value = (last or {}).get(f"test_{name}")
+            value = last.get(f"test_{name}")
             row[f"test_{name}"] = (
-                float(value) if status == "completed" and value is not None else float("nan")
+                float(value) if trial.status == "completed" and value is not None else float("nan")
             )
         rows.append(row)
     runs = pd.DataFrame(rows).sort_values(["method", "seed"]).reset_index(drop=True)

@@ -1,20 +1,35 @@
 """``margin-tune compare``: the main job — every method tuned alike, re-trained over seeds,
-compared on test classes."""
+compared on test classes (and ``resume`` of one).
+
+Before anything runs, the output directory gets a manifest with the comparison as plain data
+(base config, methods and their spaces, copied beside it, budget, seeds), the options and the
+ids of the comparison's and each sweep's MLflow runs: all ``resume`` needs to continue it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import shutil
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from pipeline.compare import TEST_METRICS, CompareResult, run_compare
 from pipeline.compare_spec import PRESETS, CompareSpec, load_compare_spec
+from pipeline.manifest import write_manifest
 from pipeline.outputs import check_output_dir, create_output_dir, write_yaml
 from pipeline.plots import comparison_bars, epoch_curves
-from pipeline.sweep import plan_sweep, sweep_cluster
+from pipeline.search_space import load_space
+from pipeline.sweep import SweepOptions, plan_sweep, sweep_cluster
 from pipeline.sweep_flags import add_sweep_flags, default_out, sweep_options
-from pipeline.tracking import Tracker
+from pipeline.tracking import Tracker, resolve_tracking_uri
+from trainables.config import config_from_dict
+
+#: Where each method's space is copied, as ``<method>.yaml``.
+SPACES_DIR = "spaces"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,24 +52,88 @@ def run(args: argparse.Namespace) -> int:
     spec = load_compare_spec(args.config, args.preset, args.overrides)
     trials = spec.trials if args.trials is None else args.trials
     options = sweep_options(args, trials, default_searcher=spec.searcher)
+    # Pin the store: a resume, from another directory, must log to the same one.
+    options = dataclasses.replace(options, tracking_uri=resolve_tracking_uri(options.tracking_uri))
     out = args.out or default_out("compare")
     check_output_dir(out)
     for method, space in spec.spaces.items():  # data, split and sizes, before anything starts
         plan_sweep(method, spec.base, space, options, out / "sweeps" / method)
+    manifest = {
+        "comparison_id": uuid.uuid4().hex[:12],
+        "sweep_ids": {method: uuid.uuid4().hex[:12] for method in spec.methods},
+        "spec": _spec_data(spec),
+        "options": dataclasses.asdict(options),
+        "indicative": args.preset == "quick",
+    }
     with sweep_cluster(options):
         create_output_dir(out)
         write_yaml(out / "base_config.yaml", spec.base.to_dict())
-        with Tracker(options.tracking_uri, options.experiment) as tracker:
-            result = run_compare(spec, options, out, tracker, trials=trials)
-            files = write_comparison(result, spec, out, indicative=args.preset == "quick")
-            for path in files:
-                tracker.log_artifact(
-                    result.comparison_run_id, str(path), artifact_path="comparison"
-                )
-            tracker.end_run(result.comparison_run_id)
+        (out / SPACES_DIR).mkdir()
+        for method, space in spec.spaces.items():
+            assert space.source is not None
+            shutil.copyfile(space.source, out / SPACES_DIR / f"{method}.yaml")
+        write_manifest(out, "compare", manifest)
+        return execute(spec, options, out, manifest)
+
+
+def resume_from_manifest(out: Path, manifest: dict[str, Any], address: str | None) -> int:
+    spec = _spec_from_data(manifest["spec"], out / SPACES_DIR)
+    options = SweepOptions(**manifest["options"])
+    if address:
+        options = dataclasses.replace(options, address=address)
+    with sweep_cluster(options):
+        return execute(spec, options, out, manifest)
+
+
+def execute(spec: CompareSpec, options: SweepOptions, out: Path, manifest: dict[str, Any]) -> int:
+    """Run (or continue) the comparison inside the caller's Ray session and print its table."""
+    with Tracker(options.tracking_uri, options.experiment) as tracker:
+        result = run_compare(
+            spec,
+            options,
+            out,
+            tracker,
+            comparison_id=manifest["comparison_id"],
+            sweep_ids=manifest["sweep_ids"],
+        )
+        files = write_comparison(result, spec, out, indicative=manifest["indicative"])
+        for path in files:
+            tracker.log_artifact(result.comparison_run_id, str(path), artifact_path="comparison")
+        tracker.end_run(result.comparison_run_id)
     print((out / "table.md").read_text())
     print(f"wrote {out}; comparison run {result.comparison_run_id} in {tracker.tracking_uri}")
     return 0
+
+
+def _spec_data(spec: CompareSpec) -> dict[str, Any]:
+    """The comparison as JSON data; the spaces themselves are copied beside the manifest."""
+    return {
+        "base": spec.base.to_dict(),
+        "methods": {method: space.name for method, space in spec.spaces.items()},
+        "baselines": list(spec.baselines),
+        "trials": spec.trials,
+        "searcher": spec.searcher,
+        "seeds": spec.seeds,
+        "metric": spec.metric,
+        "overrides": list(spec.overrides),
+    }
+
+
+def _spec_from_data(data: dict[str, Any], spaces: Path) -> CompareSpec:
+    base = config_from_dict(data["base"])
+    return CompareSpec(
+        base=base,
+        spaces={
+            method: dataclasses.replace(load_space(spaces / f"{method}.yaml", base), name=name)
+            for method, name in data["methods"].items()
+        },
+        baselines=tuple(data["baselines"]),
+        trials=data["trials"],
+        searcher=data["searcher"],
+        seeds=data["seeds"],
+        metric=data["metric"],
+        overrides=tuple(data["overrides"]),
+    )
 
 
 def write_comparison(

@@ -17,8 +17,15 @@ FORMAT_VERSION = 1
 #: What ``resume`` reads from the manifest of each command that writes one.
 _REQUIRED: dict[str, dict[str, type]] = {
     "tune": {"name": str, "space_name": str, "sweep_id": str, "base": dict, "options": dict},
+    "compare": {
+        "comparison_id": str,
+        "sweep_ids": dict,
+        "spec": dict,
+        "options": dict,
+        "indicative": bool,
+    },
 }
-_JSON_NAMES: dict[type, str] = {str: "string", dict: "object"}
+_JSON_NAMES: dict[type, str] = {str: "string", dict: "object", bool: "boolean"}
 
 
 def write_manifest(out: Path, command: str, data: dict[str, Any]) -> None:

@@ -6,13 +6,15 @@ in memory or, with ``storage``, in an RDB under a unique study name so sweeps ne
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from pipeline.coordinate_search import CoordinateSearch
 from pipeline.search_space import SearchSpace
 from trainables.registry import Registry
 
@@ -25,6 +27,8 @@ class SearcherRequest:
     seed: int
     study_name: str
     storage: str | None = None
+    #: The base config, flattened to dotted paths: where a searcher that needs a start begins.
+    start: Mapping[str, Any] = field(default_factory=dict)
 
 
 SearcherFactory = Callable[[SearcherRequest], Searcher]
@@ -59,6 +63,12 @@ def random_searcher(request: SearcherRequest) -> Searcher:
 def qmc_searcher(request: SearcherRequest) -> Searcher:
     """Scrambled Sobol points: random search with better coverage of small budgets."""
     return _optuna(request, optuna.samplers.QMCSampler(seed=request.seed, scramble=True))
+
+
+@SEARCHERS.register("coordinate")
+def coordinate_searcher(request: SearcherRequest) -> Searcher:
+    """Coordinate descent from the base config: one parameter at a time, shrinking steps."""
+    return CoordinateSearch(request.space, seed=request.seed, start=request.start)
 
 
 def build_searcher(name: str, request: SearcherRequest) -> Searcher:

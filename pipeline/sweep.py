@@ -10,7 +10,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,32 +19,57 @@ from typing import Any
 import pandas as pd
 import ray
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 
-from pipeline.checkpoints import PruneEndedTrialCheckpoints
+from pipeline.checkpoints import PruneEndedTrialCheckpoints, prune_to_newest
+from pipeline.plots import sweep_plots
 from pipeline.search_space import SearchSpace, apply_overrides
 from pipeline.searchers import SEARCHERS, SearcherRequest, build_searcher
 from pipeline.tracking import Tracker
-from pipeline.trainable import run_tune_trial
+from pipeline.trainable import DEFAULT_CHECKPOINT_INTERVAL_S, run_tune_trial
 from pipeline.tune_callback import (
     TRIAL_ID_TAG,
     SearchedConfig,
     TrackingCallback,
     bind_tracker,
-    sync_trial_run,
-    trial_status,
+    sync_results,
 )
-from trainables.config import Config
+from trainables.config import Config, flatten
 from trainables.data import Dataset, load_dataset
 from trainables.errors import ConfigError
 from trainables.trial import Trial
 
 EXPERIMENT_DIR = "tune"
 #: Tune snapshots its experiment state (what ``Tuner.restore`` reads) at most every 10 s by
-#: default; a trial that finished after the last snapshot is run again on resume, under a new
-#: trial id (seen here: 2 of 6 finished trials re-run after a SIGKILL). Snapshotting on every
-#: controller step closes that window; ``TUNE_GLOBAL_CHECKPOINT_S`` set by the user wins.
-SNAPSHOT_PERIOD_S = "0"
+#: default; a trial that started and finished after the last snapshot is run again on resume,
+#: under a new trial id (seen here: 2 of 6 finished trials re-run after a SIGKILL). A period of
+#: 1 s leaves that window only to trials shorter than a second; a trial the snapshot knows
+#: continues from its last snapshotted checkpoint. Snapshotting on every controller step (period
+#: 0, ten times a second) cost the driver 8 s of CPU in a 65-s sweep, a core the trials share.
+#: ``TUNE_GLOBAL_CHECKPOINT_S`` set by the user wins.
+SNAPSHOT_PERIOD_S = "1"
+
+
+#: Tune settings read from the environment when ``fit`` starts; a user's own value wins.
+#: Tune's CSV and TensorBoard loggers duplicate what MLflow records and cost the driver CPU;
+#: only ``result.json`` (what ``ResultGrid`` reads back) is kept: pass ``JsonLoggerCallback``.
+TUNE_ENVIRONMENT = {
+    "TUNE_GLOBAL_CHECKPOINT_S": SNAPSHOT_PERIOD_S,
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+}
+
+
+@contextmanager
+def tune_environment() -> Iterator[None]:
+    """Our Tune settings for one ``fit``, then the environment as it was (no leak to others)."""
+    added = {k: v for k, v in TUNE_ENVIRONMENT.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 @dataclass(frozen=True)
@@ -65,6 +90,7 @@ class SweepOptions:
     tracking_uri: str | None = None
     address: str | None = None
     max_failures: int = 0
+    checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -86,6 +112,11 @@ class SweepOptions:
             raise ConfigError("--reduction-factor", f"must be > 1, got {self.reduction_factor}")
         if self.max_failures < 0:
             raise ConfigError("--max-failures", f"must be >= 0, got {self.max_failures}")
+        if not 0 <= self.checkpoint_interval_s < float("inf"):
+            raise ConfigError(
+                "--checkpoint-interval",
+                f"must be a number of seconds >= 0, got {self.checkpoint_interval_s}",
+            )
 
 
 @dataclass(frozen=True)
@@ -208,6 +239,19 @@ def check_cluster_resources(options: SweepOptions, nodes: list[dict[str, Any]]) 
         )
 
 
+def restored_or_new(experiment: Path, trainable: Any, new: Callable[[], tune.Tuner]) -> tune.Tuner:
+    """The experiment at ``experiment`` restored if Tune left one there, else ``new()``.
+
+    On restore, finished trials stay finished, unfinished and errored ones continue from their
+    last checkpoint, and a searcher's state (Optuna's history) comes back with the experiment.
+    """
+    if tune.Tuner.can_restore(str(experiment)):
+        return tune.Tuner.restore(
+            str(experiment), trainable, resume_unfinished=True, resume_errored=True
+        )
+    return new()
+
+
 def run_sweep(
     plan: SweepPlan, tracker: Tracker, *, parent_run_id: str | None = None
 ) -> SweepResult:
@@ -247,6 +291,7 @@ def run_sweep(
             seed=options.seed,
             study_name=f"margin-tune-{plan.name}-{plan.sweep_id}",
             storage=options.storage,
+            start=flatten(base.to_dict()),
         ),
     )
     scheduler = (
@@ -265,19 +310,15 @@ def run_sweep(
             base=base.to_dict(),
             dataset=plan.dataset,
             cpus=options.cpus_per_trial,
+            checkpoint_interval_s=options.checkpoint_interval_s,
         ),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", SNAPSHOT_PERIOD_S)
     experiment = plan.out.resolve() / EXPERIMENT_DIR
-    if tune.Tuner.can_restore(str(experiment)):
-        # Finished trials stay finished; unfinished and errored ones continue from their last
-        # checkpoint; the searcher's state (Optuna's history) comes back with the experiment.
-        tuner = tune.Tuner.restore(
-            str(experiment), trainable, resume_unfinished=True, resume_errored=True
-        )
-    else:
-        tuner = tune.Tuner(
+    tuner = restored_or_new(
+        experiment,
+        trainable,
+        lambda: tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
                 metric=space.metric,
@@ -294,16 +335,32 @@ def run_sweep(
                 callbacks=[
                     TrackingCallback(sweep_run, SearchedConfig(base)),
                     PruneEndedTrialCheckpoints(),
+                    JsonLoggerCallback(),
                 ],
                 failure_config=tune.FailureConfig(max_failures=options.max_failures),
                 verbose=1,
             ),
-        )
+        ),
+    )
     started = time.perf_counter()
-    with bind_tracker(tracker):
+    with bind_tracker(tracker), tune_environment():
         grid = tuner.fit()
     elapsed = time.perf_counter() - started
+    for result in grid:  # type: ignore[attr-defined]
+        # fit() ends with a forced snapshot: no resume needs an older checkpoint any more.
+        if Path(result.path).is_dir():
+            prune_to_newest(Path(result.path))
     return _summarise(plan, tracker, sweep_run, grid, elapsed)
+
+
+def record_sweep_outputs(result: SweepResult, tracker: Tracker) -> list[Path]:
+    """``trials.csv`` and the sweep's plots, in its directory and as artifacts of its run."""
+    out = result.plan.out
+    result.trials.to_csv(out / "trials.csv", index=False)
+    plots = sweep_plots(result, out / "plots")
+    tracker.log_artifacts(result.parent_run_id, str(out / "plots"), artifact_path="plots")
+    tracker.log_artifact(result.parent_run_id, str(out / "trials.csv"))
+    return plots
 
 
 def _summarise(
@@ -316,46 +373,26 @@ def _summarise(
     space = plan.space
     rows = []
     histories: dict[str, pd.DataFrame] = {}
-    tracker.flush()
-    stored = tracker.child_runs(sweep_run)
-    run_ids = {trial_id: run.run_id for trial_id, run in stored.items()}
-    for result in grid:  # type: ignore[attr-defined]  # ResultGrid has __getitem__ + __len__
-        trial_id = result.metrics.get("trial_id") if result.metrics else None
-        if trial_id is None:
-            trial_id = Path(result.path).name
-        history = result.metrics_dataframe
-        if history is not None and not history.empty:
-            histories[trial_id] = history
-        last = result.metrics or None
-        config = apply_overrides(plan.base, result.config or {})
-        status = trial_status(config, last, result.error is not None)
-        known = stored.get(trial_id)
-        if known is None or known.status == "RUNNING" or known.trial_status != status:
-            run_ids[trial_id] = sync_trial_run(
-                tracker,
-                sweep_run,
-                trial_id,
-                config,
-                history.to_dict("records") if history is not None else [],
-                status,
-                str(result.error) if result.error is not None else None,
-            )
+    results = list(grid)  # type: ignore[call-overload]  # ResultGrid iterates via __getitem__
+    for trial in sync_results(tracker, sweep_run, results, SearchedConfig(plan.base)):
+        if trial.history is not None:
+            histories[trial.trial_id] = trial.history
+        last = trial.result.metrics or None
         rows.append(
             {
-                TRIAL_ID_TAG: trial_id,
-                "status": status,
+                TRIAL_ID_TAG: trial.trial_id,
+                "status": trial.status,
                 "epochs": int(last.get("epoch", 0)) if last else 0,
-                **{f"config.{k}": v for k, v in (result.config or {}).items()},
+                **{f"config.{k}": v for k, v in (trial.result.config or {}).items()},
                 **{
                     k: v
                     for k, v in (last or {}).items()
                     if k.startswith(("val_", "margin", "easy_ratio"))
                 },
-                "run_id": run_ids.get(trial_id, ""),
+                "run_id": trial.run_id,
             }
         )
     table = pd.DataFrame(rows)
-    _end_abandoned_runs(tracker, run_ids, set(table[TRIAL_ID_TAG]) if rows else set())
     best: dict[str, Any] = {}
     scored = table.dropna(subset=[space.metric]) if space.metric in table else table.iloc[0:0]
     scored = scored[scored["status"] != "failed"] if not scored.empty else scored
@@ -392,19 +429,6 @@ def _summarise(
         )
     tracker.end_run(sweep_run)
     return SweepResult(plan, sweep_run, table, best, histories)
-
-
-def _end_abandoned_runs(tracker: Tracker, run_ids: dict[str, str], trial_ids: set[str]) -> None:
-    """Close runs of trials that the resumed experiment no longer has.
-
-    A trial started after the experiment's last snapshot lives on only in MLflow when the
-    driver dies; after ``resume`` its run would stay RUNNING forever. It is kept (nothing a user
-    recorded is deleted) but ended as KILLED and tagged ``abandoned``.
-    """
-    for trial_id, run_id in run_ids.items():
-        if trial_id not in trial_ids:
-            tracker.set_tags(run_id, {"trial_status": "abandoned"})
-            tracker.end_run(run_id, "KILLED")
 
 
 def git_commit() -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pipeline.searchers import SEARCHERS
 from pipeline.sweep import SweepOptions
+from pipeline.trainable import DEFAULT_CHECKPOINT_INTERVAL_S
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +42,13 @@ def add_sweep_flags(parser: argparse.ArgumentParser, *, trials_required: bool) -
     group.add_argument("--reduction-factor", type=float, default=2.0, help="ASHA: keep 1/this")
     group.add_argument("--no-early-stopping", action="store_true", help="disable ASHA")
     group.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial")
+    group.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        default=DEFAULT_CHECKPOINT_INTERVAL_S,
+        metavar="SECONDS",
+        help="a trial checkpoints at most this often, and at its last epoch (0: every epoch)",
+    )
     where = parser.add_argument_group("where")
     where.add_argument("--address", help="join this Ray cluster (default: start a local one)")
     where.add_argument(
@@ -68,6 +76,7 @@ def sweep_options(
         tracking_uri=args.tracking_uri,
         address=args.address,
         max_failures=args.max_failures,
+        checkpoint_interval_s=args.checkpoint_interval,
     )
 
 

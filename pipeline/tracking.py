@@ -16,6 +16,14 @@ same key, step, timestamp and value.
 Why idempotence: a resumed sweep calls :meth:`Tracker.sweep_run` and :meth:`Tracker.child_run`
 again with the same ids and gets the existing runs back, and :meth:`Tracker.log_epoch` drops
 epochs the store already holds, so a restart after a crash never duplicates a run or a step.
+Opening a run is itself a search for the run's tag followed, only if nothing is found, by a
+create: a create whose answer was lost in an outage is found, not repeated, on the retry.
+
+Why a trial's run may be opened later: :meth:`Tracker.child_run` is called from Ray Tune's event
+loop when a trial starts. If the store does not answer within ``open_timeout`` it returns a
+provisional id and the writer opens the run when the store is back; everything logged
+under the provisional id meanwhile is written to the real run, so a store outage neither stops
+a sweep nor stalls Tune.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -77,6 +85,9 @@ _PERMANENT_ERROR_CODES = frozenset(
     }
 )
 _TRUNCATED = "...[truncated]"
+#: Prefix of the id :meth:`Tracker.child_run` hands out while the store is down; MLflow's run
+#: ids are hexadecimal, so the two never collide.
+_PROVISIONAL = "pending-"
 # The REST handler rejects a log-batch body over MAX_BATCH_LOG_REQUEST_SIZE bytes of JSON.
 _REQUEST_BUDGET = int(MAX_BATCH_LOG_REQUEST_SIZE * 0.9)
 _ENTITY_JSON_OVERHEAD = 96
@@ -193,6 +204,8 @@ class _Log:
     metrics: list[tuple[str, float, int, int]] = field(default_factory=list)
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    epoch: bool = False
+    """The metrics are one epoch of :meth:`Tracker.log_epoch` (dropped if the run holds it)."""
 
 
 @dataclass(slots=True)
@@ -209,7 +222,32 @@ class _Artifact:
     artifact_path: str | None
 
 
-_Op = _Log | _Status | _Artifact
+@dataclass(frozen=True, slots=True)
+class _Opening:
+    """How to find a run by its tags, and what to create when none exists."""
+
+    query: str
+    name: str
+    tags: dict[str, str]
+
+
+@dataclass(slots=True)
+class _Open:
+    """Open ``opening`` in the writer and write what was queued under ``provisional_id`` to it."""
+
+    provisional_id: str
+    opening: _Opening
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """A run the store already held when it was opened."""
+
+    params: dict[str, str]
+    last_step: int | None
+
+
+_Op = _Log | _Status | _Artifact | _Open
 
 
 @dataclass(slots=True)
@@ -233,9 +271,10 @@ class Tracker:
     """Records sweeps and trials in MLflow without making the caller wait on the store.
 
     Every logging method returns after appending to an in-memory queue; a single background
-    thread writes it out in order. Run creation and look-up (:meth:`sweep_run`,
-    :meth:`child_run`) are synchronous because the caller needs the run id; they retry a store
-    that is down for up to ``sync_timeout`` seconds. Use it as a context manager, or call
+    thread writes it out in order. :meth:`sweep_run` is synchronous because the caller needs
+    the run id; it retries a store that is down for up to ``sync_timeout`` seconds.
+    :meth:`child_run` waits ``open_timeout`` at most, then leaves the opening to the writer and
+    returns a provisional id. Use it as a context manager, or call
     :meth:`close`, so that pending records are written before the process ends. One tracker
     per process; it cannot be pickled into Ray workers, which make their own.
 
@@ -251,6 +290,8 @@ class Tracker:
         retry_initial: First wait, in seconds, after a failed write.
         retry_max: Cap on the doubling wait between retries.
         sync_timeout: How long synchronous calls keep retrying before they raise.
+        open_timeout: How long :meth:`child_run` waits for the store before it hands the
+            run's opening to the writer and returns a provisional id.
     """
 
     def __init__(
@@ -262,6 +303,7 @@ class Tracker:
         retry_initial: float = 0.5,
         retry_max: float = 10.0,
         sync_timeout: float = 60.0,
+        open_timeout: float = 5.0,
     ) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         if self.tracking_uri.startswith(("http://", "https://")):
@@ -270,6 +312,7 @@ class Tracker:
         self._retry_initial = retry_initial
         self._retry_max = retry_max
         self._sync_timeout = sync_timeout
+        self._open_timeout = open_timeout
         self._client = MlflowClient(tracking_uri=self.tracking_uri)
         self.experiment_id = self._call(self._ensure_experiment, experiment, artifact_location)
 
@@ -287,6 +330,9 @@ class Tracker:
         self._staging: Path | None = None
         self._staged_count = itertools.count()
         self._outage_since: float | None = None
+        self._provisional = itertools.count()
+        self._aliases: dict[str, str | None] = {}
+        self._floors: dict[str, int] = {}
         self._writer = threading.Thread(target=self._write_loop, name="mlflow-writer", daemon=True)
         self._writer.start()
 
@@ -311,6 +357,17 @@ class Tracker:
         run_tags = {**(tags or {}), SWEEP_ID_TAG: sweep_id}
         return self._open_run(query, name, params, run_tags, parent_run_id)
 
+    def find_sweep_run(self, sweep_id: str) -> str | None:
+        """The run of a sweep (or comparison) by its id, left as it is; None if there is none."""
+        found = self._call(
+            self._client.search_runs,
+            [self.experiment_id],
+            filter_string=f"tags.`{SWEEP_ID_TAG}` = {_filter_value(sweep_id)}",
+            max_results=1,
+            order_by=["attributes.start_time ASC"],
+        )
+        return found[0].info.run_id if found else None
+
     def child_run(
         self,
         parent_run_id: str,
@@ -324,13 +381,19 @@ class Tracker:
         A run tagged ``margin_tune.trial_id == trial_id`` under the same parent is reused and
         set back to RUNNING, and the highest step it holds is loaded, so a restored trial
         neither duplicates its run nor re-logs its epochs.
+
+        Never raises because the store is unreachable: after ``open_timeout`` seconds (at once
+        while the writer is already waiting for the store) it returns a provisional id, usable
+        with every method of this tracker, and the writer opens the run when the store is back.
         """
         query = (
             f"tags.{MLFLOW_PARENT_RUN_ID} = {_filter_value(parent_run_id)} "
             f"and tags.`{TRIAL_ID_TAG}` = {_filter_value(trial_id)}"
         )
         run_tags = {**(tags or {}), TRIAL_ID_TAG: trial_id}
-        return self._open_run(query, name or trial_id, params, run_tags, parent_run_id)
+        return self._open_run(
+            query, name or trial_id, params, run_tags, parent_run_id, deferrable=True
+        )
 
     def child_runs(self, parent_run_id: str) -> dict[str, StoredRun]:
         """Trial id → stored state of every trial run under ``parent_run_id`` (one search).
@@ -358,46 +421,73 @@ class Tracker:
         params: Mapping[str, Any] | None,
         tags: Mapping[str, Any],
         parent_run_id: str | None,
+        *,
+        deferrable: bool = False,
     ) -> str:
         clean_tags = self._clean_tags(tags)
         if parent_run_id is not None:
             clean_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
-        found = self._call(
-            self._client.search_runs,
-            [self.experiment_id],
-            filter_string=query,
-            max_results=1,
-            order_by=["attributes.start_time ASC"],
-        )
-        if found:
-            run_id = found[0].info.run_id
-            last_step = self._stored_last_step(run_id, found[0].data.metrics)
-            with self._lock:
-                state = self._runs.setdefault(run_id, _RunState())
-                state.params.update(found[0].data.params)
-                if last_step is not None and (
-                    state.last_step is None or last_step > state.last_step
-                ):
-                    state.last_step = last_step
-            self._submit(_Status(run_id, "RUNNING", None))
-            self.set_tags(run_id, clean_tags)
+        opening = _Opening(query, name, clean_tags)
+        if deferrable and self._outage_since is not None:
+            run_id = self._defer(opening)
         else:
-            run = self._call(
-                self._client.create_run, self.experiment_id, run_name=name, tags=clean_tags
-            )
-            run_id = run.info.run_id
+            timeout = self._open_timeout if deferrable else self._sync_timeout
+            try:
+                run_id, found = self._call(self._find_or_create, opening, timeout=timeout)
+            except Exception as exc:
+                if not deferrable or _is_permanent(exc):
+                    raise
+                _logger.warning("MLflow store unreachable (%s); run %r opened later", exc, name)
+                if self._outage_since is None:  # until the writer gets through again
+                    self._outage_since = time.monotonic()
+                run_id = self._defer(opening)
+            else:
+                if found is not None:
+                    with self._lock:
+                        state = self._runs.setdefault(run_id, _RunState())
+                        state.params.update(found.params)
+                        if found.last_step is not None and (
+                            state.last_step is None or found.last_step > state.last_step
+                        ):
+                            state.last_step = found.last_step
+                    self._submit(_Status(run_id, "RUNNING", None))
+                    self.set_tags(run_id, clean_tags)
         if params:
             self.log_params(run_id, params)
         return run_id
 
-    def _stored_last_step(self, run_id: str, metric_keys: Iterable[str]) -> int | None:
-        """Reads the highest step a re-opened run already holds, over all its metrics."""
+    def _defer(self, opening: _Opening) -> str:
+        """Queues the opening for the writer; returns the provisional id that stands for it."""
+        with self._lock:
+            provisional_id = f"{_PROVISIONAL}{next(self._provisional)}"
+            self._enqueue(_Open(provisional_id, opening))
+        return provisional_id
+
+    def _find_or_create(self, opening: _Opening) -> tuple[str, _Found | None]:
+        """One idempotent attempt to open a run: found by its tags, else created.
+
+        Searching before every create makes retries safe: a create that reached the store but
+        whose answer was lost is found by the next attempt instead of being made twice. A found
+        run comes with its params and the highest step it holds over all its metrics.
+        """
+        found = self._client.search_runs(
+            [self.experiment_id],
+            filter_string=opening.query,
+            max_results=1,
+            order_by=["attributes.start_time ASC"],
+        )
+        if not found:
+            run = self._client.create_run(
+                self.experiment_id, run_name=opening.name, tags=opening.tags
+            )
+            return run.info.run_id, None
+        run = found[0]
         steps = [
             metric.step
-            for key in metric_keys
-            for metric in self._call(self._client.get_metric_history, run_id, key)
+            for key in run.data.metrics
+            for metric in self._client.get_metric_history(run.info.run_id, key)
         ]
-        return max(steps, default=None)
+        return run.info.run_id, _Found(dict(run.data.params), max(steps, default=None))
 
     # -------------------------------------------------------------------------- logging
 
@@ -419,7 +509,7 @@ class Tracker:
             if state.last_step is not None and step <= state.last_step:
                 return False
             state.last_step = step
-            self._enqueue(_Log(run_id, metrics=rows))
+            self._enqueue(_Log(run_id, metrics=rows, epoch=True))
         return True
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
@@ -620,9 +710,16 @@ class Tracker:
             raise ValueError(f"MLflow experiment {name!r} is deleted; restore or rename it")
         return experiment.experiment_id
 
-    def _call(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        """Runs a synchronous store call, retrying an unreachable store up to sync_timeout."""
-        deadline = time.monotonic() + self._sync_timeout
+    def _call(
+        self,
+        function: Callable[..., _T],
+        *args: Any,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> _T:
+        """Runs a synchronous store call, retrying an unreachable store up to ``timeout``
+        seconds (default ``sync_timeout``)."""
+        deadline = time.monotonic() + (self._sync_timeout if timeout is None else timeout)
         delay = self._retry_initial
         while True:
             try:
@@ -662,18 +759,59 @@ class Tracker:
         merged: dict[str, _Log] = {}
         for op in ops:
             if isinstance(op, _Log):
-                into = merged.setdefault(op.run_id, _Log(op.run_id))
-                into.metrics.extend(op.metrics)
+                run_id = self._resolve(op.run_id)
+                if run_id is None:
+                    continue
+                metrics = op.metrics
+                floor = self._floors.get(op.run_id)
+                if op.epoch and floor is not None:
+                    metrics = [row for row in metrics if row[3] > floor]
+                into = merged.setdefault(run_id, _Log(run_id))
+                into.metrics.extend(metrics)
                 into.params.update(op.params)
                 into.tags.update(op.tags)
                 continue
             self._write_logs(merged)
             merged = {}
+            if isinstance(op, _Open):
+                self._write_open(op)
+                continue
+            run_id = self._resolve(op.run_id)
+            if run_id is None:
+                continue
             if isinstance(op, _Status):
-                self._write_status(op)
+                self._write_status(_Status(run_id, op.status, op.end_time))
             else:
-                self._write_artifact(op)
+                self._write_artifact(_Artifact(run_id, op.staged, op.artifact_path))
         self._write_logs(merged)
+
+    def _resolve(self, run_id: str) -> str | None:
+        """The store's id for ``run_id``; None (the record is dropped) if its opening failed."""
+        if not run_id.startswith(_PROVISIONAL):
+            return run_id
+        resolved = self._aliases.get(run_id)
+        if resolved is None:
+            with self._lock:
+                self._dropped += 1
+        return resolved
+
+    def _write_open(self, op: _Open) -> None:
+        """Opens a deferred run; a re-opened one gets the treatment :meth:`_open_run` gives."""
+        try:
+            run_id, found = self._retry(self._find_or_create, op.opening)
+            if found is not None:
+                self._retry(self._client.update_run, run_id, status="RUNNING")
+                tags = [RunTag(key, value) for key, value in op.opening.tags.items()]
+                self._retry(self._client.log_batch, run_id, tags=tags)
+                if found.last_step is not None:
+                    self._floors[op.provisional_id] = found.last_step
+        except _AbandonedError:
+            raise
+        except Exception as exc:
+            self._aliases[op.provisional_id] = None
+            self._drop(f"opening of run {op.opening.name!r}", exc)
+            return
+        self._aliases[op.provisional_id] = run_id
 
     def _write_logs(self, merged: Mapping[str, _Log]) -> None:
         for log in merged.values():
@@ -730,12 +868,12 @@ class Tracker:
         with self._lock:
             self._dropped += 1
 
-    def _retry(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    def _retry(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Calls until the store accepts, with capped doubling waits; re-raises a bad request."""
         delay = self._retry_initial
         while True:
             try:
-                function(*args, **kwargs)
+                result = function(*args, **kwargs)
             except Exception as exc:
                 if _is_permanent(exc):
                     raise
@@ -752,7 +890,7 @@ class Tracker:
                     time.monotonic() - self._outage_since,
                 )
                 self._outage_since = None
-            return
+            return result
 
 
 def _chunks(log: _Log) -> Iterator[tuple[list[Metric], list[Param], list[RunTag]]]:

@@ -2,16 +2,21 @@
 
 Trials only call ``tune.report``; this callback turns what the driver receives into one MLflow
 child run per trial. Logging is queued by the tracker, so neither trials nor Tune's event loop
-wait on the store.
+wait on the store, and a trial that starts while the store is down gets its run once the store
+is back (:meth:`Tracker.child_run` never raises for an unreachable store). After a sweep, and in
+``margin-tune sync``, :func:`sync_results` makes the runs hold what Ray Tune's results hold.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from ray.tune import Callback
+import pandas as pd
+from ray.tune import Callback, Result
 
 from pipeline.search_space import apply_overrides
 from pipeline.tracking import Tracker, flatten_params
@@ -23,8 +28,12 @@ TRIAL_ID_TAG = "margin_tune.trial_id"
 STATUS_TAG = "trial_status"
 
 
-def run_name(config: Config) -> str:
-    """Scheduler and its key parameters, e.g. ``dams μ0=0.20 target=0.95 step=0.050 lr=1e-03``."""
+def run_name(config: Config, *, seed: bool = False) -> str:
+    """Scheduler and its key parameters, e.g. ``dams μ0=0.20 target=0.95 step=0.050 lr=1e-03``.
+
+    A pair loss leads with its name and balance (``contrastive λ=0.5 dams …``); ``seed`` appends
+    the training seed, what tells a method's re-trainings apart.
+    """
     short = {
         "initial_margin": "μ0",
         "target_easy_ratio": "target",
@@ -34,12 +43,17 @@ def run_name(config: Config) -> str:
         "kp": "kp",
         "ki": "ki",
     }
-    margin = config.margin
-    parts = [margin.scheduler]
+    margin, loss = config.margin, config.loss
+    parts = [] if loss.name == "triplet" else [loss.name, f"λ={loss.balance:.3g}"]
+    if loss.name == "ntxent":
+        parts.append(f"τ={loss.temperature:.3g}")
+    parts.append(margin.scheduler)
     for name in SCHEDULERS.get(margin.scheduler).parameters:
         if name in short:
             parts.append(f"{short[name]}={getattr(margin, name):.3g}")
     parts.append(f"lr={config.train.lr:.0e}")
+    if seed:
+        parts.append(f"seed={config.seed}")
     return " ".join(parts)
 
 
@@ -88,7 +102,8 @@ class TrackingCallback(Callback):
     """One nested MLflow child run per Tune trial, metrics at ``step=epoch``.
 
     ``resolve_config`` turns a trial's Tune config into the trial config it runs (for params,
-    tags and the run name); ``tags`` are added to every child run.
+    tags and the run name); ``tags`` are added to every child run; ``run_key`` names the Tune
+    config keys that identify a trial's run (see :func:`run_identity`).
     """
 
     def __init__(
@@ -96,10 +111,12 @@ class TrackingCallback(Callback):
         parent_run_id: str,
         resolve_config: Callable[[Mapping[str, Any]], Config],
         tags: Mapping[str, str] | None = None,
+        run_key: tuple[str, ...] = (),
     ) -> None:
         self.parent_run_id = parent_run_id
         self.resolve_config = resolve_config
         self.tags = dict(tags or {})
+        self.run_key = run_key
         self.run_ids: dict[str, str] = {}
         self.configs: dict[str, Config] = {}
         self.last: dict[str, dict[str, Any]] = {}
@@ -120,7 +137,7 @@ class TrackingCallback(Callback):
             self.run_ids[trial.trial_id] = open_trial_run(
                 self.tracker,
                 self.parent_run_id,
-                trial.trial_id,
+                run_identity(trial.trial_id, trial.config, self.run_key),
                 self._config(trial),
                 {**method_tag(trial.config), **self.tags, STATUS_TAG: "running"},
             )
@@ -150,6 +167,19 @@ class TrackingCallback(Callback):
         end_trial_run(self.tracker, run_id, status, error)
 
 
+def run_identity(trial_id: str, params: Mapping[str, Any], run_key: tuple[str, ...]) -> str:
+    """What a trial's run is found by (its ``margin_tune.trial_id`` tag): Tune's trial id, or
+    the values of the ``run_key`` config keys, e.g. ``method=dams,seed=1``.
+
+    A grid point (a comparison's re-training) that a crash kept out of Tune's last snapshot is
+    created again on resume under a new trial id; keyed by its values it re-opens its run
+    instead of leaving a second one.
+    """
+    if not run_key:
+        return trial_id
+    return ",".join(f"{key}={params[key]}" for key in run_key)
+
+
 def method_tag(params: Mapping[str, Any]) -> dict[str, str]:
     """The ``method`` of a comparison's re-training trial, as a tag."""
     return {"method": str(params["method"])} if "method" in params else {}
@@ -174,7 +204,7 @@ def open_trial_run(
     return tracker.child_run(
         parent_run_id,
         trial_id,
-        name=run_name(config),
+        name=run_name(config, seed=tags.get("margin_tune.stage") == "final"),
         params=flatten_params(config.to_dict()),
         tags={
             TRIAL_ID_TAG: trial_id,
@@ -202,14 +232,16 @@ def sync_trial_run(
     history: list[dict[str, Any]],
     status: str,
     error: str | None,
+    tags: Mapping[str, str] | None = None,
 ) -> str:
     """Make a trial's run hold what Ray Tune holds for it; idempotent.
 
     The driver's queue dies with the driver: a trial that ended, or epochs reported, just
     before a crash can be in Tune's experiment state but not in MLflow, and Tune does not
     replay events of trials that had already ended. Steps the run already holds are skipped.
+    A run that is missing is created with the tags, params and parent the live path gives.
     """
-    run_id = open_trial_run(tracker, parent_run_id, trial_id, config, {})
+    run_id = open_trial_run(tracker, parent_run_id, trial_id, config, tags or {})
     for row in history:
         tracker.log_epoch(run_id, epoch_metrics(row), step=int(row["epoch"]))
     end_trial_run(tracker, run_id, status, error)
@@ -222,3 +254,73 @@ def _read_error(path: str) -> str:
             return handle.read()[-5000:]
     except OSError:
         return f"trial failed; error file {path} unreadable"
+
+
+@dataclass
+class SyncedTrial:
+    """One trial of a Ray Tune experiment, as its results say and its run now holds."""
+
+    trial_id: str
+    result: Result
+    config: Config
+    status: str
+    run_id: str
+
+    @property
+    def history(self) -> pd.DataFrame | None:
+        """One row per reported epoch, or None if the trial reported nothing."""
+        history = self.result.metrics_dataframe
+        return None if history is None or history.empty else history
+
+
+def sync_results(
+    tracker: Tracker,
+    parent_run_id: str,
+    results: Iterable[Result],
+    resolve_config: Callable[[Mapping[str, Any]], Config],
+    tags: Mapping[str, str] | None = None,
+    run_key: tuple[str, ...] = (),
+) -> list[SyncedTrial]:
+    """Make the trial runs under ``parent_run_id`` hold what Ray Tune's results hold.
+
+    A run that is missing, still RUNNING or ended with another status than the results give is
+    written again from the trial's reported history (idempotent: steps already held are
+    skipped); runs that match are not touched, so a second call writes nothing. Runs of trials
+    the results no longer have (a trial that lived only in a killed driver) are kept but ended
+    KILLED with ``trial_status=abandoned``. ``tags`` (and a trial's ``method``) are given to
+    runs created here, as the live :class:`TrackingCallback` gives them; ``run_key`` must be
+    the callback's.
+    """
+    tracker.flush()
+    stored = tracker.child_runs(parent_run_id)
+    synced = []
+    for result in results:
+        params = result.config or {}
+        trial_id = run_identity(
+            (result.metrics or {}).get("trial_id") or Path(result.path).name, params, run_key
+        )
+        config = resolve_config(params)
+        last = result.metrics or None
+        status = trial_status(config, last, result.error is not None)
+        known = stored.get(trial_id)
+        if known is None or known.status == "RUNNING" or known.trial_status != status:
+            history = result.metrics_dataframe
+            run_id = sync_trial_run(
+                tracker,
+                parent_run_id,
+                trial_id,
+                config,
+                history.to_dict("records") if history is not None else [],
+                status,
+                str(result.error) if result.error is not None else None,
+                {**method_tag(params), **(tags or {})},
+            )
+        else:
+            run_id = known.run_id
+        synced.append(SyncedTrial(trial_id, result, config, status, run_id))
+    present = {trial.trial_id for trial in synced}
+    for trial_id, run in stored.items():
+        if trial_id not in present and run.trial_status != "abandoned":
+            tracker.set_tags(run.run_id, {STATUS_TAG: "abandoned"})
+            tracker.end_run(run.run_id, "KILLED")
+    return synced

@@ -10,12 +10,12 @@ from typing import Any
 
 from pipeline.manifest import write_manifest
 from pipeline.outputs import check_output_dir, create_output_dir, write_yaml
-from pipeline.plots import sweep_plots
 from pipeline.search_space import load_space
 from pipeline.sweep import (
     SweepOptions,
     SweepPlan,
     plan_sweep,
+    record_sweep_outputs,
     run_sweep,
     sweep_cluster,
 )
@@ -78,10 +78,7 @@ def execute(plan: SweepPlan) -> int:
     options, out, space = plan.options, plan.out, plan.space
     with Tracker(options.tracking_uri, options.experiment) as tracker:
         result = run_sweep(plan, tracker)
-        result.trials.to_csv(out / "trials.csv", index=False)
-        plots = sweep_plots(result, out / "plots")
-        tracker.log_artifacts(result.parent_run_id, str(out / "plots"), artifact_path="plots")
-        tracker.log_artifact(result.parent_run_id, str(out / "trials.csv"))
+        plots = record_sweep_outputs(result, tracker)
     print(
         f"\n{len(result.trials)} trials; sweep run {result.parent_run_id} in {tracker.tracking_uri}"
     )

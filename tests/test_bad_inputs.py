@@ -177,7 +177,7 @@ SCHEDULERS = "constant, dams, linear, pi, two_sided"
 MINERS = "all, hard, semihard"
 SAMPLERS = "class_representative, pk"
 DATASETS = "digits, glyphs, image_folder, npz, synthetic"
-SEARCHERS = "qmc, random, tpe"
+SEARCHERS = "coordinate, qmc, random, tpe"
 
 CASES = [
     # --- trial configs (train --config) ---
@@ -490,6 +490,18 @@ CASES = [
         ("compare", "--preset", "quick", "--trials", "0", *TRAIN_OUT),
         "--trials",
         ("must be >= 1", "got 0"),
+    ),
+    Case(
+        "cli-tune_checkpoint_interval_negative",
+        ("tune", "--space", "dams", *TRIALS, "--checkpoint-interval", "-1", *TRAIN_OUT),
+        "--checkpoint-interval",
+        ("must be a number of seconds >= 0", "got -1"),
+    ),
+    Case(
+        "cli-tune_checkpoint_interval_nan",
+        ("tune", "--space", "dams", *TRIALS, "--checkpoint-interval", "nan", *TRAIN_OUT),
+        "--checkpoint-interval",
+        ("must be a number of seconds >= 0", "got nan"),
     ),
     Case(
         "cli-compare_concurrency_0",

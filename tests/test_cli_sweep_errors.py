@@ -16,7 +16,7 @@ from pipeline.cli import main
     [
         (["tune", "--space", "nope", "--trials", "2"], "--space: 'nope' is neither a file"),
         (["tune", "--space", "dams", "--trials", "0"], "--trials: must be >= 1"),
-        (["tune", "--space", "dams", "--trials", "2", "--searcher", "grid"], "allowed: qmc"),
+        (["tune", "--space", "dams", "--trials", "2", "--searcher", "grid"], "allowed: coordinate"),
         (["tune", "--space", "dams", "--trials", "2", "--concurrency", "0"], "--concurrency"),
         (["tune", "--space", "dams", "--trials", "2", "--cpus-per-trial", "0"], "cpus-per-trial"),
         (["tune", "--space", "dams", "--trials", "2", "--gpus-per-trial", "-1"], "gpus-per-trial"),

@@ -203,6 +203,7 @@ def test_trial_on_a_killed_node_resumes_from_its_checkpoint_elsewhere(
         seed=0,
         early_stopping=False,
         max_failures=2,
+        checkpoint_interval_s=0,  # every epoch: the node dies after the first checkpoint
         tracking_uri=uri,
         address=cluster.address,
     )
@@ -221,7 +222,14 @@ def test_trial_on_a_killed_node_resumes_from_its_checkpoint_elsewhere(
         with WatchedTracker(uri, "multinode") as tracker:
             result = run_sweep(plan, tracker)
         injector.join(timeout=10)
-        alive = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+        # The GCS marks a crashed node dead after its health checks time out, which may come
+        # after a short sweep has ended: wait for it rather than read one snapshot.
+        deadline = time.monotonic() + 60
+        while True:
+            alive = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+            if kill.killed_node not in alive or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
     print(f"sweep across nodes with one node killed: {time.perf_counter() - started:.1f} s")
     if kill.error is not None:
         raise kill.error

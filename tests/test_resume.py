@@ -40,6 +40,7 @@ def test_resume_after_sigkill_finishes_exactly_the_planned_trials(
     command = [
         *(str(EXECUTABLE), "tune", "--space", "dams", "--trials", str(TRIALS)),
         *("--concurrency", "2", "--no-early-stopping", "--searcher", "random"),
+        *("--checkpoint-interval", "0"),  # unfinished trials resume mid-way
         *("--out", str(out), "--tracking-uri", uri, "--experiment", "resume-test", *sets),
     ]
     with log.open("w") as handle:

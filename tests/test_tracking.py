@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from mlflow import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
@@ -30,6 +31,7 @@ from pipeline.tracking import (
 )
 
 EPOCH_KEYS = [f"metric_{index}" for index in range(16)]
+OPEN_TIMEOUT = 1.0
 
 
 def _tracker(uri: str, experiment: str = "tests", **options: Any) -> Tracker:
@@ -197,6 +199,29 @@ def test_reopened_runs_are_reused_and_steps_are_never_logged_twice(
         assert _steps(client, trial, key) == [0, 1, 2, 3, 4]
 
 
+def test_a_create_whose_answer_was_lost_is_found_not_repeated(
+    tracker: Tracker, store_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store made the run but the answer never arrived: the retry must not make a second."""
+    create = tracker._client.create_run
+    lost: list[str] = []
+
+    def create_and_lose_the_answer(*args: Any, **kwargs: Any) -> Any:
+        run = create(*args, **kwargs)
+        if len(lost) < 2:  # the sweep's create and the trial's
+            lost.append(run.info.run_id)
+            raise requests.exceptions.ConnectionError("connection reset; response lost")
+        return run
+
+    monkeypatch.setattr(tracker._client, "create_run", create_and_lose_the_answer)
+    sweep = tracker.sweep_run("sweep", sweep_id="sw-1")
+    trial = tracker.child_run(sweep, "trial-0", params={"i": 0})
+    assert [sweep, trial] == lost
+    assert tracker.flush(timeout=30)
+    runs = MlflowClient(store_uri).search_runs([tracker.experiment_id])
+    assert sorted(run.info.run_id for run in runs) == sorted(lost)
+
+
 def test_batches_respect_mlflow_limits(tracker: Tracker) -> None:
     sweep = tracker.sweep_run("sweep", sweep_id="sw-1")
     params: dict[str, Any] = {
@@ -357,7 +382,7 @@ def test_records_survive_a_tracking_server_outage(
     for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
         monkeypatch.setenv(name, "")  # restored (unset) after the test, whatever the tracker sets
         monkeypatch.delenv(name)
-    tracker = _tracker(server.url, "outage")
+    tracker = _tracker(server.url, "outage", open_timeout=OPEN_TIMEOUT)
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
     sweep = tracker.sweep_run("sweep", sweep_id="sw-1")
     trials = [tracker.child_run(sweep, f"trial-{index}", params={"i": index}) for index in range(3)]
@@ -367,6 +392,11 @@ def test_records_survive_a_tracking_server_outage(
     assert tracker.flush(timeout=30)
 
     server.stop()
+    # A trial starting now: the store does not answer, so its run is opened later and the
+    # caller waits open_timeout at most, then gets an id that stands for the run.
+    started = time.perf_counter()
+    late = tracker.child_run(sweep, "trial-late", name="late", params={"i": 9}, tags={"k": "v"})
+    assert time.perf_counter() - started < OPEN_TIMEOUT + 1.0
     started = time.perf_counter()
     for step in range(3, 8):
         for trial in trials:
@@ -374,6 +404,14 @@ def test_records_survive_a_tracking_server_outage(
     tracker.set_tags(sweep, {"trial_status": "3 done"})
     for trial in trials:
         tracker.end_run(trial)
+    # Now the writer knows the store is down: a restored trial's run is deferred at once; the
+    # epochs it replays that the store already holds (all up to 7) are not written again.
+    restored = tracker.child_run(sweep, "trial-0", params={"i": 0})
+    for step in range(10):
+        tracker.log_epoch(late, _epoch(step), step)
+        tracker.log_epoch(restored, _epoch(step), step)
+    tracker.end_run(late)
+    tracker.end_run(restored)
     assert time.perf_counter() - started < 0.5  # the caller never waits on the store
     assert not tracker.flush(timeout=0.5)
     assert tracker.pending > 0
@@ -385,7 +423,18 @@ def test_records_survive_a_tracking_server_outage(
 
     client = MlflowClient(server.url)
     assert client.get_run(sweep).data.tags["trial_status"] == "3 done"
+    children = client.search_runs([tracker.experiment_id], f"tags.mlflow.parentRunId = '{sweep}'")
+    by_trial = {run.data.tags[TRIAL_ID_TAG]: run for run in children}
+    assert len(children) == len(by_trial) == 4
+    assert by_trial["trial-0"].info.run_id == trials[0]
     for trial in trials:
         assert client.get_run(trial).info.status == "FINISHED"
         for key in EPOCH_KEYS:
-            assert _steps(client, trial, key) == list(range(8))
+            assert _steps(client, trial, key) == list(range(10 if trial == trials[0] else 8))
+    opened_late = by_trial["trial-late"]
+    assert opened_late.info.run_name == "late"
+    assert opened_late.info.status == "FINISHED"
+    assert opened_late.data.params == {"i": "9"}
+    assert opened_late.data.tags["k"] == "v"
+    for key in EPOCH_KEYS:
+        assert _steps(client, opened_late.info.run_id, key) == list(range(10))

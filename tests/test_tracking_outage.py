@@ -3,9 +3,11 @@
 A real ``mlflow server`` (SQLite store, loopback, a free port) records a sweep of three trials,
 two at a time, on a local Ray. Once the first epoch is in the store the server is stopped; the
 running trials go on and their epochs wait in the tracker's queue. When the third trial starts,
-the driver needs its run id and blocks in ``Tracker.child_run`` (which retries a store that is
-down); only then is the server started again on the same port and store. At the end every
-trial has one run, every epoch once, status FINISHED, and nothing was dropped.
+the driver asks for its run: ``Tracker.child_run`` must not stop the sweep nor hold Tune's loop
+(it returns a provisional id within its open timeout and the run is opened when the store is
+back). The server is started again on the same port and store only once that call has returned
+and more than the open timeout has passed. At the end every trial has one run, every epoch
+once, status FINISHED, and nothing was dropped.
 
 The order is made certain, not likely: the driver may log no epoch while the server is being
 stopped (a lock the test holds), so no trial can end, and the third start, before the store
@@ -36,6 +38,8 @@ EXPERIMENT = "outage"
 TRIALS = 3
 EPOCHS = 10
 BATCHES_PER_EPOCH = 30
+#: Tracker.child_run's wait for the store, shortened from 5 s; the outage outlasts it.
+OPEN_TIMEOUT = 2.0
 SPACE = {
     "metric": "val_roc_auc",
     "mode": "max",
@@ -53,6 +57,7 @@ class Outage:
     down_since: float = 0.0
     down_since_wall: float = 0.0
     restarting_wall: float = 0.0
+    restarting_at: float = 0.0
     back_at: float = 0.0
     blocked_trial: str = ""
     pending_at_restart: int = 0
@@ -61,7 +66,8 @@ class Outage:
 
 
 def stop_then_restart(server: _Server, tracker: WatchedTracker, outage: Outage) -> None:
-    """Stops the server after the first logged epoch; restarts it once a trial start waits.
+    """Stops the server after the first logged epoch; restarts it once a trial start has been
+    answered while it was down and the open timeout has passed.
 
     On any failure the server is brought back anyway, so that the sweep and the tracker's
     ``close`` (which waits for the store) end and the test can report what went wrong.
@@ -88,11 +94,13 @@ def stop_then_restart(server: _Server, tracker: WatchedTracker, outage: Outage) 
             return late[0] if late else None
 
         outage.blocked_trial = wait_for(trial_started_while_down, 120, "a trial start")
-        outage.timings["down_until_trial_start_s"] = (
-            tracker.requests[outage.blocked_trial][0] - outage.down_since
-        )
+        asked = tracker.requests[outage.blocked_trial][0]
+        outage.timings["down_until_trial_start_s"] = asked - outage.down_since
+        wait_for(lambda: tracker.answered.get(outage.blocked_trial), 60, "the trial's run id")
+        time.sleep(max(0.0, asked + OPEN_TIMEOUT + 0.5 - time.monotonic()))
         outage.pending_at_restart = tracker.pending
         outage.restarting_wall = time.time()
+        outage.restarting_at = time.monotonic()
         started = time.monotonic()
         server.start()
         down = False
@@ -149,10 +157,13 @@ def test_sweep_loses_nothing_when_the_tracking_server_restarts(
         with ray_session(None, num_cpus=2):
             starting.result()
             outage.timings["setup_s"] = time.perf_counter() - began
-            # Retries every 0.5 s at most, so the server's return is seen at once; a trial
-            # start waits on the restart (8 s on this machine idle, 36 s loaded) up to 120 s.
+            # Retries every 0.5 s at most, so the server's return is seen at once.
             tracker = WatchedTracker(
-                server.url, EXPERIMENT, retry_initial=0.1, retry_max=0.5, sync_timeout=120
+                server.url,
+                EXPERIMENT,
+                retry_initial=0.1,
+                retry_max=0.5,
+                open_timeout=OPEN_TIMEOUT,
             )
             injector = threading.Thread(
                 target=stop_then_restart, args=(server, tracker, outage), daemon=True
@@ -168,9 +179,13 @@ def test_sweep_loses_nothing_when_the_tracking_server_restarts(
         raise outage.error
     assert tracker.dropped == 0
 
-    # The trial that started while the store was down waited for its run until it was back,
-    # and records logged meanwhile waited in the queue.
-    assert tracker.answered[outage.blocked_trial] >= outage.back_at
+    # The trial that started while the store was down got its run id at once or within the
+    # open timeout, long before the store was back; its records waited in the queue.
+    asked = tracker.requests[outage.blocked_trial][0]
+    answered = tracker.answered[outage.blocked_trial]
+    assert answered - asked <= OPEN_TIMEOUT + 1.0
+    assert answered < outage.restarting_at
+    assert outage.restarting_at - asked >= OPEN_TIMEOUT
     assert outage.pending_at_restart > 0
 
     client = MlflowClient(server.url)
@@ -183,7 +198,8 @@ def test_sweep_loses_nothing_when_the_tracking_server_restarts(
     assert trial_ids == sorted(result.trials["margin_tune.trial_id"])
     assert len(trial_ids) == TRIALS
     # Each run was asked for once, at the trial's start: what the store holds came through
-    # the live path, none of it from the repair at the sweep's end.
+    # the live path (the late trial's run opened by the writer), none of it from the repair at
+    # the sweep's end.
     assert {trial: len(times) for trial, times in tracker.requests.items()} == dict.fromkeys(
         trial_ids, 1
     )

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench`` measures every speed and search-efficiency goal."""

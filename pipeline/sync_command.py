@@ -1,0 +1,102 @@
+"""``margin-tune sync DIR``: make MLflow hold what Ray Tune's results in DIR hold.
+
+The driver writes MLflow from a queue that dies with it, so a driver killed while the store was
+down (or before its queue was written) leaves trial runs missing, RUNNING, or short of epochs,
+while Ray Tune's results in the output directory hold every reported epoch. Every sweep already
+ends with this repair; ``sync`` runs it on its own, for a directory whose command will not be
+resumed or to fill another store (``--tracking-uri``) that holds the sweep's run. It only writes
+trial runs, and only those that differ from the results: a second run writes nothing. It starts
+no trial and needs no Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ray.tune import ExperimentAnalysis, ResultGrid
+
+from pipeline.compare import BEST_CONFIGS_FILE, FINAL_DIR, FINAL_RUN_KEY, FINAL_TAGS, MethodConfig
+from pipeline.manifest import read_manifest
+from pipeline.sweep import EXPERIMENT_DIR
+from pipeline.tracking import Tracker
+from pipeline.tune_callback import SearchedConfig, SyncedTrial, sync_results
+from trainables.config import Config, config_from_dict, read_yaml
+from trainables.errors import ConfigError
+
+Syncer = Callable[[Path, dict[str, Any], Tracker], list[SyncedTrial]]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "directory", type=Path, metavar="DIR", help="the --out directory of tune/compare"
+    )
+    parser.add_argument(
+        "--tracking-uri", help="the MLflow store to fill (default: the one DIR's command used)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    out: Path = args.directory
+    manifest = read_manifest(out, allowed=tuple(SYNCERS))
+    options = manifest["options"]
+    with Tracker(args.tracking_uri or options["tracking_uri"], options["experiment"]) as tracker:
+        synced = SYNCERS[manifest["command"]](out, manifest, tracker)
+    print(f"synced {len(synced)} trial runs of {out} into {tracker.tracking_uri}")
+    return 0
+
+
+def sync_tune(out: Path, manifest: dict[str, Any], tracker: Tracker) -> list[SyncedTrial]:
+    base = config_from_dict(manifest["base"])
+    parent = _sweep_run(tracker, manifest["sweep_id"])
+    return _sync_experiment(tracker, out / EXPERIMENT_DIR, parent, SearchedConfig(base))
+
+
+def sync_compare(out: Path, manifest: dict[str, Any], tracker: Tracker) -> list[SyncedTrial]:
+    base = config_from_dict(manifest["spec"]["base"])
+    comparison = _sweep_run(tracker, manifest["comparison_id"])
+    synced = []
+    for method, sweep_id in manifest["sweep_ids"].items():
+        experiment = out / "sweeps" / method / EXPERIMENT_DIR
+        if experiment.is_dir():
+            parent = _sweep_run(tracker, sweep_id)
+            synced += _sync_experiment(tracker, experiment, parent, SearchedConfig(base))
+    best = out / BEST_CONFIGS_FILE
+    if best.is_file():
+        configs = read_yaml(best, field_name="DIR")
+        synced += _sync_experiment(
+            tracker, out / FINAL_DIR, comparison, MethodConfig(configs), FINAL_TAGS, FINAL_RUN_KEY
+        )
+    return synced
+
+
+SYNCERS: dict[str, Syncer] = {"tune": sync_tune, "compare": sync_compare}
+
+
+def _sweep_run(tracker: Tracker, sweep_id: str) -> str:
+    run_id = tracker.find_sweep_run(sweep_id)
+    if run_id is None:
+        raise ConfigError(
+            "--tracking-uri",
+            f"{tracker.tracking_uri} holds no run with margin_tune.sweep_id {sweep_id!r} in "
+            "this experiment; sync fills the store the command wrote to",
+        )
+    return run_id
+
+
+def _sync_experiment(
+    tracker: Tracker,
+    experiment: Path,
+    parent_run_id: str,
+    resolve_config: Callable[[Mapping[str, Any]], Config],
+    tags: Mapping[str, str] | None = None,
+    run_key: tuple[str, ...] = (),
+) -> list[SyncedTrial]:
+    """Sync one Ray Tune experiment's trials; nothing if Tune never saved its state there."""
+    if not list(experiment.glob("experiment_state-*.json")):
+        return []
+    grid = ResultGrid(ExperimentAnalysis(str(experiment.resolve())))
+    results = list(grid)  # type: ignore[call-overload]  # ResultGrid iterates via __getitem__
+    return sync_results(tracker, parent_run_id, results, resolve_config, tags, run_key)

@@ -1,0 +1,165 @@
+"""A comparison whose process is SIGKILLed during its re-trainings resumes without duplicates.
+
+Killed once one re-training has finished (so every sweep has finished and the re-trainings are
+half done), ``margin-tune resume`` must run no finished sweep trial or re-training again, keep
+one MLflow run per trial and per (method, seed), re-open the comparison's run, and print a
+complete table. A ``sync`` afterwards changes nothing in the store.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+from harness import wait_for
+from mlflow import MlflowClient
+
+from pipeline.cli import main
+
+pytestmark = pytest.mark.slow
+
+TRIALS = 2
+EPOCHS = 4
+SEEDS = 3
+METHODS = ("constant", "dams")
+EXECUTABLE = Path(sys.executable).with_name("margin-tune")
+
+
+def snapshot_time(experiment: Path) -> float:
+    """When Tune last wrote the experiment state that ``resume`` reads."""
+    return max((p.stat().st_mtime for p in experiment.glob("experiment_state-*.json")), default=0)
+
+
+def finished_retrainings(out: Path) -> dict[Path, str]:
+    """result.json of each re-training whose last epoch (with its test metrics) was reported."""
+    found = {}
+    for path in (out / "final").glob("run_final_trial_*/result.json"):
+        text = path.read_text()
+        if "test_roc_auc" in text:
+            found[path] = text
+    return found
+
+
+def store_contents(client: MlflowClient, experiment_id: str) -> dict[str, Any]:
+    """Every run's status, tags, params and full metric histories: what a sync may not change."""
+    contents = {}
+    for run in client.search_runs([experiment_id], max_results=1000):
+        histories = {
+            key: sorted(
+                (m.step, m.timestamp, m.value)
+                for m in client.get_metric_history(run.info.run_id, key)
+            )
+            for key in run.data.metrics
+        }
+        contents[run.info.run_id] = (
+            run.info.status,
+            run.info.end_time,
+            run.data.tags,
+            run.data.params,
+            histories,
+        )
+    return contents
+
+
+def test_compare_killed_during_retrainings_resumes_without_duplicates(
+    tmp_path: Path, tiny_overrides: list[str]
+) -> None:
+    out = tmp_path / "compare"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = tmp_path / "compare.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "set": [*tiny_overrides, "collapse.enabled=false", "train.batches_per_epoch=30"],
+                "methods": {method: method for method in METHODS},
+                "baselines": ["constant"],
+                "budget": {"trials": TRIALS, "epochs": EPOCHS},
+                "searcher": "random",
+                "seeds": SEEDS,
+            }
+        )
+    )
+    log = tmp_path / "driver.log"
+    command = [
+        *(str(EXECUTABLE), "compare", "--config", str(config), "--concurrency", "1"),
+        *("--no-early-stopping", "--out", str(out), "--tracking-uri", uri),
+        *("--experiment", "compare-resume"),
+    ]
+    # A snapshot on every controller step, so that the kill comes soon after the first end.
+    environment = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "0"}
+    with log.open("w") as handle:
+        driver = subprocess.Popen(
+            command,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=environment,
+        )
+    try:
+        wait_for(lambda: finished_retrainings(out) or None, 240, "a finished re-training")
+        # Tune writes its snapshot in the background: the second one after the end holds it.
+        ended = time.time()
+        first = wait_for(
+            lambda: snapshot_time(out / "final") if snapshot_time(out / "final") > ended else None,
+            60,
+            "a snapshot",
+        )
+        wait_for(lambda: snapshot_time(out / "final") > first or None, 60, "a second snapshot")
+        finished_before = finished_retrainings(out)
+    finally:
+        # The whole process group: the driver and the local Ray it started.
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert driver.returncode == -signal.SIGKILL, log.read_text()[-3000:]
+    assert len(finished_before) < len(METHODS) * SEEDS, "killed too late to test resume"
+    total = len(METHODS) * SEEDS
+    print(f"re-trainings finished before the kill: {len(finished_before)} of {total}")
+
+    assert main(["resume", str(out)]) == 0
+
+    # Finished re-trainings were not run again: Ray appended nothing to their results.
+    for path, text in finished_before.items():
+        assert path.read_text() == text
+    client = MlflowClient(uri)
+    experiment_id = client.get_experiment_by_name("compare-resume").experiment_id
+    runs = client.search_runs([experiment_id], max_results=1000)
+    (comparison,) = [r for r in runs if r.data.tags.get("margin_tune.kind") == "comparison"]
+    assert comparison.info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == comparison.info.run_id]
+    sweeps = [r for r in children if r.data.tags.get("margin_tune.kind") == "sweep"]
+    assert sorted(r.info.run_name for r in sweeps) == sorted(METHODS)
+    for sweep in sweeps:
+        assert sweep.info.status == "FINISHED"
+        trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep.info.run_id]
+        assert [r.data.tags["trial_status"] for r in trials] == ["completed"] * TRIALS
+    finals = [r for r in children if r.data.tags.get("margin_tune.stage") == "final"]
+    assert sorted((r.data.tags["method"], int(r.data.params["seed"])) for r in finals) == sorted(
+        (method, seed) for method in METHODS for seed in range(SEEDS)
+    )
+    for run in [*finals, *(r for r in runs if r not in finals and "trial_status" in r.data.tags)]:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["trial_status"] == "completed"
+        for key in ("val_roc_auc", "margin", "train_loss"):
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+            assert steps == list(range(1, EPOCHS + 1)), (key, steps)
+    for run in finals:
+        assert "test_roc_auc" in run.data.metrics
+
+    table = pd.read_csv(out / "table.csv")
+    assert list(table["method"]) == list(METHODS)
+    assert list(table["runs"]) == [SEEDS] * len(METHODS)
+    assert list(table["failed"]) == [0] * len(METHODS)
+    assert table["roc_auc_mean"].notna().all()
+    assert (table["roc_auc_n"] == SEEDS).all()
+
+    before = store_contents(client, experiment_id)
+    assert main(["sync", str(out)]) == 0
+    assert store_contents(client, experiment_id) == before

@@ -1,0 +1,358 @@
+"""What a person sees in the MLflow UI, checked through the UI server itself.
+
+A real ``mlflow server`` on loopback records a tiny comparison; its REST API (the one the UI's
+pages call) must show the nesting comparison → sweeps → trials, per-epoch histories at
+``step=epoch`` and the comparison's table and plots as artifacts the server can hand out. The
+``margin-tune ui`` command is run as a user would: it prints its URLs, they answer, and Ctrl-C
+stops it and every server it started. Where Chromium is installed (Debian's ``chromium``
+package), the experiment page is rendered headless and saved as a screenshot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib.image
+import optuna
+import pytest
+from conftest import TINY
+from test_tracking import _free_port, _Server
+
+from pipeline.cli import main
+from pipeline.tracking import Tracker
+
+EXPERIMENT = "ui-test"
+METHODS = ("dams", "constant")
+TRIALS = 2
+EPOCHS = 2
+SEEDS = 2
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+#: As Debian's chromium runs as root in a sandbox without a network (see the README).
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+)
+
+#: What the tracker sets for an HTTP store, and no job runner beside the server (faster start).
+_SERVER_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+}
+
+
+@dataclass
+class Compared:
+    """A tiny comparison recorded by a loopback ``mlflow server``."""
+
+    server: _Server
+    experiment_id: str
+    runs: list[dict[str, Any]]
+
+    def get(self, endpoint: str, **query: str) -> Any:
+        url = f"{self.server.url}{endpoint}?{urllib.parse.urlencode(query)}"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return json.load(response)
+
+    def by_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [run for run in self.runs if tags(run).get("margin_tune.kind") == kind]
+
+    def children(self, parent: dict[str, Any]) -> list[dict[str, Any]]:
+        parent_id = parent["info"]["run_id"]
+        return [run for run in self.runs if tags(run).get("mlflow.parentRunId") == parent_id]
+
+
+def tags(run: dict[str, Any]) -> dict[str, str]:
+    return {tag["key"]: tag["value"] for tag in run["data"].get("tags", [])}
+
+
+def search_runs(url: str, experiment_id: str) -> list[dict[str, Any]]:
+    body = json.dumps({"experiment_ids": [experiment_id], "max_results": 1000}).encode()
+    request = urllib.request.Request(
+        f"{url}/api/2.0/mlflow/runs/search",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response).get("runs", [])
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compared]:
+    directory = tmp_path_factory.mktemp("ui")
+    spec = directory / "compare.yaml"
+    spec.write_text(
+        "methods: {" + ", ".join(f"{m}: {m}" for m in METHODS) + "}\n"
+        f"budget: {{trials: {TRIALS}, epochs: {EPOCHS}}}\n"
+        "searcher: random\n"
+        f"seeds: {SEEDS}\n"
+        "set: [" + ", ".join(json.dumps(o) for o in TINY) + "]\n"
+    )
+    saved = {name: os.environ.get(name) for name in _SERVER_ENV}
+    os.environ.update(_SERVER_ENV)
+    server = _Server(directory, directory / "server.db")
+    try:
+        server.start()
+        code = main(
+            [
+                *("compare", "--config", str(spec), "--out", str(directory / "cmp")),
+                *("--tracking-uri", server.url, "--experiment", EXPERIMENT),
+                "--no-early-stopping",
+            ]
+        )
+        assert code == 0
+        with urllib.request.urlopen(
+            f"{server.url}/api/2.0/mlflow/experiments/get-by-name?experiment_name={EXPERIMENT}",
+            timeout=30,
+        ) as response:
+            experiment_id = json.load(response)["experiment"]["experiment_id"]
+        yield Compared(server, experiment_id, search_runs(server.url, experiment_id))
+    finally:
+        server.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.mark.slow
+def test_the_ui_server_shows_nesting_histories_and_artifacts(compared: Compared) -> None:
+    (comparison,) = compared.by_kind("comparison")
+    assert tags(comparison)["mlflow.runName"] == "compare dams vs constant"
+    nested = compared.children(comparison)
+    sweeps = [run for run in nested if tags(run).get("margin_tune.kind") == "sweep"]
+    finals = [run for run in nested if tags(run).get("margin_tune.stage") == "final"]
+    assert sorted(tags(run)["mlflow.runName"] for run in sweeps) == sorted(METHODS)
+    assert len(finals) == len(METHODS) * SEEDS
+    for sweep in sweeps:
+        trials = compared.children(sweep)
+        assert len(trials) == TRIALS
+        for trial in trials:
+            # The run name says the scheduler and its key parameters.
+            scheduler = tags(trial)["scheduler"]
+            assert tags(trial)["mlflow.runName"].startswith(f"{scheduler} μ0=")
+            assert "lr=" in tags(trial)["mlflow.runName"]
+            for key in ("margin", "easy_ratio", "val_roc_auc"):
+                history = compared.get(
+                    "/api/2.0/mlflow/metrics/get-history",
+                    run_id=trial["info"]["run_id"],
+                    metric_key=key,
+                )["metrics"]
+                assert sorted(point["step"] for point in history) == list(range(1, EPOCHS + 1))
+
+    run_id = comparison["info"]["run_id"]
+    listed = compared.get("/api/2.0/mlflow/artifacts/list", run_id=run_id, path="comparison")
+    names = {Path(item["path"]).name for item in listed.get("files", [])}
+    assert {"table.md", "table.csv", "comparisons.csv", "test_metrics.png"} <= names
+    assert {"final_margin.png", "final_easy_ratio.png"} <= names
+    # What the UI's artifact viewer fetches: the image itself, served by this server.
+    query = urllib.parse.urlencode({"run_uuid": run_id, "path": "comparison/test_metrics.png"})
+    with urllib.request.urlopen(f"{compared.server.url}/get-artifact?{query}") as response:
+        assert response.read(8) == b"\x89PNG\r\n\x1a\n"
+    for sweep in sweeps:
+        space = compared.get(
+            "/api/2.0/mlflow/artifacts/list", run_id=sweep["info"]["run_id"], path="space"
+        )
+        assert [Path(item["path"]).name for item in space["files"]] == [
+            f"{tags(sweep)['mlflow.runName']}.yaml"
+        ]
+
+
+@pytest.mark.slow
+@pytest.mark.chromium
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)")
+def test_the_experiment_page_renders_in_chromium(compared: Compared, tmp_path: Path) -> None:
+    assert CHROMIUM is not None
+    page = f"{compared.server.url}/#/experiments/{compared.experiment_id}/runs"
+    common = [
+        CHROMIUM,
+        *CHROMIUM_FLAGS,
+        f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}",
+        "--window-size=1400,900",
+        "--virtual-time-budget=20000",
+    ]
+    dom = subprocess.run(
+        [*common, "--dump-dom", page], capture_output=True, text=True, timeout=180, check=True
+    ).stdout
+    # The JS app rendered the runs list, with the comparison's parent run in it.
+    assert "compare dams vs constant" in dom
+    screenshot = tmp_path / "experiment.png"
+    subprocess.run(
+        [*common, f"--screenshot={screenshot}", page],
+        capture_output=True,
+        timeout=180,
+        check=True,
+    )
+    assert screenshot.stat().st_size > 20_000
+    pixels = matplotlib.image.imread(screenshot)
+    assert pixels.shape[:2] == (900, 1400)
+    assert pixels[..., :3].std() > 0.05  # not a blank page
+
+
+def _store_with_one_sweep(directory: Path) -> tuple[str, str]:
+    """A SQLite MLflow store holding one sweep with one trial, and an Optuna RDB study."""
+    uri = f"sqlite:///{directory / 'mlflow.db'}"
+    with Tracker(uri, EXPERIMENT, artifact_location=(directory / "artifacts").as_uri()) as tracker:
+        sweep = tracker.sweep_run("dams", sweep_id="s1", tags={"margin_tune.kind": "sweep"})
+        trial = tracker.child_run(sweep, "t1", name="dams μ0=0.2 target=0.95 step=0.05 lr=1e-03")
+        for epoch in (1, 2):
+            tracker.log_epoch(trial, {"margin": 0.2 * epoch}, step=epoch)
+        tracker.end_run(trial)
+        tracker.end_run(sweep)
+    storage = f"sqlite:///{directory / 'optuna.db'}"
+    study = optuna.create_study(storage=storage, study_name="margin-tune-dams-s1")
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    return uri, storage
+
+
+def _read_until(process: subprocess.Popen[str], marker: str, timeout: float) -> list[str]:
+    """stdout lines of ``process`` up to the one containing ``marker``."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if marker in line:
+            return lines
+    raise AssertionError(f"no {marker!r} in the output: {lines}")
+
+
+def _answers(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status
+
+
+def _processes() -> dict[int, tuple[int, int]]:
+    """Every process of this machine: pid → (parent pid, session id)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # After the parenthesised name: state ppid pgrp session ...
+            fields = stat.rsplit(")", 1)[1].split()
+            found[int(entry.name)] = (int(fields[1]), int(fields[3]))
+    return found
+
+
+def _in_sessions(sessions: set[int]) -> set[int]:
+    return {pid for pid, (_, session) in _processes().items() if session in sessions}
+
+
+@pytest.mark.slow
+def test_margin_tune_ui_prints_urls_that_answer_and_ctrl_c_stops_everything(
+    tmp_path: Path,
+) -> None:
+    uri, storage = _store_with_one_sweep(tmp_path)
+    command = [*("--tracking-uri", uri, "--experiment", EXPERIMENT)]
+    port = _free_port()
+    command += ["--port", str(port)]
+    dashboard = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
+    optuna_port = _free_port()
+    if dashboard is not None:  # the [ui] extra is installed
+        command += ["--storage", storage, "--optuna-port", str(optuna_port)]
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from pipeline.cli import main; main()", "ui", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # the test's SIGINT reaches it alone, as a terminal's would
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        lines = _read_until(process, "press Ctrl-C", timeout=240)
+        ui_line = next(line for line in lines if line.startswith("MLflow UI:"))
+        url = ui_line.split()[2]
+        assert url.startswith(f"http://127.0.0.1:{port}/#/experiments/") and url.endswith("/runs")
+        assert _answers(url) == 200
+        if dashboard is not None:
+            assert f"optuna-dashboard: http://127.0.0.1:{optuna_port}/" in lines[-2]
+            assert _answers(f"http://127.0.0.1:{optuna_port}/api/studies") == 200
+        # Each server leads its own session, started by the ui process.
+        servers = {
+            pid
+            for pid, (parent, session) in _processes().items()
+            if parent == process.pid and session == pid
+        }
+        assert len(servers) == (2 if dashboard is not None else 1)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0, process.stderr.read() if process.stderr else ""
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    # Nothing left: no server process, nothing listening on either port.
+    deadline = time.monotonic() + 10
+    while _in_sessions(servers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _in_sessions(servers) == set()
+    for free in (port, optuna_port):
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", free)) != 0
+
+
+def test_a_port_in_use_is_refused_naming_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    Tracker(uri, EXPERIMENT).close()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["ui", "--tracking-uri", uri, "--port", str(port)]) == 2
+    error = capsys.readouterr().err
+    assert "margin-tune: error: --port:" in error
+    assert str(port) in error
+
+
+def test_a_missing_store_is_refused_not_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "typo.db"
+    port = str(_free_port())
+    assert main(["ui", "--tracking-uri", f"sqlite:///{missing}", "--port", port]) == 2
+    assert "--tracking-uri" in capsys.readouterr().err
+    assert not missing.exists()
+
+
+def test_an_http_store_is_already_the_ui(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ui", "--tracking-uri", "http://127.0.0.1:9"]) == 0
+    assert "already the MLflow UI" in capsys.readouterr().out
+
+
+def test_a_sweep_without_optuna_storage_is_refused_naming_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "margin-tune.json").write_text(json.dumps({"options": {"storage": None}}))
+    assert main(["ui", "--sweep-dir", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "margin-tune: error: --sweep-dir:" in error
+    assert "without --storage" in error
