@@ -8,6 +8,7 @@ from itertools import product
 
 import pytest
 import torch
+from gradients import assert_matches, loss_and_grad
 from pytorch_metric_learning import losses, reducers
 from torch import Tensor
 
@@ -46,19 +47,6 @@ def make_batch(kind: str, seed: int, dim: int = 8) -> tuple[Tensor, Tensor]:
 def ours(name: str, margin: float, **config: object) -> Callable[[Tensor, Tensor], LossTerms]:
     loss = build_loss(LossConfig(name=name, **config), build_miner("all"))  # type: ignore[arg-type]
     return lambda x, labels: loss(BatchGeometry.from_embeddings(x, labels), margin)
-
-
-def loss_and_grad(embeddings: Tensor, compute: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
-    leaf = embeddings.clone().requires_grad_()
-    loss = compute(leaf)
-    loss.backward()
-    assert leaf.grad is not None
-    return loss.detach(), leaf.grad
-
-
-def assert_matches(actual: tuple[Tensor, Tensor], expected: tuple[Tensor, Tensor]) -> None:
-    """Loss value and gradient agree to 1e-5."""
-    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0.0)
 
 
 # --- PML as the oracle at balance 0.5 ---------------------------------------------------------

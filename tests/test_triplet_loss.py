@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from gradients import assert_matches, loss_and_grad
 from pytorch_metric_learning import losses, miners
 from torch import Tensor
 
@@ -65,19 +66,6 @@ def brute_force_loss(
     if reduction == "mean_nonzero":
         terms = [term for term in terms if term > 0]
     return torch.stack(terms).mean() if terms else dist.sum() * 0
-
-
-def loss_and_grad(embeddings: Tensor, compute: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
-    leaf = embeddings.clone().requires_grad_()
-    loss = compute(leaf)
-    loss.backward()
-    assert leaf.grad is not None
-    return loss.detach(), leaf.grad
-
-
-def assert_matches(actual: tuple[Tensor, Tensor], expected: tuple[Tensor, Tensor]) -> None:
-    """Loss value and gradient agree to 1e-5."""
-    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0.0)
 
 
 def fused(
