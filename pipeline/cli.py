@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from pipeline import (
+    ablate_command,
     compare_command,
     report_command,
     resume_command,
@@ -54,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare_command.add_arguments(compare)
     compare.set_defaults(handler=compare_command.run)
+    ablate = commands.add_parser(
+        "ablate", help="a factorial grid × training seeds as Ray Tune trials, with main effects"
+    )
+    ablate_command.add_arguments(ablate)
+    ablate.set_defaults(handler=ablate_command.run)
     sync = commands.add_parser(
         "sync", help="write what Ray Tune's results in DIR hold into MLflow (idempotent)"
     )

@@ -28,7 +28,7 @@ from pipeline.checkpoints import PruneEndedTrialCheckpoints
 from pipeline.compare_spec import CompareSpec
 from pipeline.outputs import write_yaml
 from pipeline.search_space import apply_overrides
-from pipeline.statistics import mean_interval, paired_comparison
+from pipeline.statistics import interval_table, paired_comparison
 from pipeline.sweep import (
     SweepOptions,
     SweepResult,
@@ -69,14 +69,16 @@ class CompareResult:
     """Per method, the per-epoch history of its seed-0 re-training run."""
 
 
-class MethodConfig:
-    """A final trial's config: its method's chosen config with the grid's training seed."""
+class GridPointConfig:
+    """A grid trial's config: the config of its ``key`` (a comparison's method, an ablation's
+    cell) with the grid's training seed. Plain data, so Tune can pickle it for ``resume``."""
 
-    def __init__(self, configs: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, configs: dict[str, dict[str, Any]], key: str = "method") -> None:
         self.configs = configs
+        self.key = key
 
     def __call__(self, params: Any) -> Config:
-        return replace(config_from_dict(self.configs[params["method"]]), seed=int(params["seed"]))
+        return replace(config_from_dict(self.configs[params[self.key]]), seed=int(params["seed"]))
 
 
 def run_compare(
@@ -186,7 +188,7 @@ def _run_final(
                 storage_path=str(out.resolve()),
                 callbacks=[
                     TrackingCallback(
-                        comparison_run, MethodConfig(configs), FINAL_TAGS, FINAL_RUN_KEY
+                        comparison_run, GridPointConfig(configs), FINAL_TAGS, FINAL_RUN_KEY
                     ),
                     PruneEndedTrialCheckpoints(),
                     JsonLoggerCallback(),  # result.json: what the results are read back from
@@ -202,7 +204,7 @@ def _run_final(
         grid = tuner.fit()
     results = list(grid)  # type: ignore[call-overload]  # ResultGrid iterates via __getitem__
     synced = sync_results(
-        tracker, comparison_run, results, MethodConfig(configs), FINAL_TAGS, FINAL_RUN_KEY
+        tracker, comparison_run, results, GridPointConfig(configs), FINAL_TAGS, FINAL_RUN_KEY
     )
     for trial in synced:
         params = trial.result.config or {}
@@ -227,22 +229,7 @@ def _run_final(
 
 def summary_table(runs: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
     """Per method: mean, CI half-width and n for each test metric, plus collapse/failure counts."""
-    rows = []
-    for method in methods:
-        subset = runs[runs["method"] == method]
-        row: dict[str, Any] = {
-            "method": method,
-            "runs": len(subset),
-            "collapsed": int((subset["status"] == "collapsed").sum()),
-            "failed": int((subset["status"] == "failed").sum()),
-        }
-        for name in TEST_METRICS:
-            interval = mean_interval(subset[f"test_{name}"].to_numpy())
-            row[f"{name}_mean"] = interval.mean
-            row[f"{name}_ci95"] = interval.half_width
-            row[f"{name}_n"] = interval.n
-        rows.append(row)
-    return pd.DataFrame(rows)
+    return interval_table(runs, "method", methods, {name: f"test_{name}" for name in TEST_METRICS})
 
 
 def paired_table(

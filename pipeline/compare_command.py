@@ -176,7 +176,7 @@ def render_markdown(result: CompareResult, spec: CompareSpec, *, indicative: boo
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in result.table.iterrows():
         cells = [str(row["method"]), str(row["runs"]), str(row["collapsed"]), str(row["failed"])]
-        cells += [_mean_ci(row[f"{m}_mean"], row[f"{m}_ci95"]) for m in TEST_METRICS]
+        cells += [mean_ci(row[f"{m}_mean"], row[f"{m}_ci95"]) for m in TEST_METRICS]
         lines.append("| " + " | ".join(cells) + " |")
     if not result.comparisons.empty:
         lines += [
@@ -190,13 +190,13 @@ def render_markdown(result: CompareResult, spec: CompareSpec, *, indicative: boo
         for _, row in result.comparisons.iterrows():
             lines.append(
                 f"| {row['scheduler']} | {row['baseline']} | {row['metric']} | "
-                f"{_mean_ci(row['mean_difference'], row['ci95'], signed=True)} | {row['pairs']} | "
+                f"{mean_ci(row['mean_difference'], row['ci95'], signed=True)} | {row['pairs']} | "
                 f"{_p(row['t_test_p'])} | {_p(row['wilcoxon_p'])} |"
             )
     return "\n".join(lines) + "\n"
 
 
-def _mean_ci(mean: float, half_width: float, *, signed: bool = False) -> str:
+def mean_ci(mean: float, half_width: float, *, signed: bool = False) -> str:
     if pd.isna(mean):
         return "–"
     text = f"{mean:+.4f}" if signed else f"{mean:.4f}"

@@ -24,8 +24,9 @@ _REQUIRED: dict[str, dict[str, type]] = {
         "options": dict,
         "indicative": bool,
     },
+    "ablate": {"ablation_id": str, "grid_name": str, "seeds": int, "base": dict, "options": dict},
 }
-_JSON_NAMES: dict[type, str] = {str: "string", dict: "object", bool: "boolean"}
+_JSON_NAMES: dict[type, str] = {str: "string", dict: "object", bool: "boolean", int: "integer"}
 
 
 def write_manifest(out: Path, command: str, data: dict[str, Any]) -> None:
@@ -60,10 +61,10 @@ def read_manifest(out: Path, allowed: tuple[str, ...]) -> dict[str, Any]:
             raise ConfigError(
                 "DIR", f"{path} is missing {key!r}: not a complete {command} manifest"
             )
-        if not isinstance(content[key], kind):
+        value = content[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ConfigError(
                 "DIR",
-                f"{path}: {key!r} must be a JSON {_JSON_NAMES[kind]}, got "
-                f"{type(content[key]).__name__}",
+                f"{path}: {key!r} must be a JSON {_JSON_NAMES[kind]}, got {type(value).__name__}",
             )
     return content

@@ -112,14 +112,63 @@ def comparison_bars(table: pd.DataFrame, metrics: tuple[str, ...], path: Path) -
         axes.bar(table["method"], table[f"{metric}_mean"], yerr=errors, capsize=4)
         axes.set_title(metric)
         axes.tick_params(axis="x", rotation=45)
-        low = (table[f"{metric}_mean"] - errors).min()
-        high = (table[f"{metric}_mean"] + errors).max()
-        if math.isfinite(low) and math.isfinite(high):
-            pad = max((high - low) * 0.3, 1e-3)
-            axes.set_ylim(low - pad, high + pad)
+        _zoom(axes, table[f"{metric}_mean"], table[f"{metric}_ci95"], axis="y")
         axes.grid(axis="y", alpha=0.3)
     figure.suptitle("test classes: mean ± 95% CI over training seeds")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def cell_bars(cells: pd.DataFrame, metric: str, path: Path) -> Path:
+    """An ablation's cells, best at the top: mean of ``metric`` with its 95% CI over seeds."""
+    ordered = cells.sort_values("rank", ascending=False, na_position="first")
+    figure, axes = plt.subplots(figsize=(7.5, 1.0 + 0.32 * len(ordered)))
+    axes.barh(
+        ordered["cell"],
+        ordered[f"{metric}_mean"],
+        xerr=ordered[f"{metric}_ci95"].fillna(0.0),
+        capsize=3,
+    )
+    _zoom(axes, ordered[f"{metric}_mean"], ordered[f"{metric}_ci95"], axis="x")
+    axes.set_xlabel(f"{metric}: mean ± 95% CI over seeds")
+    axes.tick_params(axis="y", labelsize=7)
+    axes.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def main_effect_plot(effects: pd.DataFrame, metric: str, path: Path) -> Path:
+    """One panel per factor: the mean of ``metric`` at each level, with its 95% CI."""
+    factors = list(dict.fromkeys(effects["factor"]))
+    figure, axes_row = plt.subplots(
+        1, len(factors), figsize=(2.8 * len(factors), 3.4), sharey=True, squeeze=False
+    )
+    for axes, factor in zip(axes_row[0], factors, strict=True):
+        rows = effects[effects["factor"] == factor]
+        axes.errorbar(
+            range(len(rows)), rows["mean"], yerr=rows["ci95"].fillna(0.0), marker="o", capsize=4
+        )
+        axes.set_xticks(range(len(rows)), [str(level) for level in rows["level"]], rotation=30)
+        axes.set_title(factor, fontsize=9)
+        axes.grid(alpha=0.3)
+    _zoom(axes_row[0][0], effects["mean"], effects["ci95"], axis="y")
+    axes_row[0][0].set_ylabel(metric)
+    figure.suptitle("main effects: mean over the cells at each level, 95% CI over seeds")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _zoom(axes: plt.Axes, means: pd.Series, half_widths: pd.Series, *, axis: str) -> None:
+    """Limit an axis to the values and their CIs, padded: differences of 0.01 stay visible."""
+    errors = half_widths.fillna(0.0)
+    low, high = (means - errors).min(), (means + errors).max()
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return
+    pad = max((high - low) * 0.3, 1e-3)
+    (axes.set_xlim if axis == "x" else axes.set_ylim)(low - pad, high + pad)

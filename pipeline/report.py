@@ -189,8 +189,9 @@ def parents_table(runs: ExperimentRuns, parents: Iterable[Run]) -> pd.DataFrame:
                 "trials": trials,
                 "searcher": params.get("searcher", ""),
                 "metric": metric,
-                "best": metrics.get(f"best_{metric}", math.nan),
-                "best_trial_id": tags.get("best_trial_id", ""),
+                # A sweep's best trial; an ablation's best cell (mean over seeds).
+                "best": metrics.get(f"best_{metric}", metrics.get(f"best_cell_{metric}", math.nan)),
+                "best_trial_id": tags.get("best_trial_id", tags.get("best_cell", "")),
                 "parent": _id(outer) if outer is not None else "",
             }
         )
@@ -402,7 +403,8 @@ def _shown_metrics(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def _is_shown(name: str) -> bool:
-    return name.startswith("val_") or name in _TRIAL_METRICS
+    """Validation metrics, and test metrics: only an ablation's or a re-training's have them."""
+    return name.startswith(("val_", "test_")) or name in _TRIAL_METRICS
 
 
 def _ordered_metrics(names: Iterable[str]) -> list[str]:
@@ -416,10 +418,11 @@ def _metric_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def _epochs(client: MlflowClient, trial: Run, metric: str) -> int:
-    """Epochs the trial logged: the steps of its sweep's metric (one step per epoch)."""
+    """Epochs the trial got to: the last step of its sweep's metric (``step=epoch``); a test
+    metric is logged once, at the last epoch."""
     if metric not in trial.data.metrics:
         return 0
-    return len({point.step for point in client.get_metric_history(trial.info.run_id, metric)})
+    return max(point.step for point in client.get_metric_history(trial.info.run_id, metric))
 
 
 def _shared_mode(modes: Iterable[str]) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline import compare_command, tune_command
+from pipeline import ablate_command, compare_command, tune_command
 from pipeline.manifest import read_manifest
 
 Resumer = Callable[[Path, dict[str, Any], str | None], int]
@@ -20,6 +20,7 @@ Resumer = Callable[[Path, dict[str, Any], str | None], int]
 RESUMERS: dict[str, Resumer] = {
     "tune": tune_command.resume_from_manifest,
     "compare": compare_command.resume_from_manifest,
+    "ablate": ablate_command.resume_from_manifest,
 }
 
 

@@ -9,9 +9,12 @@ counted separately by the caller.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 CONFIDENCE = 0.95
@@ -92,3 +95,30 @@ def _constant(differences: np.ndarray, treatment: np.ndarray, baseline: np.ndarr
     """
     magnitude = max(float(np.max(np.abs(treatment))), float(np.max(np.abs(baseline))))
     return bool(float(np.ptp(differences)) <= 16 * np.finfo(float).eps * magnitude)
+
+
+def interval_table(
+    runs: pd.DataFrame, by: str, groups: Sequence[Any], columns: Mapping[str, str]
+) -> pd.DataFrame:
+    """Per group of ``runs[by]``, in the order of ``groups``: runs, collapsed and failed counts,
+    and ``<name>_mean``, ``<name>_ci95``, ``<name>_n`` of each ``name → column`` in ``columns``.
+
+    A run's value is NaN unless it completed, so collapsed and failed runs are counted here,
+    never averaged in.
+    """
+    rows = []
+    for group in groups:
+        subset = runs[runs[by] == group]
+        row: dict[str, Any] = {
+            by: group,
+            "runs": len(subset),
+            "collapsed": int((subset["status"] == "collapsed").sum()),
+            "failed": int((subset["status"] == "failed").sum()),
+        }
+        for name, column in columns.items():
+            interval = mean_interval(subset[column].to_numpy())
+            row[f"{name}_mean"] = interval.mean
+            row[f"{name}_ci95"] = interval.half_width
+            row[f"{name}_n"] = interval.n
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -6,6 +6,7 @@ import argparse
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 from pipeline.searchers import SEARCHERS
 from pipeline.sweep import SweepOptions
@@ -25,13 +26,11 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_sweep_flags(parser: argparse.ArgumentParser, *, trials_required: bool) -> None:
-    group = parser.add_argument_group("sweep")
+    """The search flags of ``tune`` and ``compare``, then :func:`add_run_flags`."""
+    group = parser.add_argument_group("search")
     group.add_argument(
         "--trials", type=int, required=trials_required, default=None, help="trials per sweep"
     )
-    group.add_argument("--concurrency", type=int, default=2, help="trials running at once")
-    group.add_argument("--cpus-per-trial", type=float, default=1.0)
-    group.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions allowed")
     group.add_argument(
         "--searcher",
         help=f"one of: {', '.join(SEARCHERS.names())} (default tpe, or compare.yaml's)",
@@ -41,6 +40,15 @@ def add_sweep_flags(parser: argparse.ArgumentParser, *, trials_required: bool) -
     group.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs before a stop")
     group.add_argument("--reduction-factor", type=float, default=2.0, help="ASHA: keep 1/this")
     group.add_argument("--no-early-stopping", action="store_true", help="disable ASHA")
+    add_run_flags(parser)
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """How and where trials run: the flags every Ray Tune command shares, ``ablate`` too."""
+    group = parser.add_argument_group("execution")
+    group.add_argument("--concurrency", type=int, default=2, help="trials running at once")
+    group.add_argument("--cpus-per-trial", type=float, default=1.0)
+    group.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions allowed")
     group.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial")
     group.add_argument(
         "--checkpoint-interval",
@@ -61,22 +69,31 @@ def add_sweep_flags(parser: argparse.ArgumentParser, *, trials_required: bool) -
 def sweep_options(
     args: argparse.Namespace, trials: int, default_searcher: str = "tpe"
 ) -> SweepOptions:
-    return SweepOptions(
-        trials=trials,
-        concurrency=args.concurrency,
-        cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial,
+    return run_options(
+        args,
+        trials,
         searcher=args.searcher or default_searcher,
         seed=args.seed,
         storage=args.storage,
         grace_period=args.grace_period,
         reduction_factor=args.reduction_factor,
         early_stopping=not args.no_early_stopping,
+    )
+
+
+def run_options(args: argparse.Namespace, trials: int, **search: Any) -> SweepOptions:
+    """The options from :func:`add_run_flags`; ``search`` sets the searcher's, if any."""
+    return SweepOptions(
+        trials=trials,
+        concurrency=args.concurrency,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
         experiment=args.experiment,
         tracking_uri=args.tracking_uri,
         address=args.address,
         max_failures=args.max_failures,
         checkpoint_interval_s=args.checkpoint_interval,
+        **search,
     )
 
 

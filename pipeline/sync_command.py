@@ -18,7 +18,15 @@ from typing import Any
 
 from ray.tune import ExperimentAnalysis, ResultGrid
 
-from pipeline.compare import BEST_CONFIGS_FILE, FINAL_DIR, FINAL_RUN_KEY, FINAL_TAGS, MethodConfig
+from pipeline.ablate_command import load_ablation_grid
+from pipeline.ablation import ABLATION_RUN_KEY, ABLATION_TAGS, cell_configs
+from pipeline.compare import (
+    BEST_CONFIGS_FILE,
+    FINAL_DIR,
+    FINAL_RUN_KEY,
+    FINAL_TAGS,
+    GridPointConfig,
+)
 from pipeline.manifest import read_manifest
 from pipeline.sweep import EXPERIMENT_DIR
 from pipeline.tracking import Tracker
@@ -31,7 +39,7 @@ Syncer = Callable[[Path, dict[str, Any], Tracker], list[SyncedTrial]]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "directory", type=Path, metavar="DIR", help="the --out directory of tune/compare"
+        "directory", type=Path, metavar="DIR", help="the --out directory of tune/compare/ablate"
     )
     parser.add_argument(
         "--tracking-uri", help="the MLflow store to fill (default: the one DIR's command used)"
@@ -67,12 +75,31 @@ def sync_compare(out: Path, manifest: dict[str, Any], tracker: Tracker) -> list[
     if best.is_file():
         configs = read_yaml(best, field_name="DIR")
         synced += _sync_experiment(
-            tracker, out / FINAL_DIR, comparison, MethodConfig(configs), FINAL_TAGS, FINAL_RUN_KEY
+            tracker,
+            out / FINAL_DIR,
+            comparison,
+            GridPointConfig(configs),
+            FINAL_TAGS,
+            FINAL_RUN_KEY,
         )
     return synced
 
 
-SYNCERS: dict[str, Syncer] = {"tune": sync_tune, "compare": sync_compare}
+def sync_ablate(out: Path, manifest: dict[str, Any], tracker: Tracker) -> list[SyncedTrial]:
+    base = config_from_dict(manifest["base"])
+    configs = cell_configs(load_ablation_grid(out, manifest), base)
+    parent = _sweep_run(tracker, manifest["ablation_id"])
+    return _sync_experiment(
+        tracker,
+        out / EXPERIMENT_DIR,
+        parent,
+        GridPointConfig(configs, key="cell"),
+        ABLATION_TAGS,
+        ABLATION_RUN_KEY,
+    )
+
+
+SYNCERS: dict[str, Syncer] = {"tune": sync_tune, "compare": sync_compare, "ablate": sync_ablate}
 
 
 def _sweep_run(tracker: Tracker, sweep_id: str) -> str:

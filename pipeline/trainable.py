@@ -90,13 +90,15 @@ def run_final_trial(
     dataset: Dataset,
     cpus: float,
     checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S,
+    key: str = "method",
 ) -> None:
-    """Re-train a method's chosen config with one training seed; the last epoch adds test_*.
+    """Train a grid point's config with one training seed; the last epoch adds test_*.
 
-    ``params`` holds ``method`` and ``seed`` (a grid point); ``configs`` maps each method to its
-    best tuned config. Test classes are evaluated once, after the last epoch.
+    ``params`` holds ``key`` and ``seed`` (a grid point); ``configs`` maps each value of ``key``
+    (a comparison's method, an ablation's cell) to its config. Test classes are evaluated once,
+    after the last epoch.
     """
-    config = trial_config(configs[params["method"]], {"seed": params["seed"]}, cpus)
+    config = trial_config(configs[params[key]], {"seed": params["seed"]}, cpus)
     trial = Trial(config, dataset=dataset)
     _resume(trial)
     clock = CheckpointClock(checkpoint_interval_s, config.train.epochs)
@@ -108,3 +110,11 @@ def run_final_trial(
         _report(epoch, metrics, clock.due(epoch.epoch))
 
     trial.run(report)
+
+
+def run_ablation_trial(params: dict[str, Any], **kwargs: Any) -> None:
+    """An ablation's trial: its cell's config with one training seed, tested at the end.
+
+    A function of its own so Ray names the trials' directories after what they are.
+    """
+    run_final_trial(params, key="cell", **kwargs)

@@ -139,7 +139,7 @@ class TrackingCallback(Callback):
                 self.parent_run_id,
                 run_identity(trial.trial_id, trial.config, self.run_key),
                 self._config(trial),
-                {**method_tag(trial.config), **self.tags, STATUS_TAG: "running"},
+                {**grid_point_tags(trial.config), **self.tags, STATUS_TAG: "running"},
             )
         return self.run_ids[trial.trial_id]
 
@@ -180,9 +180,13 @@ def run_identity(trial_id: str, params: Mapping[str, Any], run_key: tuple[str, .
     return ",".join(f"{key}={params[key]}" for key in run_key)
 
 
-def method_tag(params: Mapping[str, Any]) -> dict[str, str]:
-    """The ``method`` of a comparison's re-training trial, as a tag."""
-    return {"method": str(params["method"])} if "method" in params else {}
+#: Tune config keys that name a grid point: a comparison's method, an ablation's cell.
+GRID_POINT_KEYS = ("method", "cell")
+
+
+def grid_point_tags(params: Mapping[str, Any]) -> dict[str, str]:
+    """The ``method`` or ``cell`` of a grid trial, as tags."""
+    return {key: str(params[key]) for key in GRID_POINT_KEYS if key in params}
 
 
 def epoch_metrics(result: Mapping[str, Any]) -> dict[str, float]:
@@ -200,11 +204,19 @@ def epoch_metrics(result: Mapping[str, Any]) -> dict[str, float]:
 def open_trial_run(
     tracker: Tracker, parent_run_id: str, trial_id: str, config: Config, tags: Mapping[str, str]
 ) -> str:
-    """The trial's child run, created or re-opened (found by its trial id under the parent)."""
+    """The trial's child run, created or re-opened (found by its trial id under the parent).
+
+    An ablation's trial is named by its cell, what tells it apart from the other cells.
+    """
+    name = (
+        f"{tags['cell']} seed={config.seed}"
+        if "cell" in tags
+        else run_name(config, seed=tags.get("margin_tune.stage") == "final")
+    )
     return tracker.child_run(
         parent_run_id,
         trial_id,
-        name=run_name(config, seed=tags.get("margin_tune.stage") == "final"),
+        name=name,
         params=flatten_params(config.to_dict()),
         tags={
             TRIAL_ID_TAG: trial_id,
@@ -313,7 +325,7 @@ def sync_results(
                 history.to_dict("records") if history is not None else [],
                 status,
                 str(result.error) if result.error is not None else None,
-                {**method_tag(params), **(tags or {})},
+                {**grid_point_tags(params), **(tags or {})},
             )
         else:
             run_id = known.run_id

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
 import tempfile
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from mlflow import MlflowClient
 
 from pipeline.tracking import Tracker
 
@@ -72,3 +77,50 @@ class WatchedTracker(Tracker):
         run_id = super().child_run(parent_run_id, trial_id, *args, **kwargs)
         self.answered[trial_id] = time.monotonic()
         return run_id
+
+
+def snapshot_time(experiment: Path) -> float:
+    """When Tune last wrote the experiment state that ``resume`` reads."""
+    return max((p.stat().st_mtime for p in experiment.glob("experiment_state-*.json")), default=0)
+
+
+def store_contents(client: MlflowClient, experiment_id: str) -> dict[str, Any]:
+    """Every run's status, tags, params and full metric histories: what a sync may not change."""
+    contents = {}
+    for run in client.search_runs([experiment_id], max_results=1000):
+        histories = {
+            key: sorted(
+                (m.step, m.timestamp, m.value)
+                for m in client.get_metric_history(run.info.run_id, key)
+            )
+            for key in run.data.metrics
+        }
+        contents[run.info.run_id] = (
+            run.info.status,
+            run.info.end_time,
+            run.data.tags,
+            run.data.params,
+            histories,
+        )
+    return contents
+
+
+def kill_once_an_end_is_snapshotted(
+    driver: subprocess.Popen[bytes], experiment: Path, finished: Callable[[], dict[Path, str]]
+) -> dict[Path, str]:
+    """SIGKILL the driver's process group (it and the local Ray it started) once ``finished``
+    returns something and Tune has saved that end: Tune writes its snapshot in the background,
+    so the second snapshot after the end holds it. Returns what ``finished`` then returned."""
+    try:
+        wait_for(lambda: finished() or None, 240, "a finished trial")
+        ended = time.time()
+        first = wait_for(
+            lambda: snapshot_time(experiment) if snapshot_time(experiment) > ended else None,
+            60,
+            "a snapshot",
+        )
+        wait_for(lambda: snapshot_time(experiment) > first or None, 60, "a second snapshot")
+        return finished()
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()

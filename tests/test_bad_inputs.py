@@ -168,6 +168,10 @@ def compare(spec: str) -> tuple[str, ...]:
     return ("compare", "--config", f"{{bad}}/compare/{spec}.yaml", *TRAIN_OUT)
 
 
+def ablate_grid(grid: str, *rest: str) -> tuple[str, ...]:
+    return ("ablate", "--grid", f"{{bad}}/grids/{grid}.yaml", *TRAIN_OUT, *rest)
+
+
 def train_on(name: str, path: str, *rest: str) -> tuple[str, ...]:
     sets = ("--set", f"dataset.name={name}", "--set", f"dataset.path={path}", *rest)
     return ("train", *TRAIN_OUT, *sets)
@@ -436,6 +440,57 @@ CASES = [
         ("is required for dataset 'npz'",),
     ),
     Case("compare-is_a_list", compare("is_a_list"), "--config", ("must hold a mapping",)),
+    # --- ablation grids (ablate --grid) ---
+    Case("grid-unknown_key", ablate_grid("unknown_key"), "grid.factor", ("allowed:", "factors")),
+    Case(
+        "grid-unknown_factor_path",
+        ablate_grid("unknown_factor_path"),
+        "grid.factors.margin.target_ratio",
+        ("unknown config path", "margin.target_easy_ratio"),
+    ),
+    Case(
+        "grid-unnested_scheduler_parameter",
+        ablate_grid("unnested_scheduler_parameter"),
+        "grid.factors.margin.step_size",
+        ("dams, two_sided only", "constant", "nest it under that scheduler"),
+    ),
+    Case(
+        "grid-duplicate_level",
+        ablate_grid("duplicate_level"),
+        "grid.factors.miner.name",
+        ("'all' is listed twice",),
+    ),
+    Case(
+        "grid-invalid_cell",
+        ablate_grid("invalid_cell"),
+        "grid.factors",
+        ("target_easy_ratio=1.3", "must be in (0, 1]"),
+    ),
+    Case(
+        "grid-levels_not_a_list",
+        ablate_grid("levels_not_a_list"),
+        "grid.factors.miner.name",
+        ("must be a list of levels",),
+    ),
+    Case("grid-seeds_zero", ablate_grid("seeds_zero"), "grid.seeds", ("must be an integer >= 1",)),
+    Case(
+        "grid-unknown_metric",
+        ablate_grid("unknown_metric"),
+        "grid.metric",
+        ("'test_accuracy'", "allowed:", "test_roc_auc"),
+    ),
+    Case(
+        "grid-unknown_packaged_name",
+        ("ablate", "--grid", "factorial", *TRAIN_OUT),
+        "--grid",
+        ("neither a file nor a packaged grid", "schedulers"),
+    ),
+    Case(
+        "grid-missing_file",
+        ablate_grid("no_such_grid"),
+        "--grid",
+        ("no_such_grid.yaml",),
+    ),
     # --- command-line arguments ---
     Case(
         "cli-tune_trials_0",
@@ -559,6 +614,24 @@ CASES = [
         ("resume", "{bad}/resume/manifest_missing_keys"),
         "DIR",
         ("margin-tune.json", "missing"),
+    ),
+    Case(
+        "cli-ablate_seeds_0",
+        ("ablate", "--grid", "schedulers", "--seeds", "0", *TRAIN_OUT),
+        "--seeds",
+        ("must be an integer >= 1", "got 0"),
+    ),
+    Case(
+        "cli-ablate_concurrency_0",
+        ("ablate", "--grid", "schedulers", "--concurrency", "0", *TRAIN_OUT),
+        "--concurrency",
+        ("must be >= 1", "got 0"),
+    ),
+    Case(
+        "cli-resume_ablate_seeds_not_integer",
+        ("resume", "{bad}/resume/ablate_seeds_not_integer"),
+        "DIR",
+        ("'seeds' must be a JSON integer", "str"),
     ),
     Case(
         "cli-resume_manifest_is_a_list",

@@ -12,14 +12,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
 import yaml
-from harness import wait_for
+from harness import kill_once_an_end_is_snapshotted, store_contents
 from mlflow import MlflowClient
 
 from pipeline.cli import main
@@ -33,11 +31,6 @@ METHODS = ("constant", "dams")
 EXECUTABLE = Path(sys.executable).with_name("margin-tune")
 
 
-def snapshot_time(experiment: Path) -> float:
-    """When Tune last wrote the experiment state that ``resume`` reads."""
-    return max((p.stat().st_mtime for p in experiment.glob("experiment_state-*.json")), default=0)
-
-
 def finished_retrainings(out: Path) -> dict[Path, str]:
     """result.json of each re-training whose last epoch (with its test metrics) was reported."""
     found = {}
@@ -46,27 +39,6 @@ def finished_retrainings(out: Path) -> dict[Path, str]:
         if "test_roc_auc" in text:
             found[path] = text
     return found
-
-
-def store_contents(client: MlflowClient, experiment_id: str) -> dict[str, Any]:
-    """Every run's status, tags, params and full metric histories: what a sync may not change."""
-    contents = {}
-    for run in client.search_runs([experiment_id], max_results=1000):
-        histories = {
-            key: sorted(
-                (m.step, m.timestamp, m.value)
-                for m in client.get_metric_history(run.info.run_id, key)
-            )
-            for key in run.data.metrics
-        }
-        contents[run.info.run_id] = (
-            run.info.status,
-            run.info.end_time,
-            run.data.tags,
-            run.data.params,
-            histories,
-        )
-    return contents
 
 
 def test_compare_killed_during_retrainings_resumes_without_duplicates(
@@ -103,21 +75,9 @@ def test_compare_killed_during_retrainings_resumes_without_duplicates(
             start_new_session=True,
             env=environment,
         )
-    try:
-        wait_for(lambda: finished_retrainings(out) or None, 240, "a finished re-training")
-        # Tune writes its snapshot in the background: the second one after the end holds it.
-        ended = time.time()
-        first = wait_for(
-            lambda: snapshot_time(out / "final") if snapshot_time(out / "final") > ended else None,
-            60,
-            "a snapshot",
-        )
-        wait_for(lambda: snapshot_time(out / "final") > first or None, 60, "a second snapshot")
-        finished_before = finished_retrainings(out)
-    finally:
-        # The whole process group: the driver and the local Ray it started.
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+    finished_before = kill_once_an_end_is_snapshotted(
+        driver, out / "final", lambda: finished_retrainings(out)
+    )
     assert driver.returncode == -signal.SIGKILL, log.read_text()[-3000:]
     assert len(finished_before) < len(METHODS) * SEEDS, "killed too late to test resume"
     total = len(METHODS) * SEEDS
