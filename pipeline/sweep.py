@@ -157,7 +157,7 @@ def plan_sweep(
     Building one ``Trial`` loads the data and checks split, sampler and model sizes, so a bad
     input fails here, before Ray, MLflow or any output directory exists.
     """
-    if options.grace_period > base.train.epochs:
+    if options.early_stopping and options.grace_period > base.train.epochs:
         raise ConfigError(
             "--grace-period",
             f"must be <= train.epochs ({base.train.epochs}), got {options.grace_period}",
@@ -253,9 +253,17 @@ def restored_or_new(experiment: Path, trainable: Any, new: Callable[[], tune.Tun
 
 
 def run_sweep(
-    plan: SweepPlan, tracker: Tracker, *, parent_run_id: str | None = None
+    plan: SweepPlan,
+    tracker: Tracker,
+    *,
+    parent_run_id: str | None = None,
+    function: Callable[..., None] = run_tune_trial,
 ) -> SweepResult:
-    """Run the planned sweep inside an active Ray session; returns when every trial ended."""
+    """Run the planned sweep inside an active Ray session; returns when every trial ended.
+
+    ``function`` is what each trial runs, given ``run_tune_trial``'s arguments; the bookkeeping
+    benchmark (P6) swaps in one that trains nothing, to time the machinery alone.
+    """
     options, space, base = plan.options, plan.space, plan.base
     sweep_run = tracker.sweep_run(
         name=plan.name,
@@ -306,7 +314,7 @@ def run_sweep(
     )
     trainable = tune.with_resources(
         tune.with_parameters(
-            run_tune_trial,
+            function,
             base=base.to_dict(),
             dataset=plan.dataset,
             cpus=options.cpus_per_trial,

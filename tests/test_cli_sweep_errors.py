@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -9,6 +10,10 @@ import pytest
 import ray
 
 from pipeline.cli import main
+from pipeline.search_space import load_space
+from pipeline.sweep import SweepOptions, plan_sweep
+from trainables.config import load_config
+from trainables.errors import ConfigError
 
 
 @pytest.mark.parametrize(
@@ -44,3 +49,13 @@ def test_bad_sweep_input_exits_2_and_leaves_nothing_behind(
     assert len(lines) == 1 and message in lines[0], lines
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no out dir, no mlflow.db
     assert not ray.is_initialized()
+
+
+def test_grace_period_only_binds_when_asha_stops_trials(tmp_path: Path) -> None:
+    """Without early stopping the grace period means nothing: a 1-epoch sweep must plan."""
+    base = load_config(overrides=["train.epochs=1"])
+    space = load_space("constant", base)
+    options = SweepOptions(trials=2, early_stopping=False, grace_period=2)
+    assert plan_sweep("s", base, space, options, tmp_path / "out").base.train.epochs == 1
+    with pytest.raises(ConfigError, match=r"--grace-period: must be <= train\.epochs"):
+        plan_sweep("s", base, space, dataclasses.replace(options, early_stopping=True), tmp_path)

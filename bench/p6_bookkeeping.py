@@ -1,0 +1,138 @@
+"""P6: the sweep machinery's cost per trial, with trials that train nothing.
+
+Ours is ``run_sweep`` itself (the code path of ``margin-tune tune``: random searcher, MLflow
+child run per trial on sqlite, checkpoint pruning, ``result.json`` only, our snapshot period,
+the sync at the end) with its trial function swapped for one that reports one epoch and
+returns. The reference is a bare ``Tuner`` with Ray's defaults running the same no-op trials.
+Both run inside one Ray session started beforehand, at concurrency 2, so Ray's start-up is not
+counted; the driver's own CPU time is measured as well, since on 2 cores it is taken from the
+trials.
+
+Ray's own figure: its release test ``tune_tests/scalability_tests/workloads/
+test_bookkeeping_overhead.py`` runs 10,000 trials of 1 s on 16 CPUs within 800 s against a
+theoretical 625 s, i.e. it allows (800 − 625) s / 10,000 = 17.5 ms of wall time per trial at
+16 trials at once, or 16 × 800 s / 10,000 − 1 s = 0.28 s of slot time per trial.
+Run: ``python -m bench.p6_bookkeeping [--quick]``.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray import cloudpickle, tune
+
+from bench.common import Figure
+from bench.tables import markdown_table
+from pipeline.search_space import load_space
+from pipeline.sweep import SweepOptions, plan_sweep, ray_session, run_sweep
+from pipeline.tracking import Tracker
+from trainables.config import load_config
+
+TRIALS = 500
+CONCURRENCY = 2
+RAY_WALL_MS_PER_TRIAL = 17.5
+RAY_SLOT_S_PER_TRIAL = 0.28
+
+# Ray's workers cannot import ``bench`` (not an installed package): ship these functions whole.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def no_training(params: dict[str, Any], **_: Any) -> None:
+    """A trial of ``run_sweep`` that reports one epoch, as a trained one would, and ends."""
+    tune.report({"epoch": 1, "val_roc_auc": 0.5, "margin": params["margin.initial_margin"]})
+
+
+def bare_no_training(params: dict[str, Any]) -> None:
+    tune.report({"epoch": 1, "val_roc_auc": 0.5})
+
+
+def _timed(run: Callable[[], Any]) -> tuple[float, float, Any]:
+    """Wall seconds, this process's CPU seconds, and the result of ``run``."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime
+    started = time.perf_counter()
+    result = run()
+    wall = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return wall, usage.ru_utime + usage.ru_stime - cpu, result
+
+
+def ours(trials: int, scratch: Path) -> tuple[float, float, int]:
+    """Wall and driver-CPU seconds of ``run_sweep``'s fit and summary; MLflow runs made."""
+    base = load_config(overrides=["train.epochs=1"])
+    space = load_space("constant", base)
+    options = SweepOptions(
+        trials=trials, concurrency=CONCURRENCY, searcher="random", early_stopping=False
+    )
+    plan = plan_sweep("bookkeeping", base, space, options, scratch / "ours")
+    with Tracker(f"sqlite:///{scratch / 'mlflow.db'}", "bench-p6") as tracker:
+        wall, cpu, result = _timed(lambda: run_sweep(plan, tracker, function=no_training))
+        runs = len(tracker.child_runs(result.parent_run_id))
+    return wall, cpu, runs
+
+
+def bare(trials: int, scratch: Path) -> tuple[float, float]:
+    tuner = tune.Tuner(
+        bare_no_training,
+        param_space={"x": tune.uniform(0, 1)},
+        tune_config=tune.TuneConfig(
+            num_samples=trials, max_concurrent_trials=CONCURRENCY, reuse_actors=True
+        ),
+        run_config=tune.RunConfig(storage_path=str(scratch / "bare"), name="bare", verbose=0),
+    )
+    wall, cpu, _ = _timed(tuner.fit)
+    return wall, cpu
+
+
+def measure(quick: bool) -> Figure:
+    trials = 50 if quick else TRIALS
+    with tempfile.TemporaryDirectory(prefix="bench-p6-") as directory:
+        scratch = Path(directory)
+        with ray_session(None):
+            bare_wall, bare_cpu = bare(trials, scratch)
+            ours_wall, ours_cpu, runs = ours(trials, scratch)
+    table = pd.DataFrame(
+        [
+            {"sweep": "bare Tuner (Ray's defaults)", "wall s": bare_wall, "driver CPU s": bare_cpu},
+            {"sweep": "ours (run_sweep + MLflow)", "wall s": ours_wall, "driver CPU s": ours_cpu},
+        ]
+    )
+    table["wall ms/trial"] = table["wall s"] * 1e3 / trials
+    table["driver CPU ms/trial"] = table["driver CPU s"] * 1e3 / trials
+    table["slot s/trial"] = table["wall s"] * CONCURRENCY / trials
+    per_trial = ours_wall * 1e3 / trials
+    return Figure(
+        id="P6",
+        what=f"bookkeeping: {trials} no-op trials through the sweep machinery (concurrency 2)",
+        target="report; compare with Ray's release test",
+        value=(
+            f"{per_trial:.0f} ms wall per trial (bare Tuner {bare_wall * 1e3 / trials:.0f} ms); "
+            f"{runs} of {trials} MLflow runs"
+        ),
+        met=None,
+        details="\n".join(
+            [
+                f"{trials} trials that report one epoch and end; one Ray session for both "
+                "(start-up not counted); our sweep's wall time includes its MLflow sync and "
+                f"summary at the end. Every trial got its MLflow child run: {runs} of {trials}.",
+                "",
+                markdown_table(table),
+                "",
+                f"Ray's release test allows {RAY_WALL_MS_PER_TRIAL} ms of wall time per trial "
+                f"with 16 trials at once on 16 CPUs ({RAY_SLOT_S_PER_TRIAL} s of slot time per "
+                f"trial); here, with 2 at once on 2 cores, ours costs "
+                f"{ours_wall * CONCURRENCY / trials:.2f} s of slot time per trial.",
+            ]
+        ),
+    )
+
+
+if __name__ == "__main__":
+    print(measure(quick="--quick" in sys.argv))
