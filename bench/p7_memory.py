@@ -1,7 +1,7 @@
 """P7: peak memory of one default trial, and of the driver over a 100-trial sweep.
 
 One trial: the packaged default config trained in a fresh interpreter (``Trial`` in a plain
-loop, as ``margin-tune train`` runs it), which prints its own peak RSS (``ru_maxrss``). The
+loop, as ``margin-tune train`` runs it), which prints its own peak RSS (``VmHWM``). The
 sweep: ``margin-tune tune`` with 100 one-epoch trials at concurrency 2 as a subprocess; its
 resident memory (the driver; its peak is the kernel's ``VmHWM``) and that of the Ray processes
 it started (its descendants) are read from ``/proc`` (Linux) every 0.25 s beside the number of
@@ -31,17 +31,20 @@ from trainables.config import load_config
 TRIALS = 100
 GROWTH_LIMIT_MB = 20.0
 SAMPLE_S = 0.25
+# VmHWM, not ru_maxrss: Linux carries the forking parent's peak into a child's ru_maxrss
+# across exec, so a benchmark process of 850 MB would read as the trial's peak.
 ONE_TRIAL = """
-import resource
+from pathlib import Path
 from trainables.config import load_config
 from trainables.trial import Trial
 Trial(load_config()).run(lambda epoch: None)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+status = Path("/proc/self/status").read_text().splitlines()
+print(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
 """
 
 
 def one_trial_peak_mb() -> float:
-    """Peak RSS of a default trial's process, as the process itself reports it (kB on Linux)."""
+    """Peak RSS of a default trial's process, as the process itself reports it (kB)."""
     output = subprocess.run(
         [sys.executable, "-c", ONE_TRIAL], check=True, capture_output=True, text=True
     ).stdout

@@ -375,6 +375,8 @@ class Tracker:
         name: str | None = None,
         params: Mapping[str, Any] | None = None,
         tags: Mapping[str, Any] | None = None,
+        *,
+        wait: bool = True,
     ) -> str:
         """Returns the run of one trial under its sweep, re-opening it if it exists.
 
@@ -385,6 +387,9 @@ class Tracker:
         Never raises because the store is unreachable: after ``open_timeout`` seconds (at once
         while the writer is already waiting for the store) it returns a provisional id, usable
         with every method of this tracker, and the writer opens the run when the store is back.
+        With ``wait=False`` it returns a provisional id at once and the writer opens the run in
+        order with what is logged to it: Ray Tune's event loop, which calls this as each trial
+        starts, then never waits on the store's search and create (~0.1 s a run on sqlite).
         """
         query = (
             f"tags.{MLFLOW_PARENT_RUN_ID} = {_filter_value(parent_run_id)} "
@@ -392,7 +397,7 @@ class Tracker:
         )
         run_tags = {**(tags or {}), TRIAL_ID_TAG: trial_id}
         return self._open_run(
-            query, name or trial_id, params, run_tags, parent_run_id, deferrable=True
+            query, name or trial_id, params, run_tags, parent_run_id, deferrable=True, wait=wait
         )
 
     def child_runs(self, parent_run_id: str) -> dict[str, StoredRun]:
@@ -423,12 +428,13 @@ class Tracker:
         parent_run_id: str | None,
         *,
         deferrable: bool = False,
+        wait: bool = True,
     ) -> str:
         clean_tags = self._clean_tags(tags)
         if parent_run_id is not None:
             clean_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
         opening = _Opening(query, name, clean_tags)
-        if deferrable and self._outage_since is not None:
+        if deferrable and (not wait or self._outage_since is not None):
             run_id = self._defer(opening)
         else:
             timeout = self._open_timeout if deferrable else self._sync_timeout

@@ -140,6 +140,7 @@ class TrackingCallback(Callback):
                 run_identity(trial.trial_id, trial.config, self.run_key),
                 self._config(trial),
                 {**grid_point_tags(trial.config), **self.tags, STATUS_TAG: "running"},
+                wait=False,  # Tune's event loop must not wait on the store
             )
         return self.run_ids[trial.trial_id]
 
@@ -202,7 +203,13 @@ def epoch_metrics(result: Mapping[str, Any]) -> dict[str, float]:
 
 
 def open_trial_run(
-    tracker: Tracker, parent_run_id: str, trial_id: str, config: Config, tags: Mapping[str, str]
+    tracker: Tracker,
+    parent_run_id: str,
+    trial_id: str,
+    config: Config,
+    tags: Mapping[str, str],
+    *,
+    wait: bool = True,
 ) -> str:
     """The trial's child run, created or re-opened (found by its trial id under the parent).
 
@@ -225,6 +232,7 @@ def open_trial_run(
             "seed": str(config.seed),
             **tags,
         },
+        wait=wait,
     )
 
 

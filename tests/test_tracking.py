@@ -199,6 +199,32 @@ def test_reopened_runs_are_reused_and_steps_are_never_logged_twice(
         assert _steps(client, trial, key) == [0, 1, 2, 3, 4]
 
 
+def test_child_runs_opened_without_waiting_land_once_with_everything_logged_to_them(
+    store_uri: str,
+) -> None:
+    """What Tune's event loop uses: the run is opened by the writer, in order with its logs;
+    a restarted process re-opening the trial the same way neither duplicates it nor its steps."""
+    with _tracker(store_uri) as first:
+        sweep = first.sweep_run("sweep", sweep_id="sw-nowait")
+        trial = first.child_run(sweep, "trial-0", params={"lr": 0.1}, wait=False)
+        assert trial.startswith("pending-")
+        for step in range(3):
+            first.log_epoch(trial, _epoch(step), step)
+        first.end_run(trial, "KILLED")
+    with _tracker(store_uri) as second:
+        again = second.child_run(sweep, "trial-0", params={"lr": 0.1}, wait=False)
+        for step in range(5):
+            second.log_epoch(again, _epoch(step), step)
+        second.end_run(again)
+    client = MlflowClient(store_uri)
+    runs = client.search_runs([second.experiment_id], f"tags.mlflow.parentRunId = '{sweep}'")
+    assert len(runs) == 1
+    (run,) = runs
+    assert (run.info.status, run.data.params) == ("FINISHED", {"lr": "0.1"})
+    for key in EPOCH_KEYS:
+        assert _steps(client, run.info.run_id, key) == [0, 1, 2, 3, 4]
+
+
 def test_a_create_whose_answer_was_lost_is_found_not_repeated(
     tracker: Tracker, store_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
