@@ -15,12 +15,12 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.ablation import AblationResult, cell_configs, run_ablation
+from pipeline.ablation import AblationResult, run_ablation
 from pipeline.ablation_grid import AblationGrid, load_grid
 from pipeline.compare_command import mean_ci
 from pipeline.manifest import write_manifest
 from pipeline.outputs import check_output_dir, create_output_dir, write_yaml
-from pipeline.plots import cell_bars, epoch_curves, main_effect_plot
+from pipeline.plots import cell_bars, epoch_curve_files, main_effect_plot
 from pipeline.sweep import SweepOptions, sweep_cluster
 from pipeline.sweep_flags import add_config_flags, add_run_flags, default_out, run_options
 from pipeline.tracking import Tracker, resolve_tracking_uri
@@ -72,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
 def plan_ablation(grid: AblationGrid, base: Config) -> Dataset:
     """Load the data and build every cell's trial: sizes that do not fit fail here, not in Ray."""
     dataset = load_dataset(base.dataset)
-    for config in cell_configs(grid, base).values():
-        Trial(config_from_dict(config), dataset=dataset)
+    for cell in grid.cells:
+        Trial(cell.config, dataset=dataset)
     return dataset
 
 
@@ -125,14 +125,15 @@ def write_ablation(
     files[3].write_text(render_markdown(result, grid, base), encoding="utf-8")
     files.append(cell_bars(result.cells, grid.metric, out / "cells.png"))
     files.append(main_effect_plot(result.effects, grid.metric, out / "main_effects.png"))
-    for column, title in (
-        ("margin", "margin μ per cell (seed 0)"),
-        ("easy_ratio", "easy-triplet ratio per cell (seed 0)"),
-        ("val_roc_auc", "validation ROC-AUC per cell (seed 0)"),
-    ):
-        path = epoch_curves(result.histories, column, title, out / f"cells_{column}.png")
-        if path is not None:
-            files.append(path)
+    files += epoch_curve_files(
+        result.histories,
+        {
+            "margin": "margin μ per cell (seed 0)",
+            "easy_ratio": "easy-triplet ratio per cell (seed 0)",
+            "val_roc_auc": "validation ROC-AUC per cell (seed 0)",
+        },
+        out / "cells",
+    )
     return files
 
 

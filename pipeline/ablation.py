@@ -23,30 +23,20 @@ from typing import Any
 
 import pandas as pd
 from ray import tune
-from ray.tune.logger import JsonLoggerCallback
 
 from pipeline.ablation_grid import AblationGrid
-from pipeline.checkpoints import PruneEndedTrialCheckpoints
-from pipeline.compare import TEST_METRICS, GridPointConfig
-from pipeline.search_space import apply_overrides
+from pipeline.compare import TEST_METRICS
+from pipeline.grid_trials import GridPointConfig, completed_metrics, run_grid_trials
 from pipeline.statistics import interval_table, mean_interval
-from pipeline.sweep import (
-    EXPERIMENT_DIR,
-    SweepOptions,
-    git_commit,
-    restored_or_new,
-    tune_environment,
-)
+from pipeline.sweep import EXPERIMENT_DIR, SweepOptions, git_commit
 from pipeline.tracking import Tracker
 from pipeline.trainable import run_ablation_trial
-from pipeline.tune_callback import TRIAL_ID_TAG, TrackingCallback, bind_tracker, sync_results
+from pipeline.tune_callback import TRIAL_ID_TAG
 from trainables.config import Config
 from trainables.data import Dataset
 
 #: Tags of every ablation trial run, beside its ``cell``.
 ABLATION_TAGS = {"margin_tune.stage": "ablation"}
-#: An ablation trial's run is found by its grid point, whatever trial id Tune gives it.
-ABLATION_RUN_KEY = ("cell", "seed")
 
 
 @dataclass
@@ -62,9 +52,9 @@ class AblationResult:
     wall_seconds: float
 
 
-def cell_configs(grid: AblationGrid, base: Config) -> dict[str, dict[str, Any]]:
+def cell_configs(grid: AblationGrid) -> dict[str, dict[str, Any]]:
     """Each cell's trial config, as plain data (what the trials and ``sync`` rebuild it from)."""
-    return {cell.label: apply_overrides(base, cell.values).to_dict() for cell in grid.cells}
+    return {cell.label: cell.config.to_dict() for cell in grid.cells}
 
 
 def run_ablation(
@@ -103,48 +93,19 @@ def run_ablation(
     )
     if grid.source is not None:
         tracker.log_artifact(parent, str(grid.source), artifact_path="grid")
-    configs = cell_configs(grid, base)
-    resolve = GridPointConfig(configs, key="cell")
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            run_ablation_trial,
-            configs=configs,
-            dataset=dataset,
-            cpus=options.cpus_per_trial,
-            checkpoint_interval_s=options.checkpoint_interval_s,
-        ),
-        {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
-    )
-    tuner = restored_or_new(
-        out.resolve() / EXPERIMENT_DIR,
-        trainable,
-        lambda: tune.Tuner(
-            trainable,
-            param_space={
-                "cell": tune.grid_search([cell.label for cell in grid.cells]),
-                "seed": tune.grid_search(list(range(grid.seeds))),
-            },
-            tune_config=tune.TuneConfig(
-                max_concurrent_trials=options.concurrency, reuse_actors=True
-            ),
-            run_config=tune.RunConfig(
-                name=EXPERIMENT_DIR,
-                storage_path=str(out.resolve()),
-                callbacks=[
-                    TrackingCallback(parent, resolve, ABLATION_TAGS, ABLATION_RUN_KEY),
-                    PruneEndedTrialCheckpoints(),
-                    JsonLoggerCallback(),  # result.json: what the results are read back from
-                ],
-                failure_config=tune.FailureConfig(max_failures=options.max_failures),
-                verbose=1,
-            ),
-        ),
-    )
     started = time.perf_counter()
-    with bind_tracker(tracker), tune_environment():
-        results = list(tuner.fit())  # type: ignore[call-overload]
+    synced = run_grid_trials(
+        run_ablation_trial,
+        GridPointConfig(cell_configs(grid), key="cell"),
+        seeds=grid.seeds,
+        dataset=dataset,
+        options=options,
+        directory=out / EXPERIMENT_DIR,
+        tracker=tracker,
+        parent_run_id=parent,
+        tags=ABLATION_TAGS,
+    )
     wall_seconds = time.perf_counter() - started
-    synced = sync_results(tracker, parent, results, resolve, ABLATION_TAGS, ABLATION_RUN_KEY)
     rows, histories = [], {}
     for trial in synced:
         params = trial.result.config or {}
@@ -167,18 +128,15 @@ def run_ablation(
 def run_row(
     grid: AblationGrid, label: str, seed: int, status: str, result: tune.Result
 ) -> dict[str, Any]:
-    """One trial as the tables take it: its cell's factor values, seed, status and metrics.
-
-    Metrics are NaN unless the trial completed: a collapsed or failed run is counted, not
-    averaged in.
-    """
-    last = result.metrics or {}
-    row: dict[str, Any] = {"cell": label, "seed": seed, "status": status}
-    row.update(grid.cell(label).values)
-    for column in (grid.metric, *(f"test_{name}" for name in TEST_METRICS)):
-        value = last.get(column)
-        row[column] = float(value) if status == "completed" and value is not None else float("nan")
-    return row
+    """One trial as the tables take it: its cell's factor values, seed, status and metrics
+    (NaN unless it completed)."""
+    return {
+        "cell": label,
+        "seed": seed,
+        "status": status,
+        **grid.cell(label).values,
+        **completed_metrics(status, result.metrics or {}, summary_columns(grid)),
+    }
 
 
 def summary_columns(grid: AblationGrid) -> dict[str, str]:

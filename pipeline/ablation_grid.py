@@ -61,10 +61,12 @@ class Factor:
 
 @dataclass(frozen=True)
 class Cell:
-    """One point of the design: the factor values it sets, in the grid file's order."""
+    """One point of the design: the factor values it sets, in the grid file's order, and the
+    trial config they give over the grid's base config."""
 
     values: Mapping[str, Any]
     label: str
+    config: Config
 
 
 @dataclass(frozen=True)
@@ -141,8 +143,7 @@ def parse_grid(
     if not isinstance(seed_count, int) or isinstance(seed_count, bool) or seed_count < 1:
         raise ConfigError(field_name, f"must be an integer >= 1, got {seed_count!r}")
     factors = _parse_factors(data.get("factors"), "grid.factors", ())
-    cells = tuple(_cells(factors))
-    _check_cells(cells, base)
+    cells = _checked_cells(_points(factors), base)
     return AblationGrid(
         name=name,
         factors=factors,
@@ -194,17 +195,17 @@ def _parse_levels(spec: Any, field: str, enclosing: tuple[str, ...]) -> tuple[Le
     return levels
 
 
-def _cells(factors: tuple[Factor, ...]) -> list[Cell]:
+def _points(factors: tuple[Factor, ...]) -> list[dict[str, Any]]:
     """The full factorial of ``factors``, each level's own factors crossed in under it."""
     points: list[dict[str, Any]] = [{}]
     for factor in factors:
         points = [
-            {**point, factor.path: level.value, **below.values}
+            {**point, factor.path: level.value, **below}
             for point in points
             for level in factor.levels
-            for below in (_cells(level.factors) if level.factors else [Cell({}, "")])
+            for below in _points(level.factors)
         ]
-    return [Cell(point, _label(point)) for point in points]
+    return points
 
 
 def _paths(factors: tuple[Factor, ...]) -> list[str]:
@@ -235,21 +236,24 @@ def _label(values: Mapping[str, Any]) -> str:
     return " ".join(parts) or "base"
 
 
-def _check_cells(cells: tuple[Cell, ...], base: Config) -> None:
-    """Every cell is a valid trial, varies only what its scheduler has, and is unique."""
+def _checked_cells(points: list[dict[str, Any]], base: Config) -> tuple[Cell, ...]:
+    """The cells of ``points``, each a valid trial that varies only what its scheduler has and
+    gives a config no other cell gives."""
     scheduler_parameters = {
         parameter for name in SCHEDULERS.names() for parameter in SCHEDULERS.get(name).parameters
     }
     seen: dict[str, str] = {}
-    for cell in cells:
+    cells = []
+    for point in points:
+        label = _label(point)
         try:
-            config = apply_overrides(base, cell.values)
+            config = apply_overrides(base, point)
         except ConfigError as error:
             raise ConfigError(
-                "grid.factors", f"cell '{cell.label}' gives an invalid trial: {error}"
+                "grid.factors", f"cell '{label}' gives an invalid trial: {error}"
             ) from None
         own = SCHEDULERS.get(config.margin.scheduler).parameters
-        for path in cell.values:
+        for path in point:
             section, _, parameter = path.partition(".")
             if section == "margin" and parameter in scheduler_parameters and parameter not in own:
                 having = [n for n in SCHEDULERS if parameter in SCHEDULERS.get(n).parameters]
@@ -264,6 +268,8 @@ def _check_cells(cells: tuple[Cell, ...], base: Config) -> None:
         if key in seen:
             raise ConfigError(
                 "grid.factors",
-                f"cells '{seen[key]}' and '{cell.label}' give the same trial config",
+                f"cells '{seen[key]}' and '{label}' give the same trial config",
             )
-        seen[key] = cell.label
+        seen[key] = label
+        cells.append(Cell(point, label, config))
+    return tuple(cells)

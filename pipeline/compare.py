@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
-from ray import tune
-from ray.tune.logger import JsonLoggerCallback
 
-from pipeline.checkpoints import PruneEndedTrialCheckpoints
 from pipeline.compare_spec import CompareSpec
+from pipeline.grid_trials import GridPointConfig, completed_metrics, run_grid_trials
 from pipeline.outputs import write_yaml
 from pipeline.search_space import apply_overrides
 from pipeline.statistics import interval_table, paired_comparison
@@ -35,14 +32,12 @@ from pipeline.sweep import (
     git_commit,
     plan_sweep,
     record_sweep_outputs,
-    restored_or_new,
     run_sweep,
-    tune_environment,
 )
 from pipeline.tracking import Tracker
 from pipeline.trainable import run_final_trial
-from pipeline.tune_callback import TRIAL_ID_TAG, TrackingCallback, bind_tracker, sync_results
-from trainables.config import Config, config_from_dict
+from pipeline.tune_callback import TRIAL_ID_TAG
+from trainables.config import Config
 from trainables.data import Dataset
 
 TEST_METRICS = ("roc_auc", "eer", "tar_at_far_1e-3", "recall_at_1", "map_at_r")
@@ -51,8 +46,6 @@ FINAL_DIR = "final"
 BEST_CONFIGS_FILE = "best_configs.yaml"
 #: Tags of every re-training run, beside its ``method``.
 FINAL_TAGS = {"margin_tune.stage": "final"}
-#: A re-training's run is found by its grid point, whatever trial id Tune gives it.
-FINAL_RUN_KEY = ("method", "seed")
 
 
 @dataclass
@@ -67,18 +60,6 @@ class CompareResult:
     comparison_run_id: str
     final_histories: dict[str, pd.DataFrame]
     """Per method, the per-epoch history of its seed-0 re-training run."""
-
-
-class GridPointConfig:
-    """A grid trial's config: the config of its ``key`` (a comparison's method, an ablation's
-    cell) with the grid's training seed. Plain data, so Tune can pickle it for ``resume``."""
-
-    def __init__(self, configs: dict[str, dict[str, Any]], key: str = "method") -> None:
-        self.configs = configs
-        self.key = key
-
-    def __call__(self, params: Any) -> Config:
-        return replace(config_from_dict(self.configs[params[self.key]]), seed=int(params["seed"]))
 
 
 def run_compare(
@@ -157,72 +138,35 @@ def _run_final(
     best_configs: dict[str, Config],
     dataset: Dataset,
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    configs = {method: config.to_dict() for method, config in best_configs.items()}
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            run_final_trial,
-            configs=configs,
-            dataset=dataset,
-            cpus=options.cpus_per_trial,
-            checkpoint_interval_s=options.checkpoint_interval_s,
-        ),
-        {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
-    )
-    experiment = out.resolve() / FINAL_DIR
-    # On a resume, finished re-trainings are kept, the others continue from their last
-    # checkpoint, and the restored callback re-opens their runs (found by method and seed).
-    tuner = restored_or_new(
-        experiment,
-        trainable,
-        lambda: tune.Tuner(
-            trainable,
-            param_space={
-                "method": tune.grid_search(spec.methods),
-                "seed": tune.grid_search(list(range(spec.seeds))),
-            },
-            tune_config=tune.TuneConfig(
-                max_concurrent_trials=options.concurrency, reuse_actors=True
-            ),
-            run_config=tune.RunConfig(
-                name=FINAL_DIR,
-                storage_path=str(out.resolve()),
-                callbacks=[
-                    TrackingCallback(
-                        comparison_run, GridPointConfig(configs), FINAL_TAGS, FINAL_RUN_KEY
-                    ),
-                    PruneEndedTrialCheckpoints(),
-                    JsonLoggerCallback(),  # result.json: what the results are read back from
-                ],
-                failure_config=tune.FailureConfig(max_failures=options.max_failures),
-                verbose=1,
-            ),
-        ),
+    points = GridPointConfig({method: config.to_dict() for method, config in best_configs.items()})
+    synced = run_grid_trials(
+        run_final_trial,
+        points,
+        seeds=spec.seeds,
+        dataset=dataset,
+        options=options,
+        directory=out / FINAL_DIR,
+        tracker=tracker,
+        parent_run_id=comparison_run,
+        tags=FINAL_TAGS,
     )
     rows = []
     histories: dict[str, pd.DataFrame] = {}
-    with bind_tracker(tracker), tune_environment():
-        grid = tuner.fit()
-    results = list(grid)  # type: ignore[call-overload]  # ResultGrid iterates via __getitem__
-    synced = sync_results(
-        tracker, comparison_run, results, GridPointConfig(configs), FINAL_TAGS, FINAL_RUN_KEY
-    )
     for trial in synced:
         params = trial.result.config or {}
         if params.get("seed") == 0 and trial.history is not None:
             histories[str(params["method"])] = trial.history
-        last = trial.result.metrics or {}
-        row: dict[str, Any] = {
-            "method": params.get("method"),
-            "seed": params.get("seed"),
-            "status": trial.status,
-            TRIAL_ID_TAG: trial.trial_id,
-        }
-        for name in TEST_METRICS:
-            value = last.get(f"test_{name}")
-            row[f"test_{name}"] = (
-                float(value) if trial.status == "completed" and value is not None else float("nan")
-            )
-        rows.append(row)
+        rows.append(
+            {
+                "method": params.get("method"),
+                "seed": params.get("seed"),
+                "status": trial.status,
+                TRIAL_ID_TAG: trial.trial_id,
+                **completed_metrics(
+                    trial.status, trial.result.metrics or {}, (f"test_{n}" for n in TEST_METRICS)
+                ),
+            }
+        )
     runs = pd.DataFrame(rows).sort_values(["method", "seed"]).reset_index(drop=True)
     return runs, histories
 

@@ -21,7 +21,7 @@ from pipeline.compare import TEST_METRICS, CompareResult, run_compare
 from pipeline.compare_spec import PRESETS, CompareSpec, load_compare_spec
 from pipeline.manifest import write_manifest
 from pipeline.outputs import check_output_dir, create_output_dir, write_yaml
-from pipeline.plots import comparison_bars, epoch_curves
+from pipeline.plots import comparison_bars, epoch_curve_files
 from pipeline.search_space import load_space
 from pipeline.sweep import SweepOptions, plan_sweep, sweep_cluster
 from pipeline.sweep_flags import add_sweep_flags, default_out, sweep_options
@@ -146,13 +146,14 @@ def write_comparison(
     result.runs.to_csv(files[2], index=False)
     files[3].write_text(render_markdown(result, spec, indicative=indicative), encoding="utf-8")
     files.append(comparison_bars(result.table, TEST_METRICS, out / "test_metrics.png"))
-    for column, title in (
-        ("margin", "margin μ of each method's chosen config (seed 0)"),
-        ("easy_ratio", "easy-triplet ratio (seed 0)"),
-    ):
-        path = epoch_curves(result.final_histories, column, title, out / f"final_{column}.png")
-        if path is not None:
-            files.append(path)
+    files += epoch_curve_files(
+        result.final_histories,
+        {
+            "margin": "margin μ of each method's chosen config (seed 0)",
+            "easy_ratio": "easy-triplet ratio (seed 0)",
+        },
+        out / "final",
+    )
     return files
 
 

@@ -41,6 +41,18 @@ def epoch_curves(
     return path
 
 
+def epoch_curve_files(
+    histories: Mapping[str, pd.DataFrame], titles: Mapping[str, str], prefix: Path
+) -> list[Path]:
+    """:func:`epoch_curves` of each ``column → title``, as ``<prefix>_<column>.png``; only the
+    columns some history has."""
+    made = [
+        epoch_curves(histories, column, title, prefix.with_name(f"{prefix.name}_{column}.png"))
+        for column, title in titles.items()
+    ]
+    return [path for path in made if path is not None]
+
+
 def sweep_plots(result: SweepResult, directory: Path) -> list[Path]:
     """Margin, easy-ratio and validation curves of every trial, and parameter importances."""
     directory.mkdir(parents=True, exist_ok=True)

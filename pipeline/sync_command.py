@@ -19,14 +19,9 @@ from typing import Any
 from ray.tune import ExperimentAnalysis, ResultGrid
 
 from pipeline.ablate_command import load_ablation_grid
-from pipeline.ablation import ABLATION_RUN_KEY, ABLATION_TAGS, cell_configs
-from pipeline.compare import (
-    BEST_CONFIGS_FILE,
-    FINAL_DIR,
-    FINAL_RUN_KEY,
-    FINAL_TAGS,
-    GridPointConfig,
-)
+from pipeline.ablation import ABLATION_TAGS, cell_configs
+from pipeline.compare import BEST_CONFIGS_FILE, FINAL_DIR, FINAL_TAGS
+from pipeline.grid_trials import GridPointConfig
 from pipeline.manifest import read_manifest
 from pipeline.sweep import EXPERIMENT_DIR
 from pipeline.tracking import Tracker
@@ -73,29 +68,18 @@ def sync_compare(out: Path, manifest: dict[str, Any], tracker: Tracker) -> list[
             synced += _sync_experiment(tracker, experiment, parent, SearchedConfig(base))
     best = out / BEST_CONFIGS_FILE
     if best.is_file():
-        configs = read_yaml(best, field_name="DIR")
+        points = GridPointConfig(read_yaml(best, field_name="DIR"))
         synced += _sync_experiment(
-            tracker,
-            out / FINAL_DIR,
-            comparison,
-            GridPointConfig(configs),
-            FINAL_TAGS,
-            FINAL_RUN_KEY,
+            tracker, out / FINAL_DIR, comparison, points, FINAL_TAGS, points.run_key
         )
     return synced
 
 
 def sync_ablate(out: Path, manifest: dict[str, Any], tracker: Tracker) -> list[SyncedTrial]:
-    base = config_from_dict(manifest["base"])
-    configs = cell_configs(load_ablation_grid(out, manifest), base)
+    points = GridPointConfig(cell_configs(load_ablation_grid(out, manifest)), key="cell")
     parent = _sweep_run(tracker, manifest["ablation_id"])
     return _sync_experiment(
-        tracker,
-        out / EXPERIMENT_DIR,
-        parent,
-        GridPointConfig(configs, key="cell"),
-        ABLATION_TAGS,
-        ABLATION_RUN_KEY,
+        tracker, out / EXPERIMENT_DIR, parent, points, ABLATION_TAGS, points.run_key
     )
 
 

@@ -106,11 +106,23 @@ def store_contents(client: MlflowClient, experiment_id: str) -> dict[str, Any]:
 
 
 def kill_once_an_end_is_snapshotted(
-    driver: subprocess.Popen[bytes], experiment: Path, finished: Callable[[], dict[Path, str]]
+    command: list[str], log: Path, experiment: Path, finished: Callable[[], dict[Path, str]]
 ) -> dict[Path, str]:
-    """SIGKILL the driver's process group (it and the local Ray it started) once ``finished``
-    returns something and Tune has saved that end: Tune writes its snapshot in the background,
-    so the second snapshot after the end holds it. Returns what ``finished`` then returned."""
+    """Run ``command`` in its own session and SIGKILL its process group (the driver and the
+    local Ray it started) once ``finished`` returns something and Tune has saved that end.
+
+    Tune snapshots on every controller step here, so the kill comes soon after the end, and
+    writes its snapshot in the background, so the second snapshot after the end holds it.
+    Returns what ``finished`` returned just before the kill.
+    """
+    with log.open("w") as handle:
+        driver = subprocess.Popen(
+            command,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "0"},
+        )
     try:
         wait_for(lambda: finished() or None, 240, "a finished trial")
         ended = time.time()
@@ -124,3 +136,4 @@ def kill_once_an_end_is_snapshotted(
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
+        assert driver.returncode == -signal.SIGKILL, log.read_text()[-3000:]

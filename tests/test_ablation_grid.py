@@ -80,7 +80,7 @@ def test_nested_factors_cross_only_within_their_level() -> None:
 
 def test_cell_configs_apply_each_cells_values() -> None:
     grid = nested_grid()
-    configs = cell_configs(grid, Config())
+    configs = cell_configs(grid)
     for cell in grid.cells:
         config = configs[cell.label]
         for path, value in cell.values.items():
@@ -91,7 +91,7 @@ def test_cell_configs_apply_each_cells_values() -> None:
 @pytest.mark.parametrize("name", sorted(packaged_grids()))
 def test_packaged_grids_vary_scheduler_parameters_only_under_their_scheduler(name: str) -> None:
     grid = load_grid(name, Config())
-    configs = cell_configs(grid, Config())
+    configs = cell_configs(grid)
     assert len({repr(config) for config in configs.values()}) == len(grid.cells)
     for cell in grid.cells:
         scheduler = configs[cell.label]["margin"]["scheduler"]

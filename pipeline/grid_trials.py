@@ -1,0 +1,113 @@
+"""Grid trials: each value of one key × training seeds, as one Ray Tune experiment.
+
+A comparison re-trains each method's chosen config (key ``method``) and an ablation trains
+each cell (key ``cell``) with seeds 0..n−1, every trial evaluated on the test classes at its
+last epoch. Both run the same way: no searcher, no early stopping, one MLflow child run per
+trial found by its grid point, so a resumed grid (``Tuner.restore``) keeps finished trials,
+continues the others from their last checkpoint and re-opens their runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.tune.logger import JsonLoggerCallback
+
+from pipeline.checkpoints import PruneEndedTrialCheckpoints
+from pipeline.sweep import SweepOptions, restored_or_new, tune_environment
+from pipeline.tracking import Tracker
+from pipeline.tune_callback import SyncedTrial, TrackingCallback, bind_tracker, sync_results
+from trainables.config import Config, config_from_dict
+from trainables.data import Dataset
+
+
+class GridPointConfig:
+    """A grid trial's config: the config of its ``key`` (a comparison's method, an ablation's
+    cell) with the grid's training seed. Plain data, so Tune can pickle it for ``resume``."""
+
+    def __init__(self, configs: dict[str, dict[str, Any]], key: str = "method") -> None:
+        self.configs = configs
+        self.key = key
+
+    @property
+    def run_key(self) -> tuple[str, str]:
+        """What a trial's run is found by, whatever trial id Tune gives it: its grid point."""
+        return (self.key, "seed")
+
+    def __call__(self, params: Any) -> Config:
+        return replace(config_from_dict(self.configs[params[self.key]]), seed=int(params["seed"]))
+
+
+def run_grid_trials(
+    function: Callable[..., None],
+    points: GridPointConfig,
+    *,
+    seeds: int,
+    dataset: Dataset,
+    options: SweepOptions,
+    directory: Path,
+    tracker: Tracker,
+    parent_run_id: str,
+    tags: Mapping[str, str],
+) -> list[SyncedTrial]:
+    """Run, or continue, every (value of ``points.key``, seed) under ``parent_run_id``.
+
+    ``function`` is the trial (``run_final_trial``'s arguments); the experiment lives in
+    ``directory``, in the order of ``points.configs``; the runs get ``tags`` beside their
+    grid point. Returns the trials as their MLflow runs now hold them.
+    """
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            function,
+            configs=points.configs,
+            dataset=dataset,
+            cpus=options.cpus_per_trial,
+            checkpoint_interval_s=options.checkpoint_interval_s,
+        ),
+        {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
+    )
+    tuner = restored_or_new(
+        directory.resolve(),
+        trainable,
+        lambda: tune.Tuner(
+            trainable,
+            param_space={
+                points.key: tune.grid_search(list(points.configs)),
+                "seed": tune.grid_search(list(range(seeds))),
+            },
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=options.concurrency, reuse_actors=True
+            ),
+            run_config=tune.RunConfig(
+                name=directory.name,
+                storage_path=str(directory.resolve().parent),
+                callbacks=[
+                    TrackingCallback(parent_run_id, points, tags, points.run_key),
+                    PruneEndedTrialCheckpoints(),
+                    JsonLoggerCallback(),  # result.json: what the results are read back from
+                ],
+                failure_config=tune.FailureConfig(max_failures=options.max_failures),
+                verbose=1,
+            ),
+        ),
+    )
+    with bind_tracker(tracker), tune_environment():
+        results = list(tuner.fit())  # type: ignore[call-overload]  # iterates via __getitem__
+    return sync_results(tracker, parent_run_id, results, points, tags, points.run_key)
+
+
+def completed_metrics(
+    status: str, last: Mapping[str, Any], columns: Iterable[str]
+) -> dict[str, float]:
+    """Each column's last reported value, or NaN unless the trial completed: a collapsed or
+    failed run is counted by the tables, never averaged in."""
+    return {
+        column: float(last[column])
+        if status == "completed" and last.get(column) is not None
+        else float("nan")
+        for column in columns
+    }
