@@ -18,8 +18,8 @@ import pandas as pd
 from pipeline.ablation import AblationResult, run_ablation
 from pipeline.ablation_grid import AblationGrid, load_grid
 from pipeline.compare_command import mean_ci
-from pipeline.manifest import write_manifest
-from pipeline.outputs import check_output_dir, create_output_dir, write_yaml
+from pipeline.manifest import manifest_options, write_manifest
+from pipeline.outputs import check_output_dir, create_output_dir, output_lock, write_yaml
 from pipeline.plots import cell_bars, epoch_curve_files, main_effect_plot
 from pipeline.sweep import SweepOptions, sweep_cluster
 from pipeline.sweep_flags import add_config_flags, add_run_flags, default_out, run_options
@@ -60,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
         "base": base.to_dict(),
         "options": dataclasses.asdict(options),
     }
-    with sweep_cluster(options):
-        create_output_dir(out)
+    with sweep_cluster(options), output_lock(create_output_dir(out), field="--out", new=True):
         write_yaml(out / "base_config.yaml", base.to_dict())
         assert grid.source is not None
         shutil.copyfile(grid.source, out / GRID_COPY)
@@ -80,7 +79,7 @@ def plan_ablation(grid: AblationGrid, base: Config) -> Dataset:
 def resume_from_manifest(out: Path, manifest: dict[str, Any], address: str | None) -> int:
     base = config_from_dict(manifest["base"])
     grid = load_ablation_grid(out, manifest)
-    options = SweepOptions(**manifest["options"])
+    options = SweepOptions(**manifest_options(manifest))
     if address:
         options = dataclasses.replace(options, address=address)
     dataset = plan_ablation(grid, base)
@@ -110,7 +109,7 @@ def execute(
             tracker.log_artifact(result.run_id, str(path), artifact_path="ablation")
         tracker.end_run(result.run_id)
     print((out / "table.md").read_text())
-    print(f"wrote {out}; ablation run {result.run_id} in {tracker.tracking_uri}")
+    print(f"wrote {out}; ablation run {result.run_id} in {tracker.shown_uri}")
     return 0
 
 
@@ -130,7 +129,7 @@ def write_ablation(
         {
             "margin": "margin μ per cell (seed 0)",
             "easy_ratio": "easy-triplet ratio per cell (seed 0)",
-            "val_roc_auc": "validation ROC-AUC per cell (seed 0)",
+            grid.metric: f"{grid.metric} per cell (seed 0)",
         },
         out / "cells",
     )

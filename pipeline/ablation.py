@@ -97,7 +97,7 @@ def run_ablation(
     synced = run_grid_trials(
         run_ablation_trial,
         GridPointConfig(cell_configs(grid), key="cell"),
-        seeds=grid.seeds,
+        seeds=range(grid.seeds),
         dataset=dataset,
         options=options,
         directory=out / EXPERIMENT_DIR,

@@ -3,7 +3,7 @@
 A grid file names config paths and their levels; a level may carry factors of its own, which
 then vary only in that level's cells (a scheduler's parameters under that scheduler)::
 
-    metric: test_roc_auc
+    metric: val_map_at_r
     seeds: 3
     factors:
       margin.scheduler:
@@ -22,23 +22,28 @@ parameter in cells of a scheduler without it (cells that would repeat one anothe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.compare import TEST_METRICS
-from pipeline.search_space import TUNABLE_METRICS, apply_overrides
+from pipeline.compare_spec import LOWER_IS_BETTER
+from pipeline.search_space import DEFAULT_METRIC, TUNABLE_METRICS, apply_overrides
 from trainables.config import Config, config_fields, read_yaml
-from trainables.errors import ConfigError
+from trainables.errors import ConfigError, quote
 from trainables.schedulers import SCHEDULERS
 
-#: What a grid may summarise: a validation column at the trial's last epoch, or a test metric.
-GRID_METRICS: tuple[str, ...] = (*TUNABLE_METRICS, *(f"test_{name}" for name in TEST_METRICS))
-#: Metrics where lower is better; a grid on them defaults to ``mode: min``.
-LOWER_IS_BETTER = ("test_eer", "val_eer")
+#: What a grid ranks its cells by: a validation column at the trial's last epoch. Test metrics
+#: are reported beside it for every cell but never rank or pick one: choosing the best cell by
+#: its test value would select on the data the table is meant to test on.
+GRID_METRICS: tuple[str, ...] = TUNABLE_METRICS
 DEFAULT_SEEDS = 3
+#: Most training seeds a grid may run each cell with (``seeds`` in the file, or ``--seeds``).
+MAX_SEEDS = 1_000
+#: Most cells a grid may have, counted from its factors' levels before any cell is built.
+MAX_CELLS = 10_000
 _KEYS = ("description", "metric", "mode", "seeds", "factors")
 SCHEDULER_PATH = "margin.scheduler"
 
@@ -130,7 +135,14 @@ def parse_grid(
     unknown = sorted(set(data) - set(_KEYS))
     if unknown:
         raise ConfigError(f"grid.{unknown[0]}", f"unknown key; allowed: {', '.join(_KEYS)}")
-    metric = data.get("metric", "test_roc_auc")
+    metric = data.get("metric", DEFAULT_METRIC)
+    if isinstance(metric, str) and metric.startswith("test_"):
+        raise ConfigError(
+            "grid.metric",
+            f"{metric!r} is a test metric: cells are ranked on validation classes, and test "
+            f"metrics are reported for every cell without ranking; allowed: "
+            f"{', '.join(GRID_METRICS)}",
+        )
     if metric not in GRID_METRICS:
         raise ConfigError(
             "grid.metric", f"unknown metric {metric!r}; allowed: {', '.join(GRID_METRICS)}"
@@ -141,8 +153,17 @@ def parse_grid(
     seed_count = data.get("seeds", DEFAULT_SEEDS) if seeds is None else seeds
     field_name = "grid.seeds" if seeds is None else "--seeds"
     if not isinstance(seed_count, int) or isinstance(seed_count, bool) or seed_count < 1:
-        raise ConfigError(field_name, f"must be an integer >= 1, got {seed_count!r}")
+        raise ConfigError(field_name, f"must be an integer >= 1, got {quote(seed_count)}")
+    if seed_count > MAX_SEEDS:
+        raise ConfigError(field_name, f"must be <= {MAX_SEEDS:,}, got {quote(seed_count)}")
     factors = _parse_factors(data.get("factors"), "grid.factors", ())
+    cell_count = _count_cells(factors)
+    if cell_count > MAX_CELLS:
+        raise ConfigError(
+            "grid.factors",
+            f"the levels give {cell_count:,} cells, above the limit of {MAX_CELLS:,}; vary fewer "
+            "factors or fewer levels",
+        )
     cells = _checked_cells(_points(factors), base)
     return AblationGrid(
         name=name,
@@ -188,11 +209,22 @@ def _parse_levels(spec: Any, field: str, enclosing: tuple[str, ...]) -> tuple[Le
         )
     if not levels:
         raise ConfigError(field, "needs at least one level")
+    if len(levels) > MAX_CELLS:  # each level gives a cell at least: the grid is too large
+        raise ConfigError(
+            field, f"has {len(levels):,} levels, above the limit of {MAX_CELLS:,} cells a grid has"
+        )
     seen = [repr(level.value) for level in levels]
     repeated = sorted({text for text in seen if seen.count(text) > 1})
     if repeated:
         raise ConfigError(field, f"level {repeated[0]} is listed twice")
     return levels
+
+
+def _count_cells(factors: tuple[Factor, ...]) -> int:
+    """How many points :func:`_points` gives, counted without building them."""
+    return math.prod(
+        sum(_count_cells(level.factors) for level in factor.levels) for factor in factors
+    )
 
 
 def _points(factors: tuple[Factor, ...]) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from typing import NoReturn
 from pipeline import (
     ablate_command,
     compare_command,
+    interrupts,
     report_command,
     resume_command,
     sync_command,
@@ -21,9 +22,8 @@ from pipeline import (
     tune_command,
     ui_command,
 )
+from pipeline.exit_codes import EXIT_BAD_INPUT
 from trainables.errors import ConfigError
-
-EXIT_BAD_INPUT = 2
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,13 +80,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.handler(args))
+        with interrupts.handled():
+            return int(args.handler(args))
     except ConfigError as error:
         print(f"margin-tune: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except interrupts.InterruptedRunError as stop:
+        where = f"; continue with: margin-tune resume {stop.out}" if stop.out else ""
+        print(f"margin-tune: interrupted{where}", file=sys.stderr)
+        return stop.exit_code
     except KeyboardInterrupt:
         print("margin-tune: interrupted", file=sys.stderr)
-        return 130
+        return interrupts.exit_code()
 
 
 if __name__ == "__main__":

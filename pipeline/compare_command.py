@@ -17,10 +17,18 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.compare import TEST_METRICS, CompareResult, run_compare
+from pipeline.compare import (
+    TEST_COUNTS,
+    TEST_METRICS,
+    CompareResult,
+    check_split_layout,
+    run_compare,
+    split_config,
+)
 from pipeline.compare_spec import PRESETS, CompareSpec, load_compare_spec
-from pipeline.manifest import write_manifest
-from pipeline.outputs import check_output_dir, create_output_dir, write_yaml
+from pipeline.exit_codes import EXIT_RUNS_FAILED
+from pipeline.manifest import manifest_options, write_manifest
+from pipeline.outputs import check_output_dir, create_output_dir, output_lock, write_yaml
 from pipeline.plots import comparison_bars, epoch_curve_files
 from pipeline.search_space import load_space
 from pipeline.sweep import SweepOptions, plan_sweep, sweep_cluster
@@ -56,17 +64,23 @@ def run(args: argparse.Namespace) -> int:
     options = dataclasses.replace(options, tracking_uri=resolve_tracking_uri(options.tracking_uri))
     out = args.out or default_out("compare")
     check_output_dir(out)
-    for method, space in spec.spaces.items():  # data, split and sizes, before anything starts
-        plan_sweep(method, spec.base, space, options, out / "sweeps" / method)
+    for split in spec.split_seeds:  # data, every split and sizes, before anything starts
+        for method, space in spec.spaces.items():
+            plan_sweep(method, split_config(spec.base, split), space, options, out / method)
     manifest = {
         "comparison_id": uuid.uuid4().hex[:12],
-        "sweep_ids": {method: uuid.uuid4().hex[:12] for method in spec.methods},
+        "sweep_ids": {
+            str(split): {method: uuid.uuid4().hex[:12] for method in spec.methods}
+            for split in spec.split_seeds
+        },
         "spec": _spec_data(spec),
         "options": dataclasses.asdict(options),
         "indicative": args.preset == "quick",
+        "split_seeds": list(spec.split_seeds),
+        "tuning_seeds": list(spec.tuning_seeds),
+        "retraining_seeds": list(spec.final_seeds),
     }
-    with sweep_cluster(options):
-        create_output_dir(out)
+    with sweep_cluster(options), output_lock(create_output_dir(out), field="--out", new=True):
         write_yaml(out / "base_config.yaml", spec.base.to_dict())
         (out / SPACES_DIR).mkdir()
         for method, space in spec.spaces.items():
@@ -77,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def resume_from_manifest(out: Path, manifest: dict[str, Any], address: str | None) -> int:
+    check_split_layout(out, manifest)
     spec = _spec_from_data(manifest["spec"], out / SPACES_DIR)
-    options = SweepOptions(**manifest["options"])
+    options = SweepOptions(**manifest_options(manifest))
     if address:
         options = dataclasses.replace(options, address=address)
     with sweep_cluster(options):
@@ -86,7 +101,11 @@ def resume_from_manifest(out: Path, manifest: dict[str, Any], address: str | Non
 
 
 def execute(spec: CompareSpec, options: SweepOptions, out: Path, manifest: dict[str, Any]) -> int:
-    """Run (or continue) the comparison inside the caller's Ray session and print its table."""
+    """Run (or continue) the comparison inside the caller's Ray session and print its table.
+
+    Exits 1 when a method had no trial that trained its whole budget on some split: the tables
+    are written first and show the gap.
+    """
     with Tracker(options.tracking_uri, options.experiment) as tracker:
         result = run_compare(
             spec,
@@ -99,9 +118,16 @@ def execute(spec: CompareSpec, options: SweepOptions, out: Path, manifest: dict[
         files = write_comparison(result, spec, out, indicative=manifest["indicative"])
         for path in files:
             tracker.log_artifact(result.comparison_run_id, str(path), artifact_path="comparison")
-        tracker.end_run(result.comparison_run_id)
+        missing = result.methods_without_winner
+        tracker.end_run(result.comparison_run_id, "FAILED" if missing else "FINISHED")
     print((out / "table.md").read_text())
-    print(f"wrote {out}; comparison run {result.comparison_run_id} in {tracker.tracking_uri}")
+    print(f"wrote {out}; comparison run {result.comparison_run_id} in {tracker.shown_uri}")
+    if missing:
+        print(
+            f"margin-tune: {', '.join(missing)}: no tuning trial completed its "
+            f"{spec.base.train.epochs}-epoch budget on some split; see {out / 'tuning.csv'}"
+        )
+        return EXIT_RUNS_FAILED
     return 0
 
 
@@ -116,6 +142,7 @@ def _spec_data(spec: CompareSpec) -> dict[str, Any]:
         "seeds": spec.seeds,
         "metric": spec.metric,
         "overrides": list(spec.overrides),
+        "splits": spec.splits,
     }
 
 
@@ -133,66 +160,154 @@ def _spec_from_data(data: dict[str, Any], spaces: Path) -> CompareSpec:
         seeds=data["seeds"],
         metric=data["metric"],
         overrides=tuple(data["overrides"]),
+        splits=data["splits"],
     )
 
 
 def write_comparison(
     result: CompareResult, spec: CompareSpec, out: Path, *, indicative: bool
 ) -> list[Path]:
-    """table.csv, comparisons.csv, runs.csv, table.md and the plots; returns their paths."""
-    files = [out / "table.csv", out / "comparisons.csv", out / "runs.csv", out / "table.md"]
+    """table.csv, comparisons.csv, tuning.csv, runs.csv, table.md and the plots."""
+    files = [
+        out / "table.csv",
+        out / "comparisons.csv",
+        out / "tuning.csv",
+        out / "runs.csv",
+        out / "table.md",
+    ]
     result.table.to_csv(files[0], index=False)
     result.comparisons.to_csv(files[1], index=False)
-    result.runs.to_csv(files[2], index=False)
-    files[3].write_text(render_markdown(result, spec, indicative=indicative), encoding="utf-8")
+    result.tuning.to_csv(files[2], index=False)
+    result.runs.to_csv(files[3], index=False)
+    files[4].write_text(render_markdown(result, spec, indicative=indicative), encoding="utf-8")
     files.append(comparison_bars(result.table, TEST_METRICS, out / "test_metrics.png"))
     files += epoch_curve_files(
         result.final_histories,
         {
-            "margin": "margin μ of each method's chosen config (seed 0)",
-            "easy_ratio": "easy-triplet ratio (seed 0)",
+            "margin": "margin μ of each method's chosen config (first re-training)",
+            "easy_ratio": "easy-triplet ratio (first re-training)",
         },
         out / "final",
     )
     return files
 
 
-def render_markdown(result: CompareResult, spec: CompareSpec, *, indicative: bool) -> str:
-    budget = next(iter(result.sweeps.values())).plan.options
+def caption(result: CompareResult, spec: CompareSpec) -> list[str]:
+    """What the table's numbers are, which runs they come from and what the interval covers."""
+    options = next(iter(result.sweeps.values())).plan.options
+    seeds = ", ".join(map(str, spec.final_seeds))
+    splits = ", ".join(map(str, spec.split_seeds))
+    tuning = ", ".join(map(str, spec.tuning_seeds))
     lines = [
-        f"# Comparison on {spec.base.dataset.name} (test classes, {spec.seeds} training seeds)",
+        f"Each method tuned with {options.trials} trials × {spec.base.train.epochs} epochs "
+        f"({options.searcher}) on validation classes, per class split; its best trial among "
+        f"those that trained all {spec.base.train.epochs} epochs re-trained with seeds {seeds} "
+        f"(disjoint from the tuning seed {tuning}) and evaluated on the split's test classes. "
+        f"Class splits: {splits}.",
+    ]
+    if spec.splits > 1:
+        lines.append(
+            f"Mean ± 95% CI (Student t) over {spec.splits} class splits, each split's seeds "
+            "averaged first: the interval covers the class split and the tuning outcome as well "
+            "as the training seed. Paired tests pair the splits."
+        )
+    else:
+        lines.append(
+            "Mean ± 95% CI (Student t) over the re-training seeds. With one class split and one "
+            "tuning run per method, the interval covers the training seed only: the result is "
+            "conditional on this split and this tuning outcome. Paired tests pair the seeds."
+        )
+    lines.append(
+        f"Primary metric: {spec.primary} (tuned as {spec.metric}); the other metrics are "
+        "secondary. Collapsed re-trainings are evaluated and averaged in; failed ones have no "
+        "metric, and n says how many units remain."
+    )
+    return lines
+
+
+def render_markdown(result: CompareResult, spec: CompareSpec, *, indicative: bool) -> str:
+    splits = f", {spec.splits} class splits" if spec.splits > 1 else ""
+    lines = [
+        f"# Comparison on {spec.base.dataset.name} (test classes, {spec.seeds} re-training "
+        f"seeds{splits})",
         "",
-        f"Each method tuned with {budget.trials} trials × {spec.base.train.epochs} epochs "
-        f"({budget.searcher}) on validation classes; its best config re-trained with seeds "
-        f"0..{spec.seeds - 1} on split {spec.base.dataset.split_seed}. Mean ± 95% CI "
-        "(Student t). Collapsed and failed runs are counted, not averaged in.",
-        "",
+        *(line for text in caption(result, spec) for line in (text, "")),
     ]
     if indicative:
         lines += [
             "> Quick preset: few trials, epochs and seeds. Its p-values are indicative only.",
             "",
         ]
-    header = ["method", "runs", "collapsed", "failed", *TEST_METRICS]
+    ordered = [spec.primary, *(m for m in TEST_METRICS if m != spec.primary)]
+    names = [f"{m} (primary)" if m == spec.primary else m for m in ordered]
+    header = ["method", "runs", "collapsed", "failed", "n", *names]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in result.table.iterrows():
         cells = [str(row["method"]), str(row["runs"]), str(row["collapsed"]), str(row["failed"])]
-        cells += [mean_ci(row[f"{m}_mean"], row[f"{m}_ci95"]) for m in TEST_METRICS]
+        cells.append(f"{row[f'{spec.primary}_n']} {row['unit']}s")
+        if row.get("splits_without_winner", 0):
+            note = (
+                f"no trial completed its budget on {row['splits_without_winner']} of "
+                f"{spec.splits} split(s)"
+            )
+            if row["runs"] == 0:
+                cells += [note] + ["–"] * (len(ordered) - 1)
+                lines.append("| " + " | ".join(cells) + " |")
+                continue
+            cells[0] += f" ({note})"
+        cells += [mean_ci(row[f"{m}_mean"], row[f"{m}_ci95"]) for m in ordered]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Tuning: per method and split, the chosen trial, the epochs it trained, its validation "
+        f"{spec.metric} (what it was chosen on) beside the mean of its re-trainings, and the "
+        "budget the sweep spent.",
+        "",
+        "| method | split | chosen trial | epochs | tuning score | re-trained val | trials | "
+        "trial-epochs | searcher | dimensions |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _, row in result.tuning.iterrows():
+        chosen = "none (no trial completed its budget)"
+        if not pd.isna(row["chosen_trial"]):
+            chosen = str(row["chosen_trial"])
+        epochs = "–" if pd.isna(row["chosen_epochs"]) else str(int(row["chosen_epochs"]))
+        lines.append(
+            f"| {row['method']} | {row['split']} | {chosen} | {epochs} | "
+            f"{_number(row['tuning_score'])} | {_number(row['retrained_val'])} | {row['trials']} | "
+            f"{row['trial_epochs']} | {row['searcher']} | {row['dimensions']} |"
+        )
+    counts = [c for c in (f"test_{n}" for n in TEST_COUNTS) if c in result.runs]
+    if counts and not result.runs.empty:
+        pairs = result.runs[counts[0]].dropna()
+        accepts = result.runs[counts[-1]].dropna()
+        if not pairs.empty:
+            lines += [
+                "",
+                f"Verification metrics from {int(pairs.min()):,}–{int(pairs.max()):,} test "
+                f"pairs per run; TAR@FAR=1e-3 rests on {int(accepts.min()):,}–"
+                f"{int(accepts.max()):,} false accepts.",
+            ]
     if not result.comparisons.empty:
+        unit = str(result.comparisons["unit"].iloc[0])
         lines += [
             "",
-            "Paired by training seed: scheduler − baseline (paired t-test; Wilcoxon signed-rank "
-            "when n ≥ 6).",
+            f"Paired by {unit}: scheduler − baseline (paired t-test; Holm-Bonferroni adjusted "
+            f"over the {int((result.comparisons['role'] == 'primary').sum())} comparisons of the "
+            "primary metric; Wilcoxon signed-rank when n ≥ 6). A constant difference has no "
+            "test.",
             "",
-            "| scheduler | baseline | metric | difference ± 95% CI | n | t-test p | Wilcoxon p |",
-            "|---|---|---|---|---|---|---|",
+            "| scheduler | baseline | metric | difference ± 95% CI | n | t-test p | Holm p | "
+            "Wilcoxon p |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for _, row in result.comparisons.iterrows():
+            metric = f"{row['metric']} ({row['role']})"
+            difference = mean_ci(row["mean_difference"], row["ci95"], signed=True)
+            t_p = "constant" if row["constant"] else _p(row["t_test_p"])
             lines.append(
-                f"| {row['scheduler']} | {row['baseline']} | {row['metric']} | "
-                f"{mean_ci(row['mean_difference'], row['ci95'], signed=True)} | {row['pairs']} | "
-                f"{_p(row['t_test_p'])} | {_p(row['wilcoxon_p'])} |"
+                f"| {row['scheduler']} | {row['baseline']} | {metric} | {difference} | "
+                f"{row['pairs']} | {t_p} | {_p(row['holm_p'])} | {_p(row['wilcoxon_p'])} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -202,6 +317,10 @@ def mean_ci(mean: float, half_width: float, *, signed: bool = False) -> str:
         return "–"
     text = f"{mean:+.4f}" if signed else f"{mean:.4f}"
     return text if pd.isna(half_width) else f"{text} ± {half_width:.4f}"
+
+
+def _number(value: float) -> str:
+    return "–" if pd.isna(value) else f"{value:.4f}"
 
 
 def _p(value: float) -> str:

@@ -22,11 +22,12 @@ tried: the searcher answers ``FINISHED`` and the sweep ends before its budget.
 
 Candidates of one batch are handed out one per ``suggest`` call, so ``max_concurrent_trials``
 trials run at once; when the batch is handed out but results are pending, ``suggest`` answers
-``None`` (Tune asks again later). A trial ended early by ASHA counts with its last reported
-value, and an errored trial or one without the metric counts as the worst value: both are
-what OptunaSearch does too. Given the seed (which orders the parameters) and the order results
-arrive in, the suggestions are deterministic; ``save``/``restore`` pickle the whole state, so a
-resumed sweep continues exactly where it stopped.
+``None`` (Tune asks again later). Only a trial that trained the whole epoch budget counts with
+its value: one stopped early (by ASHA or a collapse), an errored one and one without the metric
+count as the worst value, as the sweep never picks them as its winner. Given the seed (which
+orders the parameters) and the order results arrive in, the suggestions are deterministic;
+``save``/``restore`` pickle the whole state, so a resumed sweep continues exactly where it
+stopped.
 """
 
 from __future__ import annotations
@@ -52,9 +53,15 @@ class CoordinateSearch(Searcher):
     """Cyclic coordinate descent with shrinking steps; see the module docstring."""
 
     def __init__(
-        self, space: SearchSpace, *, seed: int = 0, start: Mapping[str, Any] | None = None
+        self,
+        space: SearchSpace,
+        *,
+        seed: int = 0,
+        start: Mapping[str, Any] | None = None,
+        epochs: int = 1,
     ) -> None:
         super().__init__(metric=space.metric, mode=space.mode)
+        self.budget_epochs = epochs
         self.parameters = {p.path: p for p in space.searched}
         self.fixed = dict(space.fixed)
         order = sorted(self.parameters)
@@ -128,6 +135,9 @@ class CoordinateSearch(Searcher):
         return dict(self.incumbent), self.incumbent_score
 
     def _score(self, result: Mapping[str, Any] | None) -> float:
+        ran = (result or {}).get("epoch", (result or {}).get("training_iteration", 0))
+        if int(ran) < self.budget_epochs:
+            return -math.inf
         value = (result or {}).get(self.metric)
         if not isinstance(value, int | float) or math.isnan(value):
             return -math.inf

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.secrets import CREDENTIAL_VARIABLES, redact_uri, with_credentials
 from trainables.errors import ConfigError
 
 MANIFEST_FILE = "margin-tune.json"
@@ -30,8 +31,23 @@ _JSON_NAMES: dict[type, str] = {str: "string", dict: "object", bool: "boolean", 
 
 
 def write_manifest(out: Path, command: str, data: dict[str, Any]) -> None:
+    """Write the manifest; store URIs in its options are saved without their passwords."""
+    options = dict(data.get("options", {}))
+    for key in CREDENTIAL_VARIABLES:
+        if isinstance(options.get(key), str):
+            options[key] = redact_uri(options[key])
     content = {"format": FORMAT_VERSION, "command": command, **data}
+    if "options" in data:
+        content["options"] = options
     (out / MANIFEST_FILE).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+
+
+def manifest_options(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's options, with store credentials restored from the environment."""
+    options = dict(manifest["options"])
+    for key in CREDENTIAL_VARIABLES:
+        options[key] = with_credentials(options.get(key), key)
+    return options
 
 
 def read_manifest(out: Path, allowed: tuple[str, ...]) -> dict[str, Any]:

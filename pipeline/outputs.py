@@ -2,28 +2,79 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import json
 import math
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from pipeline.interrupts import InterruptedRunError
 from trainables.errors import ConfigError
+
+#: The lock file of an output directory in use (see :func:`output_lock`).
+LOCK_FILE = ".margin-tune.lock"
 
 
 def check_output_dir(path: Path, *, field: str = "--out") -> None:
     """Refuse a non-empty existing directory (or a file) before anything is computed."""
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and (not path.is_dir() or any(p.name != LOCK_FILE for p in path.iterdir())):
         raise ConfigError(field, f"{path} already exists and is not empty; choose a new directory")
 
 
 def create_output_dir(path: Path, *, field: str = "--out") -> Path:
     check_output_dir(path, field=field)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(field, f"cannot create {path}: {error.strerror}") from None
     return path
+
+
+@contextlib.contextmanager
+def output_lock(path: Path, *, field: str = "DIR", new: bool = False) -> Iterator[None]:
+    """Hold ``path`` for one command: a second command on it is refused, naming the holder.
+
+    An advisory ``flock`` on ``path/.margin-tune.lock``, which also records the holder's PID.
+    The kernel releases it when the holder exits, however it exits, so a lock left by a killed
+    command is free and the next command takes it over. ``new``: the directory was just created
+    for this command, and must still hold nothing but the lock once it is taken (another
+    command may have filled it between the check and the lock).
+    """
+    lock = path / LOCK_FILE
+    try:
+        handle = open(lock, "a+", encoding="utf-8")  # noqa: SIM115  # held for the whole block
+    except OSError as error:
+        raise ConfigError(field, f"cannot write in {path}: {error.strerror}") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise ConfigError(
+                field,
+                f"{path} is in use by another margin-tune command (PID {holder}); wait for it "
+                "to end or stop it, then try again",
+            ) from None
+        if new:
+            check_output_dir(path, field="--out")
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        except InterruptedRunError as stop:
+            stop.out = stop.out or path  # what `margin-tune resume` continues
+            raise
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_yaml(path: Path, data: Mapping[str, Any]) -> None:

@@ -28,6 +28,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from pipeline.compare import TEST_METRICS, summary_table
+from pipeline.grid_trials import MEASURED_STATUSES
 from pipeline.tracking import SWEEP_ID_TAG, TRIAL_ID_TAG, resolve_tracking_uri
 from pipeline.tune_callback import STATUS_TAG
 from trainables.errors import ConfigError
@@ -275,7 +276,8 @@ def comparison_report(runs: ExperimentRuns, comparison: Run, sort: str | None) -
     finals = final_runs(runs, comparison)
     named = comparison.data.params.get("methods", "")
     methods = named.split(",") if named else sorted(finals["method"].unique())
-    table = summary_table(finals, methods)
+    splits = int(comparison.data.params.get("splits", 1))
+    table = summary_table(finals, methods, splits=splits)
     sweeps = runs.sweeps(comparison)
     if sort is not None:
         allowed = [f"{name}_mean" for name in TEST_METRICS]
@@ -291,8 +293,8 @@ def comparison_report(runs: ExperimentRuns, comparison: Run, sort: str | None) -
 def final_runs(runs: ExperimentRuns, comparison: Run) -> pd.DataFrame:
     """The comparison's re-training runs as :func:`pipeline.compare.summary_table` takes them.
 
-    As in :mod:`pipeline.compare`, only a completed run contributes test metrics; a collapsed,
-    failed or unfinished one is counted and left out of the means.
+    As in :mod:`pipeline.compare`, a completed or collapsed run contributes its test metrics; a
+    failed or unfinished one is counted and has none.
     """
     rows = []
     for run in runs.children(comparison):
@@ -301,16 +303,17 @@ def final_runs(runs: ExperimentRuns, comparison: Run) -> pd.DataFrame:
             continue
         status = tags.get(STATUS_TAG, "")
         row: dict[str, Any] = {
+            "split": int(tags.get("split", run.data.params.get("dataset.split_seed", 0))),
             "method": tags.get("method") or tags.get("scheduler", ""),
             "seed": int(tags.get("seed", -1)),
             "status": status,
         }
         for name in TEST_METRICS:
             value = metrics.get(f"test_{name}", math.nan)
-            row[f"test_{name}"] = value if status == "completed" else math.nan
+            row[f"test_{name}"] = value if status in MEASURED_STATUSES else math.nan
         rows.append(row)
-    columns = ["method", "seed", "status", *(f"test_{name}" for name in TEST_METRICS)]
-    return pd.DataFrame(rows, columns=columns).sort_values(["method", "seed"])
+    columns = ["split", "method", "seed", "status", *(f"test_{name}" for name in TEST_METRICS)]
+    return pd.DataFrame(rows, columns=columns).sort_values(["split", "method", "seed"])
 
 
 def sort_by(frame: pd.DataFrame, column: str, allowed: Iterable[str], mode: str) -> pd.DataFrame:

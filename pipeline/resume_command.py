@@ -14,6 +14,7 @@ from typing import Any
 
 from pipeline import ablate_command, compare_command, tune_command
 from pipeline.manifest import read_manifest
+from pipeline.outputs import output_lock
 
 Resumer = Callable[[Path, dict[str, Any], str | None], int]
 
@@ -34,4 +35,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     out: Path = args.directory
     manifest = read_manifest(out, allowed=tuple(RESUMERS))
-    return RESUMERS[manifest["command"]](out, manifest, args.address)
+    with output_lock(out):  # one command per directory: two resumes would run trials twice
+        return RESUMERS[manifest["command"]](out, manifest, args.address)

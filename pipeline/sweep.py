@@ -6,11 +6,12 @@ joins) Ray, opens the sweep's parent run, fits the Tuner and returns the trials'
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,10 +24,12 @@ from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 
 from pipeline.checkpoints import PruneEndedTrialCheckpoints, prune_to_newest
+from pipeline.interrupts import InterruptedRunError, fitting, rearm, unfinished_trial_ids
+from pipeline.names import check_experiment_name
 from pipeline.plots import sweep_plots
-from pipeline.search_space import SearchSpace, apply_overrides
+from pipeline.search_space import TUNABLE_METRICS, SearchSpace, apply_overrides
 from pipeline.searchers import SEARCHERS, SearcherRequest, build_searcher
-from pipeline.tracking import Tracker
+from pipeline.tracking import Tracker, check_tracking_uri
 from pipeline.trainable import DEFAULT_CHECKPOINT_INTERVAL_S, run_tune_trial
 from pipeline.tune_callback import (
     TRIAL_ID_TAG,
@@ -41,6 +44,8 @@ from trainables.errors import ConfigError
 from trainables.trial import Trial
 
 EXPERIMENT_DIR = "tune"
+#: How a trial can end (see :func:`pipeline.tune_callback.trial_status`).
+TRIAL_STATUSES = ("completed", "early_stopped", "collapsed", "failed")
 #: Tune snapshots its experiment state (what ``Tuner.restore`` reads) at most every 10 s by
 #: default; a trial that started and finished after the last snapshot is run again on resume,
 #: under a new trial id (seen here: 2 of 6 finished trials re-run after a SIGKILL). A period of
@@ -97,10 +102,15 @@ class SweepOptions:
             raise ConfigError("--trials", f"must be >= 1, got {self.trials}")
         if self.concurrency < 1:
             raise ConfigError("--concurrency", f"must be >= 1, got {self.concurrency}")
-        if self.cpus_per_trial <= 0:
-            raise ConfigError("--cpus-per-trial", f"must be > 0, got {self.cpus_per_trial}")
-        if self.gpus_per_trial < 0:
-            raise ConfigError("--gpus-per-trial", f"must be >= 0, got {self.gpus_per_trial}")
+        if not 0 < self.cpus_per_trial < math.inf:
+            raise ConfigError(
+                "--cpus-per-trial", f"must be a number > 0, got {self.cpus_per_trial}"
+            )
+        if not 0 <= self.gpus_per_trial < math.inf:
+            raise ConfigError(
+                "--gpus-per-trial", f"must be a number >= 0, got {self.gpus_per_trial}"
+            )
+        check_experiment_name(self.experiment)
         if self.searcher not in SEARCHERS:
             raise ConfigError(
                 "--searcher",
@@ -134,13 +144,48 @@ class SweepPlan:
 
 @dataclass
 class SweepResult:
-    """Per-trial rows (config values, status, last metrics) and the best trial."""
+    """Per-trial rows (config values, status, last metrics) and the best trial.
+
+    ``best`` is the row of the best trial among those that trained the whole epoch budget
+    (status ``completed``), empty when none did: a trial stopped early by ASHA, collapsed or
+    failed is never the winner, since its last value was measured at fewer epochs than the
+    re-training will run.
+    """
 
     plan: SweepPlan
     parent_run_id: str
     trials: pd.DataFrame
     best: dict[str, Any]
     histories: dict[str, pd.DataFrame]
+    errors: list[str] = field(default_factory=list)
+    """One line per failed trial: its id, the error's last line and where its files are."""
+
+    @property
+    def summary(self) -> str:
+        """``4 trials: 2 completed, 1 early-stopped, 0 collapsed, 1 failed``."""
+        budget = self.budget
+        counts = ", ".join(
+            f"{budget[f'trials_{name}']} {name.replace('_', '-')}" for name in TRIAL_STATUSES
+        )
+        return f"{budget['trials']} trials: {counts}"
+
+    @property
+    def budget(self) -> dict[str, Any]:
+        """The tuning budget as spent: trials, trial-epochs trained, searcher, dimensions."""
+        return realised_budget(self.plan, self.trials)
+
+
+def realised_budget(plan: SweepPlan, trials: pd.DataFrame) -> dict[str, Any]:
+    """What a sweep actually spent, for the tables: a budget of 16 trials that ASHA cut to 60
+    trial-epochs is not the budget of 16 full trials."""
+    status = trials["status"] if "status" in trials else pd.Series(dtype=str)
+    return {
+        "trials": len(trials),
+        **{f"trials_{name}": int((status == name).sum()) for name in TRIAL_STATUSES},
+        "trial_epochs": int(trials["epochs"].sum()) if "epochs" in trials else 0,
+        "searcher": plan.options.searcher,
+        "dimensions": len(plan.space.searched),
+    }
 
 
 def plan_sweep(
@@ -185,6 +230,7 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[No
             log_to_driver=False,
             configure_logging=False,
         )
+    rearm()
     try:
         yield
     finally:
@@ -207,6 +253,8 @@ def sweep_cluster(options: SweepOptions) -> Iterator[None]:
     Without ``--address`` the check runs before Ray starts, against what the local Ray will get,
     so a bad request starts nothing; a joined cluster is checked once connected.
     """
+    if options.tracking_uri is not None:
+        check_tracking_uri(options.tracking_uri)
     if not options.address:
         check_cluster_resources(options, local_resources())
     with ray_session(options.address):
@@ -258,11 +306,13 @@ def run_sweep(
     *,
     parent_run_id: str | None = None,
     function: Callable[..., None] = run_tune_trial,
+    tags: Mapping[str, str] | None = None,
 ) -> SweepResult:
     """Run the planned sweep inside an active Ray session; returns when every trial ended.
 
     ``function`` is what each trial runs, given ``run_tune_trial``'s arguments; the bookkeeping
-    benchmark (P6) swaps in one that trains nothing, to time the machinery alone.
+    benchmark (P6) swaps in one that trains nothing, to time the machinery alone. ``tags`` are
+    added to the sweep's run (a comparison's split and method).
     """
     options, space, base = plan.options, plan.space, plan.base
     sweep_run = tracker.sweep_run(
@@ -288,6 +338,7 @@ def run_sweep(
             "git_commit": git_commit(),
             "dataset": base.dataset.name,
             "dataset_fingerprint": plan.dataset.fingerprint(),
+            **(tags or {}),
         },
     )
     if space.source is not None:
@@ -300,6 +351,8 @@ def run_sweep(
             study_name=f"margin-tune-{plan.name}-{plan.sweep_id}",
             storage=options.storage,
             start=flatten(base.to_dict()),
+            epochs=base.train.epochs,
+            trials=options.trials,
         ),
     )
     scheduler = (
@@ -351,9 +404,17 @@ def run_sweep(
         ),
     )
     started = time.perf_counter()
-    with bind_tracker(tracker), tune_environment():
+    with bind_tracker(tracker), tune_environment(), fitting():
         grid = tuner.fit()
     elapsed = time.perf_counter() - started
+    stopped = unfinished_trial_ids(experiment)
+    if stopped:
+        # A signal stopped the fit: keep every checkpoint resume may need, record the stopped
+        # trials as interrupted (never as completed or early-stopped), choose no winner.
+        results = list(grid)  # type: ignore[call-overload]
+        sync_results(tracker, sweep_run, results, SearchedConfig(plan.base), interrupted=stopped)
+        tracker.end_run(sweep_run, "KILLED")
+        raise InterruptedRunError()
     for result in grid:  # type: ignore[attr-defined]
         # fit() ends with a forced snapshot: no resume needs an older checkpoint any more.
         if Path(result.path).is_dir():
@@ -382,7 +443,12 @@ def _summarise(
     rows = []
     histories: dict[str, pd.DataFrame] = {}
     results = list(grid)  # type: ignore[call-overload]  # ResultGrid iterates via __getitem__
+    errors: list[str] = []
     for trial in sync_results(tracker, sweep_run, results, SearchedConfig(plan.base)):
+        if trial.result.error is not None:
+            errors.append(
+                f"trial {trial.trial_id}: {first_line(trial.result.error)} ({trial.result.path})"
+            )
         if trial.history is not None:
             histories[trial.trial_id] = trial.history
         last = trial.result.metrics or None
@@ -401,33 +467,29 @@ def _summarise(
             }
         )
     table = pd.DataFrame(rows)
-    best: dict[str, Any] = {}
-    scored = table.dropna(subset=[space.metric]) if space.metric in table else table.iloc[0:0]
-    scored = scored[scored["status"] != "failed"] if not scored.empty else scored
-    if not scored.empty:
-        position = (
-            scored[space.metric].idxmax() if space.mode == "max" else scored[space.metric].idxmin()
-        )
-        best = scored.loc[position].to_dict()
-        tracker.log_metrics(
-            sweep_run,
-            {
-                **{
-                    f"best_{key}": float(value)
-                    for key, value in best.items()
-                    if key.startswith("val_") and isinstance(value, int | float)
-                },
-                "trials_completed": float((table["status"] == "completed").sum()),
-                "trials_early_stopped": float((table["status"] == "early_stopped").sum()),
-                "trials_failed": float((table["status"] == "failed").sum()),
-                "wall_seconds": elapsed,
+    best = best_trial(table, space.metric, space.mode)
+    budget = realised_budget(plan, table)
+    tracker.log_metrics(
+        sweep_run,
+        {
+            **{
+                f"best_{key}": float(value)
+                for key, value in best.items()
+                if key in TUNABLE_METRICS and isinstance(value, int | float)
             },
-        )
+            **{f"trials_{name}": float(budget[f"trials_{name}"]) for name in TRIAL_STATUSES},
+            "trial_epochs": float(budget["trial_epochs"]),
+            "wall_seconds": elapsed,
+        },
+    )
+    if best:
         tracker.set_tags(
             sweep_run,
             {
                 "best_trial_id": str(best[TRIAL_ID_TAG]),
                 "best_run_id": str(best.get("run_id", "")),
+                "best_epochs": str(best["epochs"]),
+                "best_tuning_score": f"{best[space.metric]:.6g}",
                 **{
                     f"best.{k.removeprefix('config.')}": str(v)
                     for k, v in best.items()
@@ -435,8 +497,37 @@ def _summarise(
                 },
             },
         )
-    tracker.end_run(sweep_run)
-    return SweepResult(plan, sweep_run, table, best, histories)
+    else:
+        tracker.set_tags(sweep_run, {"best_trial_id": NO_COMPLETED_TRIAL})
+    # A sweep without a trial that trained its budget has no result: its run says so.
+    tracker.end_run(sweep_run, "FINISHED" if best else "FAILED")
+    return SweepResult(plan, sweep_run, table, best, histories, errors)
+
+
+def first_line(error: BaseException | str) -> str:
+    """The line of an error that says what went wrong: the last non-empty one of its text."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(error).__name__
+
+
+#: The ``best_trial_id`` tag of a sweep in which no trial trained its whole epoch budget.
+NO_COMPLETED_TRIAL = "none: no trial completed its epoch budget"
+
+
+def best_trial(table: pd.DataFrame, metric: str, mode: str) -> dict[str, Any]:
+    """The row of the best trial that trained the whole budget, or ``{}`` when none did.
+
+    Only ``completed`` trials compete: their ``metric`` was measured at the last epoch, the
+    epoch the re-training stops at. Early-stopped, collapsed and failed trials are excluded,
+    even with a better last value.
+    """
+    if table.empty or metric not in table:
+        return {}
+    scored = table[(table["status"] == "completed") & table[metric].notna()]
+    if scored.empty:
+        return {}
+    position = scored[metric].idxmax() if mode == "max" else scored[metric].idxmin()
+    return dict(scored.loc[position].to_dict())
 
 
 def git_commit() -> str:

@@ -20,9 +20,18 @@ from ray.tune import ExperimentAnalysis, ResultGrid
 
 from pipeline.ablate_command import load_ablation_grid
 from pipeline.ablation import ABLATION_TAGS, cell_configs
-from pipeline.compare import BEST_CONFIGS_FILE, FINAL_DIR, FINAL_TAGS
+from pipeline.compare import (
+    BEST_CONFIGS_FILE,
+    FINAL_DIR,
+    FINAL_TAGS,
+    SWEEPS_DIR,
+    check_split_layout,
+    split_config,
+    split_dir,
+)
 from pipeline.grid_trials import GridPointConfig
-from pipeline.manifest import read_manifest
+from pipeline.manifest import manifest_options, read_manifest
+from pipeline.outputs import output_lock
 from pipeline.sweep import EXPERIMENT_DIR
 from pipeline.tracking import Tracker
 from pipeline.tune_callback import SearchedConfig, SyncedTrial, sync_results
@@ -44,10 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     out: Path = args.directory
     manifest = read_manifest(out, allowed=tuple(SYNCERS))
-    options = manifest["options"]
-    with Tracker(args.tracking_uri or options["tracking_uri"], options["experiment"]) as tracker:
+    options = manifest_options(manifest)
+    with (
+        output_lock(out),
+        Tracker(args.tracking_uri or options["tracking_uri"], options["experiment"]) as tracker,
+    ):
         synced = SYNCERS[manifest["command"]](out, manifest, tracker)
-    print(f"synced {len(synced)} trial runs of {out} into {tracker.tracking_uri}")
+    print(f"synced {len(synced)} trial runs of {out} into {tracker.shown_uri}")
     return 0
 
 
@@ -58,20 +70,25 @@ def sync_tune(out: Path, manifest: dict[str, Any], tracker: Tracker) -> list[Syn
 
 
 def sync_compare(out: Path, manifest: dict[str, Any], tracker: Tracker) -> list[SyncedTrial]:
+    check_split_layout(out, manifest)
     base = config_from_dict(manifest["spec"]["base"])
     comparison = _sweep_run(tracker, manifest["comparison_id"])
     synced = []
-    for method, sweep_id in manifest["sweep_ids"].items():
-        experiment = out / "sweeps" / method / EXPERIMENT_DIR
-        if experiment.is_dir():
-            parent = _sweep_run(tracker, sweep_id)
-            synced += _sync_experiment(tracker, experiment, parent, SearchedConfig(base))
-    best = out / BEST_CONFIGS_FILE
-    if best.is_file():
-        points = GridPointConfig(read_yaml(best, field_name="DIR"))
-        synced += _sync_experiment(
-            tracker, out / FINAL_DIR, comparison, points, FINAL_TAGS, points.run_key
-        )
+    for split_text, sweep_ids in manifest["sweep_ids"].items():
+        split = int(split_text)
+        directory = split_dir(out, split)
+        searched = SearchedConfig(split_config(base, split))
+        for method, sweep_id in sweep_ids.items():
+            experiment = directory / SWEEPS_DIR / method / EXPERIMENT_DIR
+            if experiment.is_dir():
+                parent = _sweep_run(tracker, sweep_id)
+                synced += _sync_experiment(tracker, experiment, parent, searched)
+        best = directory / BEST_CONFIGS_FILE
+        if best.is_file():
+            points = GridPointConfig(read_yaml(best, field_name="DIR"), fixed={"split": split})
+            synced += _sync_experiment(
+                tracker, directory / FINAL_DIR, comparison, points, FINAL_TAGS, points.run_key
+            )
     return synced
 
 
@@ -91,7 +108,7 @@ def _sweep_run(tracker: Tracker, sweep_id: str) -> str:
     if run_id is None:
         raise ConfigError(
             "--tracking-uri",
-            f"{tracker.tracking_uri} holds no run with margin_tune.sweep_id {sweep_id!r} in "
+            f"{tracker.shown_uri} holds no run with margin_tune.sweep_id {sweep_id!r} in "
             "this experiment; sync fills the store the command wrote to",
         )
     return run_id

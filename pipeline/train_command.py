@@ -18,6 +18,7 @@ from pipeline.outputs import (
 )
 from pipeline.sweep_flags import add_config_flags
 from trainables.config import load_config
+from trainables.metrics.verification import COUNT_KEYS
 from trainables.trial import EPOCH_COLUMNS, EpochReport, Trial
 
 
@@ -72,7 +73,10 @@ def run(args: argparse.Namespace) -> int:
     if result.test_embeddings is not None and result.test_labels is not None:
         np.savez(out / "test_embeddings.npz", X=result.test_embeddings, y=result.test_labels)
     print(
-        "test  " + "  ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items()),
+        "test  "
+        + "  ".join(
+            f"{k} {v:{'.0f' if k in COUNT_KEYS else '.4f'}}" for k, v in result.test_metrics.items()
+        ),
         file=sys.stdout,
     )
     for name, metrics in result.reference_metrics.items():

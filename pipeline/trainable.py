@@ -96,7 +96,8 @@ def run_final_trial(
 
     ``params`` holds ``key`` and ``seed`` (a grid point); ``configs`` maps each value of ``key``
     (a comparison's method, an ablation's cell) to its config. Test classes are evaluated once,
-    after the last epoch.
+    after the last epoch: the budget's last, or the epoch a collapse stopped the run at. A
+    collapsed network is an outcome of its method, measured and averaged in like any other.
     """
     config = trial_config(configs[params[key]], {"seed": params["seed"]}, cpus)
     trial = Trial(config, dataset=dataset)
@@ -105,7 +106,7 @@ def run_final_trial(
 
     def report(epoch: EpochReport) -> None:
         metrics = dict(epoch.metrics)
-        if epoch.epoch == config.train.epochs:
+        if epoch.epoch == config.train.epochs or epoch.metrics.get("collapsed"):
             metrics.update({f"test_{k}": v for k, v in trial.evaluate_test().items()})
         _report(epoch, metrics, clock.due(epoch.epoch))
 

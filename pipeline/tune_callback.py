@@ -181,12 +181,13 @@ def run_identity(trial_id: str, params: Mapping[str, Any], run_key: tuple[str, .
     return ",".join(f"{key}={params[key]}" for key in run_key)
 
 
-#: Tune config keys that name a grid point: a comparison's method, an ablation's cell.
-GRID_POINT_KEYS = ("method", "cell")
+#: Tune config keys that name a grid point: a comparison's class split and method, an
+#: ablation's cell.
+GRID_POINT_KEYS = ("split", "method", "cell")
 
 
 def grid_point_tags(params: Mapping[str, Any]) -> dict[str, str]:
-    """The ``method`` or ``cell`` of a grid trial, as tags."""
+    """The ``split``, ``method`` or ``cell`` of a grid trial, as tags."""
     return {key: str(params[key]) for key in GRID_POINT_KEYS if key in params}
 
 
@@ -236,12 +237,20 @@ def open_trial_run(
     )
 
 
+#: The status of a trial a signal stopped: neither completed nor early-stopped; ``resume``
+#: continues it from its last checkpoint.
+INTERRUPTED = "interrupted"
+
+
 def end_trial_run(tracker: Tracker, run_id: str, status: str, error: str | None) -> None:
     tags = {STATUS_TAG: status}
     if error is not None:
         tags["margin_tune.error"] = error
     tracker.set_tags(run_id, tags)
-    tracker.end_run(run_id, "FAILED" if error is not None else "FINISHED")
+    if error is not None:
+        tracker.end_run(run_id, "FAILED")
+    else:
+        tracker.end_run(run_id, "KILLED" if status == INTERRUPTED else "FINISHED")
 
 
 def sync_trial_run(
@@ -300,8 +309,12 @@ def sync_results(
     resolve_config: Callable[[Mapping[str, Any]], Config],
     tags: Mapping[str, str] | None = None,
     run_key: tuple[str, ...] = (),
+    interrupted: Iterable[str] = (),
 ) -> list[SyncedTrial]:
     """Make the trial runs under ``parent_run_id`` hold what Ray Tune's results hold.
+
+    ``interrupted``: Tune trial ids a signal stopped; their runs end KILLED with status
+    ``interrupted``, whatever epoch they reached.
 
     A run that is missing, still RUNNING or ended with another status than the results give is
     written again from the trial's reported history (idempotent: steps already held are
@@ -313,15 +326,17 @@ def sync_results(
     """
     tracker.flush()
     stored = tracker.child_runs(parent_run_id)
+    stopped = set(interrupted)
     synced = []
     for result in results:
         params = result.config or {}
-        trial_id = run_identity(
-            (result.metrics or {}).get("trial_id") or Path(result.path).name, params, run_key
-        )
+        tune_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
+        trial_id = run_identity(tune_id, params, run_key)
         config = resolve_config(params)
         last = result.metrics or None
         status = trial_status(config, last, result.error is not None)
+        if tune_id in stopped and result.error is None:
+            status = INTERRUPTED
         known = stored.get(trial_id)
         if known is None or known.status == "RUNNING" or known.trial_status != status:
             history = result.metrics_dataframe

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.manifest import write_manifest
-from pipeline.outputs import check_output_dir, create_output_dir, write_yaml
+from pipeline.exit_codes import EXIT_RUNS_FAILED
+from pipeline.manifest import manifest_options, write_manifest
+from pipeline.outputs import check_output_dir, create_output_dir, output_lock, write_yaml
 from pipeline.search_space import load_space
 from pipeline.sweep import (
     SweepOptions,
@@ -43,8 +45,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or default_out(space.name)
     check_output_dir(out)
     plan = plan_sweep(space.name, base, space, options, out)
-    with sweep_cluster(options):
-        create_output_dir(out)
+    with sweep_cluster(options), output_lock(create_output_dir(out), field="--out", new=True):
         write_yaml(out / "config.yaml", base.to_dict())
         assert space.source is not None
         shutil.copyfile(space.source, out / SPACE_COPY)
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 def resume_from_manifest(out: Path, manifest: dict[str, Any], address: str | None) -> int:
     base = config_from_dict(manifest["base"])
     space = dataclasses.replace(load_space(out / SPACE_COPY, base), name=manifest["space_name"])
-    options = SweepOptions(**manifest["options"])
+    options = SweepOptions(**manifest_options(manifest))
     if address:
         options = dataclasses.replace(options, address=address)
     plan = plan_sweep(manifest["name"], base, space, options, out, sweep_id=manifest["sweep_id"])
@@ -79,9 +80,7 @@ def execute(plan: SweepPlan) -> int:
     with Tracker(options.tracking_uri, options.experiment) as tracker:
         result = run_sweep(plan, tracker)
         plots = record_sweep_outputs(result, tracker)
-    print(
-        f"\n{len(result.trials)} trials; sweep run {result.parent_run_id} in {tracker.tracking_uri}"
-    )
+    print(f"\n{len(result.trials)} trials; sweep run {result.parent_run_id} in {tracker.shown_uri}")
     print(result.trials.drop(columns=["run_id"]).to_string(index=False, max_colwidth=24))
     if result.best:
         best_id, best_value = result.best["margin_tune.trial_id"], result.best[space.metric]
@@ -90,4 +89,12 @@ def execute(plan: SweepPlan) -> int:
             if key.startswith("config."):
                 print(f"  {key.removeprefix('config.')} = {value}")
     print(f"wrote {out} ({len(plots)} plots)")
+    print(result.summary)
+    if not result.best:
+        reason = f"; first error: {result.errors[0]}" if result.errors else ""
+        print(
+            f"margin-tune: no trial completed its {plan.base.train.epochs}-epoch budget{reason}",
+            file=sys.stderr,
+        )
+        return EXIT_RUNS_FAILED
     return 0

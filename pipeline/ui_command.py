@@ -31,6 +31,7 @@ from types import FrameType
 
 from pipeline.manifest import MANIFEST_FILE
 from pipeline.report import open_client
+from pipeline.secrets import redact_uri
 from pipeline.tracking import DEFAULT_EXPERIMENT, resolve_tracking_uri
 from trainables.errors import ConfigError
 
@@ -42,6 +43,8 @@ START_TIMEOUT_S = 180.0
 _STOP_GRACE_S = 10.0
 #: For a viewer: one web worker, and no GenAI job runner beside it (it halves the start time).
 _MLFLOW_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+#: Hosts that keep the UI on this machine; any other ``--host`` is warned about.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,8 +110,17 @@ def run(args: argparse.Namespace) -> int:
         commands.append(_dashboard_command(storage, args.host, args.optuna_port))
         ports.append(("--optuna-port", args.optuna_port))
     _check_ports(args.host, ports)
+    if args.host not in LOOPBACK_HOSTS:
+        print(
+            f"margin-tune: warning: --host {args.host} makes the UI reachable from the network; "
+            "the MLflow UI has no authentication of its own",
+            file=sys.stderr,
+        )
     if not commands:
-        print(f"{uri} is an MLflow server: it is already the MLflow UI, open it in a browser.")
+        print(
+            f"{redact_uri(uri)} is an MLflow server: it is already the MLflow UI, open it in a "
+            "browser."
+        )
         return 0
     experiment_id = None if remote else _experiment_id(uri, args.experiment)
     logs = Path(tempfile.mkdtemp(prefix="margin-tune-ui-"))
@@ -118,14 +130,14 @@ def run(args: argparse.Namespace) -> int:
             for server in servers:
                 _wait_until_up(server)
             if remote:
-                print(f"MLflow UI:        {uri} (the tracking server itself)")
+                print(f"MLflow UI:        {redact_uri(uri)} (the tracking server itself)")
             else:
                 page = "" if experiment_id is None else f"#/experiments/{experiment_id}/runs"
-                print(f"MLflow UI:        {servers[0].url}/{page}  ({uri})")
+                print(f"MLflow UI:        {servers[0].url}/{page}  ({redact_uri(uri)})")
                 if experiment_id is None:
                     print(f"(no experiment {args.experiment!r} in the store yet)")
             if storage:
-                print(f"optuna-dashboard: {servers[-1].url}/  ({storage})")
+                print(f"optuna-dashboard: {servers[-1].url}/  ({redact_uri(storage)})")
             print(f"server logs in {logs}; press Ctrl-C to stop", flush=True)
             stopped = _wait_until_one_stops(servers)
         except KeyboardInterrupt:
@@ -191,9 +203,12 @@ def _experiment_id(uri: str, name: str) -> str | None:
 
 
 def _mlflow_command(uri: str, host: str, port: int) -> _Command:
-    argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
+    """The store reaches the server through its environment (``MLFLOW_BACKEND_STORE_URI``),
+    never its command line, which every user of the machine can read in ``ps``."""
+    argv = [sys.executable, "-m", "mlflow", "server"]
     argv += ["--host", host, "--port", str(port), "--workers", "1"]
-    return _Command("mlflow server", argv, f"http://{host}:{port}", _MLFLOW_ENV)
+    env = {**_MLFLOW_ENV, "MLFLOW_BACKEND_STORE_URI": uri}
+    return _Command("mlflow server", argv, f"http://{host}:{port}", env)
 
 
 def _dashboard_command(storage: str, host: str, port: int) -> _Command:

@@ -19,7 +19,6 @@ TINY = (
     "train.epochs=3",
     "train.num_threads=1",
     "train.device=cpu",
-    "eval.num_pairs=2000",
 )
 
 

@@ -43,7 +43,7 @@ def test_ablation_killed_halfway_resumes_to_one_run_per_cell_and_seed(
     grid.write_text(
         yaml.safe_dump(
             {
-                "metric": "test_roc_auc",
+                "metric": "val_map_at_r",
                 "seeds": SEEDS,
                 "factors": {
                     "margin.scheduler": {

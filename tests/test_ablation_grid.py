@@ -27,7 +27,7 @@ from trainables.errors import ConfigError
 from trainables.schedulers import SCHEDULERS
 
 NESTED = {
-    "metric": "test_roc_auc",
+    "metric": "val_roc_auc",
     "factors": {
         "margin.scheduler": {
             "dams": {
@@ -103,7 +103,7 @@ def test_packaged_grids_vary_scheduler_parameters_only_under_their_scheduler(nam
 
 def test_seeds_flag_overrides_the_file_and_eer_defaults_to_min() -> None:
     grid = parse_grid(
-        {"metric": "test_eer", "seeds": 5, "factors": {"miner.name": ["all"]}},
+        {"metric": "val_eer", "seeds": 5, "factors": {"miner.name": ["all"]}},
         Config(),
         name="g",
         seeds=2,
@@ -138,7 +138,12 @@ def test_seeds_flag_overrides_the_file_and_eer_defaults_to_min() -> None:
         ({"factors": {"margin.target_easy_ratio": [0.9, 1.3]}}, "grid.factors", "1.3"),
         ({"factors": {"margin.scheduler": ["cosine"]}}, "grid.factors", "cosine"),
         ({"factors": {"train.epochs": [2, 2.0]}}, "grid.factors", "must be an integer"),
-        ({"factors": {"miner.name": ["all"]}, "metric": "roc"}, "grid.metric", "test_roc_auc"),
+        ({"factors": {"miner.name": ["all"]}, "metric": "roc"}, "grid.metric", "val_map_at_r"),
+        (
+            {"factors": {"miner.name": ["all"]}, "metric": "test_roc_auc"},
+            "grid.metric",
+            "test metric",
+        ),
         ({"factors": {"miner.name": ["all"]}, "mode": "up"}, "grid.mode", "max, min"),
         ({"factors": {"miner.name": ["all"]}, "seeds": 0}, "grid.seeds", ">= 1"),
         ({"factors": {"miner.name": ["all"]}, "seeds": True}, "grid.seeds", ">= 1"),
@@ -168,19 +173,21 @@ def _runs(grid: AblationGrid, seeds: int, value: object) -> pd.DataFrame:
                 {
                     "cell": cell.label,
                     "seed": seed,
-                    "status": "collapsed" if math.isnan(metric) else "completed",
+                    "status": "failed" if math.isnan(metric) else "completed",
                     **cell.values,
-                    "test_roc_auc": metric,
+                    "val_roc_auc": metric,
                 }
             )
     frame = pd.DataFrame(rows)
-    for name in ("test_eer", "test_tar_at_far_1e-3", "test_recall_at_1", "test_map_at_r"):
+    for name in ("test_roc_auc", "test_eer", "test_tar_at_far_1e-3", "test_recall_at_1"):
+        frame[name] = 0.5
+    for name in ("test_map_at_r",):
         frame[name] = 0.5
     return frame
 
 
 def _value(index: int, seed: int) -> float:
-    """Distinct, irregular values; one cell collapsed at seed 1."""
+    """Distinct, irregular values; one cell failed at seed 1."""
     if (index, seed) == (3, 1):
         return float("nan")
     return 0.9 + 0.001 * ((index * 7 + seed * 13) % 17) + 0.0001 * index * seed
@@ -218,20 +225,20 @@ def test_main_effects_match_loops_over_the_design() -> None:
     assert set(effects["factor"]) == set(grid.factor_paths)
 
 
-def test_cell_table_counts_collapsed_runs_and_ranks_by_mode() -> None:
+def test_cell_table_counts_failed_runs_and_ranks_by_mode() -> None:
     grid = nested_grid()
     runs = _runs(grid, 3, _value)
     table = cell_table(runs, grid)
     assert list(table["cell"]) == [cell.label for cell in grid.cells]
-    collapsed = table.iloc[3]
-    assert (collapsed["runs"], collapsed["collapsed"], collapsed["test_roc_auc_n"]) == (3, 1, 2)
+    failed = table.iloc[3]
+    assert (failed["runs"], failed["failed"], failed["val_roc_auc_n"]) == (3, 1, 2)
     for index, row in table.iterrows():
         values = [_value(int(index), seed) for seed in range(3)]
-        assert row["test_roc_auc_mean"] == pytest.approx(np.nanmean(values), abs=1e-12)
+        assert row["val_roc_auc_mean"] == pytest.approx(np.nanmean(values), abs=1e-12)
         for path, value in grid.cells[int(index)].values.items():
             assert row[path] == value
-    best_first = table.sort_values("rank")["test_roc_auc_mean"].to_numpy()
+    best_first = table.sort_values("rank")["val_roc_auc_mean"].to_numpy()
     assert np.all(np.diff(best_first) <= 0)
     lower_better = parse_grid({**NESTED, "mode": "min"}, Config(), name="nested")
-    ranks = cell_table(runs, lower_better).sort_values("rank")["test_roc_auc_mean"].to_numpy()
+    ranks = cell_table(runs, lower_better).sort_values("rank")["val_roc_auc_mean"].to_numpy()
     assert np.all(np.diff(ranks) >= 0)

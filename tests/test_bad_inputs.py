@@ -18,8 +18,12 @@ fast failure instead of a real sweep or training run.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import struct
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +136,43 @@ def images_corrupt_file(data: Path) -> None:
 
 def images_path_is_a_file(data: Path) -> None:
     _png(data / "images.png")
+
+
+def npz_forged_header(data: Path) -> None:
+    """A 10 x 4 ``X`` whose .npy header claims 10**12 rows (16 TB once loaded)."""
+    x, y = _vectors(5, per_class=2)
+    members = {}
+    for key, array, shape in (("X", x, (10**12, 4)), ("y", y, y.shape)):
+        buffer = io.BytesIO()
+        header = {**np.lib.format.header_data_from_array_1_0(array), "shape": shape}
+        np.lib.format.write_array_header_2_0(buffer, header)
+        members[key] = buffer.getvalue() + array.tobytes()
+    with zipfile.ZipFile(data / "data.npz", "w") as archive:
+        for key, content in members.items():
+            archive.writestr(f"{key}.npy", content)
+
+
+def images_forged_png(data: Path) -> None:
+    """Two 8x8 classes, and an 8x8 PNG whose IHDR (CRC fixed) claims 40000 x 40000 pixels."""
+    _png(data / "images" / "cat" / "1.png")
+    _png(data / "images" / "dog" / "1.png")
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8), 128).save(buffer, format="PNG")
+    png = bytearray(buffer.getvalue())
+    png[16:24] = struct.pack(">II", 40_000, 40_000)
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    (data / "images" / "dog" / "2.png").write_bytes(bytes(png))
+
+
+#: "Billion laughs" in one flow sequence: 9**9 strings were its aliases expanded.
+LAUGHS = (
+    "[&a [lol, lol, lol, lol, lol, lol, lol, lol, lol], "
+    + ", ".join(
+        f"&{name} [{', '.join([f'*{previous}'] * 9)}]"
+        for previous, name in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    + "]"
+)
 
 
 # --- the cases ------------------------------------------------------------------------------
@@ -286,6 +327,60 @@ CASES = [
         "--set",
         ("expected key=value", "'margin.step_size'"),
     ),
+    Case(
+        "config-billion_laughs",
+        train("billion_laughs"),
+        "--config",
+        ("invalid YAML", "billion_laughs.yaml", "at line 5", "alias *a is not allowed"),
+    ),
+    Case(
+        "config-duplicate_key",
+        train("duplicate_key"),
+        "--config",
+        ("duplicate_key.yaml at line 6", "duplicate key 'step_size' (first at line 4)"),
+    ),
+    Case(
+        "config-deep_nesting",
+        train("deep_nesting"),
+        "--config",
+        ("deep_nesting.yaml at line 2", "nested deeper than 50 levels"),
+    ),
+    Case(
+        "set-billion_laughs",
+        ("train", *TRAIN_OUT, "--set", f"seed={LAUGHS}"),
+        "seed",
+        ("cannot parse value", "alias *a is not allowed"),
+    ),
+    Case(
+        "set-huge_hidden_dims",
+        ("train", *TRAIN_OUT, "--set", "model.hidden_dims=[1000000000]"),
+        "model.hidden_dims[0]",
+        ("must be <= 65,536", "got 1000000000"),
+    ),
+    Case(
+        "set-huge_num_classes",
+        ("train", *TRAIN_OUT, "--set", "dataset.num_classes=1000000000"),
+        "dataset.num_classes",
+        ("1,000,000,000 classes", "above the limit of", "dataset.max_bytes"),
+    ),
+    Case(
+        "set-huge_image_size",
+        ("train", *TRAIN_OUT, "--set", "dataset.image_size=100000"),
+        "dataset.image_size",
+        ("must be <= 1,024", "got 100000"),
+    ),
+    Case(
+        "set-negative_seed",
+        ("train", *TRAIN_OUT, "--set", "seed=-1"),
+        "seed",
+        ("must be in [0, 4294967295]", "got -1"),
+    ),
+    Case(
+        "set-split_seed_above_2_32",
+        ("train", *TRAIN_OUT, "--set", "dataset.split_seed=4294967296"),
+        "dataset.split_seed",
+        ("must be in [0, 4294967295]", "got 4294967296"),
+    ),
     # --- search spaces (tune --space) ---
     Case(
         "space-unknown_key",
@@ -366,6 +461,12 @@ CASES = [
         ("is an integer", "use distribution: int"),
     ),
     Case(
+        "space-billion_laughs",
+        tune_space("billion_laughs"),
+        "--space",
+        ("billion_laughs.yaml at line 4", "alias *a is not allowed"),
+    ),
+    Case(
         "space-yaml_syntax_error",
         tune_space("yaml_syntax_error"),
         "--space",
@@ -440,6 +541,12 @@ CASES = [
         ("is required for dataset 'npz'",),
     ),
     Case("compare-is_a_list", compare("is_a_list"), "--config", ("must hold a mapping",)),
+    Case(
+        "compare-billion_laughs",
+        compare("billion_laughs"),
+        "--config",
+        ("billion_laughs.yaml at line 3", "alias *a is not allowed"),
+    ),
     # --- ablation grids (ablate --grid) ---
     Case("grid-unknown_key", ablate_grid("unknown_key"), "grid.factor", ("allowed:", "factors")),
     Case(
@@ -477,13 +584,25 @@ CASES = [
         "grid-unknown_metric",
         ablate_grid("unknown_metric"),
         "grid.metric",
-        ("'test_accuracy'", "allowed:", "test_roc_auc"),
+        ("'test_accuracy'", "test metric", "val_map_at_r"),
     ),
     Case(
         "grid-unknown_packaged_name",
         ("ablate", "--grid", "factorial", *TRAIN_OUT),
         "--grid",
         ("neither a file nor a packaged grid", "schedulers"),
+    ),
+    Case(
+        "grid-huge_grid",
+        ablate_grid("huge_grid"),
+        "grid.factors",
+        ("810,000 cells", "above the limit of 10,000"),
+    ),
+    Case(
+        "grid-huge_seeds",
+        ablate_grid("huge_seeds"),
+        "grid.seeds",
+        ("must be <= 1,000", "got 1000000000000"),
     ),
     Case(
         "grid-missing_file",
@@ -508,13 +627,13 @@ CASES = [
         "cli-tune_gpus_per_trial_-1",
         ("tune", "--space", "dams", *TRIALS, "--gpus-per-trial", "-1", *TRAIN_OUT),
         "--gpus-per-trial",
-        ("must be >= 0", "got -1"),
+        ("must be a number >= 0", "got -1"),
     ),
     Case(
         "cli-tune_cpus_per_trial_0",
         ("tune", "--space", "dams", *TRIALS, "--cpus-per-trial", "0", *TRAIN_OUT),
         "--cpus-per-trial",
-        ("must be > 0",),
+        ("must be a number > 0",),
     ),
     Case(
         "cli-tune_unknown_searcher",
@@ -766,6 +885,20 @@ CASES = [
         "dataset.path",
         ("is not a folder of class subfolders",),
         setup=images_path_is_a_file,
+    ),
+    Case(
+        "data-npz_forged_header",
+        train_on("npz", "{data}/data.npz"),
+        "dataset.path",
+        ("X of shape (1000000000000, 4) (float32)", "TiB of memory, above the limit of"),
+        setup=npz_forged_header,
+    ),
+    Case(
+        "data-image_folder_forged_png",
+        train_on("image_folder", "{data}/images"),
+        "dataset.path",
+        ("2.png has 1,600,000,000 pixels", "above the limit of 50,000,000 pixels"),
+        setup=images_forged_png,
     ),
 ]
 

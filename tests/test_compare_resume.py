@@ -31,7 +31,7 @@ EXECUTABLE = Path(sys.executable).with_name("margin-tune")
 def finished_retrainings(out: Path) -> dict[Path, str]:
     """result.json of each re-training whose last epoch (with its test metrics) was reported."""
     found = {}
-    for path in (out / "final").glob("run_final_trial_*/result.json"):
+    for path in (out / "splits" / "0" / "final").glob("run_final_trial_*/result.json"):
         text = path.read_text()
         if "test_roc_auc" in text:
             found[path] = text
@@ -62,7 +62,10 @@ def test_compare_killed_during_retrainings_resumes_without_duplicates(
         *("--experiment", "compare-resume"),
     ]
     finished_before = kill_once_an_end_is_snapshotted(
-        command, tmp_path / "driver.log", out / "final", lambda: finished_retrainings(out)
+        command,
+        tmp_path / "driver.log",
+        out / "splits" / "0" / "final",
+        lambda: finished_retrainings(out),
     )
     assert len(finished_before) < len(METHODS) * SEEDS, "killed too late to test resume"
     total = len(METHODS) * SEEDS
@@ -87,7 +90,7 @@ def test_compare_killed_during_retrainings_resumes_without_duplicates(
         assert [r.data.tags["trial_status"] for r in trials] == ["completed"] * TRIALS
     finals = [r for r in children if r.data.tags.get("margin_tune.stage") == "final"]
     assert sorted((r.data.tags["method"], int(r.data.params["seed"])) for r in finals) == sorted(
-        (method, seed) for method in METHODS for seed in range(SEEDS)
+        (method, seed) for method in METHODS for seed in range(1, SEEDS + 1)
     )
     for run in [*finals, *(r for r in runs if r not in finals and "trial_status" in r.data.tags)]:
         assert run.info.status == "FINISHED"

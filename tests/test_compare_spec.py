@@ -20,7 +20,7 @@ from trainables.config import load_config
 from trainables.errors import ConfigError
 
 OWN_SPACE = """\
-metric: val_roc_auc
+metric: val_map_at_r
 mode: max
 parameters:
   margin.scheduler: {distribution: fixed, value: pi}
@@ -49,7 +49,7 @@ def test_default_spec_compares_the_paper_methods(
     assert spec.methods == ["dams", "two_sided", "constant", "linear"]
     assert spec.baselines == ("constant", "linear")
     assert spec.schedulers == ["dams", "two_sided"]
-    assert spec.metric == "val_roc_auc"
+    assert spec.metric == "val_map_at_r"
     assert (spec.trials, spec.searcher, spec.seeds) == (16, "tpe", 10)
     assert spec.base == load_config()
     assert spec.overrides == ()
@@ -282,12 +282,11 @@ def test_spaces_optimising_different_metrics_are_refused(tmp_path: Path) -> None
         "  train.lr: {distribution: log_uniform, low: 0.0001, high: 0.01}\n"
     )
     error = error_of({"methods": {"dams": "dams", "eer": "eer.yaml"}}, tmp_path)
-    assert error.field == "compare.methods"
-    assert "same metric" in str(error)
-    assert "val_eer" in str(error) and "val_roc_auc" in str(error)
-    # The same file is fine when every method optimises val_eer.
-    spec = parse({"methods": {"a": "eer.yaml", "b": "eer.yaml"}}, tmp_path)
-    assert spec.metric == "val_eer"
+    assert error.field == "compare.methods.eer"
+    assert "primary metric is val_map_at_r" in str(error) and "val_eer (min)" in str(error)
+    # The same file is fine when the comparison declares val_eer and every method tunes it.
+    spec = parse({"metric": "val_eer", "methods": {"a": "eer.yaml", "b": "eer.yaml"}}, tmp_path)
+    assert (spec.metric, spec.mode, spec.primary) == ("val_eer", "min", "eer")
 
 
 def test_a_bad_space_is_reported_under_its_method(tmp_path: Path) -> None:

@@ -71,7 +71,7 @@ def drive(searcher: Searcher, budget: int, start: int = 0) -> list[dict[str, Any
         config = searcher.suggest(str(number))
         assert isinstance(config, dict)
         suggested.append(config)
-        searcher.on_trial_complete(str(number), {"val_roc_auc": objective(config)})
+        searcher.on_trial_complete(str(number), {"epoch": 1, "val_roc_auc": objective(config)})
     return suggested
 
 
@@ -120,9 +120,9 @@ def test_hands_out_a_batch_concurrently_then_waits_for_its_results(space: Search
     assert len({tuple(sorted(c.items())) for c in batch}) == 3  # type: ignore[union-attr]
     assert searcher.suggest("3") is None  # the batch is out; the next move needs its results
     for n, config in enumerate(batch[:2]):
-        searcher.on_trial_complete(str(n), {"val_roc_auc": objective(config)})  # type: ignore[arg-type]
+        searcher.on_trial_complete(str(n), {"epoch": 1, "val_roc_auc": objective(config)})  # type: ignore[arg-type]
         assert searcher.suggest("3") is None
-    searcher.on_trial_complete("2", {"val_roc_auc": objective(batch[2])})  # type: ignore[arg-type]
+    searcher.on_trial_complete("2", {"epoch": 1, "val_roc_auc": objective(batch[2])})  # type: ignore[arg-type]
     assert isinstance(searcher.suggest("3"), dict)
 
 
@@ -130,9 +130,10 @@ def test_an_errored_or_metricless_trial_counts_as_the_worst(space: SearchSpace) 
     searcher = CoordinateSearch(space, seed=0)
     batch = [searcher.suggest(str(n)) for n in range(3)]
     searcher.on_trial_complete("0", None, error=True)
-    searcher.on_trial_complete("1", {"val_roc_auc": 0.5})
-    searcher.on_trial_complete("2", {"other": 1.0})
-    searcher.on_trial_complete("unknown", {"val_roc_auc": 2.0})  # re-run after a restore
+    searcher.on_trial_complete("1", {"epoch": 1, "val_roc_auc": 0.5})
+    searcher.on_trial_complete("2", {"epoch": 1, "other": 1.0})
+    # A trial Tune re-ran after a restore:
+    searcher.on_trial_complete("unknown", {"epoch": 1, "val_roc_auc": 2.0})
     incumbent, score = searcher.best
     assert incumbent == {k: v for k, v in batch[1].items() if k != "margin.scheduler"}  # type: ignore[union-attr]
     assert score == 0.5
@@ -144,7 +145,7 @@ def test_minimises_when_the_space_says_min() -> None:
     for number in range(BUDGET):
         config = searcher.suggest(str(number))
         assert isinstance(config, dict)
-        searcher.on_trial_complete(str(number), {"val_eer": 1.0 - objective(config)})
+        searcher.on_trial_complete(str(number), {"epoch": 1, "val_eer": 1.0 - objective(config)})
     assert 1.0 - objective(searcher.best[0]) < EPSILON
 
 
@@ -168,7 +169,7 @@ def test_ends_when_every_neighbour_of_the_best_was_tried_and_never_repeats() -> 
         assert isinstance(config, dict)
         seen.append(tuple(sorted(config.items())))
         score = config["sampler.samples_per_class"] + (config["miner.name"] == "semihard")
-        searcher.on_trial_complete(str(number), {"val_roc_auc": score})
+        searcher.on_trial_complete(str(number), {"epoch": 1, "val_map_at_r": score})
     assert len(seen) == len(set(seen)) <= 6
     assert searcher.best[0] == {"miner.name": "semihard", "sampler.samples_per_class": 4}
 
@@ -184,7 +185,7 @@ def test_a_restored_searcher_continues_exactly_as_the_original(
     restored = CoordinateSearch(space, seed=99)  # the saved order wins over the new seed
     restored.restore_from_dir(str(tmp_path))
     for searcher in (original.searcher, restored):
-        searcher.on_trial_complete("7", {"val_roc_auc": objective(in_flight)})
+        searcher.on_trial_complete("7", {"epoch": 1, "val_roc_auc": objective(in_flight)})
     assert drive(restored, 10, start=8) == drive(original.searcher, 10, start=8)
 
 

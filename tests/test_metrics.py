@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -15,6 +14,8 @@ from pytorch_metric_learning.utils.inference import CustomKNN
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sklearn_roc_curve
 
+from trainables.config import MIN_MAX_PAIRS, load_config
+from trainables.errors import ConfigError
 from trainables.metrics import (
     Evaluator,
     equal_error_rate,
@@ -23,12 +24,14 @@ from trainables.metrics import (
     retrieval_metrics,
     roc_auc,
     roc_curve,
-    sample_verification_pairs,
     tar_at_far,
     verification_metrics,
+    verification_pairs,
 )
+from trainables.metrics.pairs import MIN_NEGATIVE_PAIRS, VerificationPairs
 
 METRIC_KEYS = {"roc_auc", "eer", "tar_at_far_1e-3", "recall_at_1", "map_at_r"}
+COUNT_KEYS = {"pairs", "false_accepts_at_far_1e-3"}
 
 
 def _pair_set(first: np.ndarray, second: np.ndarray) -> set[tuple[int, int]]:
@@ -43,102 +46,150 @@ def _unit_rows(rows: int, dim: int, seed: int) -> torch.Tensor:
 # --- pairs ---------------------------------------------------------------------------------
 
 
-def test_pairs_are_distinct_unordered_and_half_same_class() -> None:
-    labels = np.random.default_rng(0).integers(0, 10, size=500)
-    pairs = sample_verification_pairs(labels, num_pairs=2000, seed=3)
+def _pair_keys(pairs: VerificationPairs, n: int) -> np.ndarray:
+    """One integer per pair, for checking millions of pairs without Python sets."""
+    return pairs.first.astype(np.int64) * n + pairs.second
 
-    assert len(pairs.first) == len(pairs.second) == len(pairs.same) == 2000
-    assert pairs.same.sum() == 1000
+
+def _check_pairs(pairs: VerificationPairs, labels: np.ndarray) -> None:
+    assert len(pairs.first) == len(pairs.second) == len(pairs.same)
     assert (pairs.first < pairs.second).all()
-    assert len(_pair_set(pairs.first, pairs.second)) == 2000
+    assert pairs.first.min() >= 0 and pairs.second.max() < len(labels)
+    assert (np.diff(np.sort(_pair_keys(pairs, len(labels)))) > 0).all()  # distinct
     np.testing.assert_array_equal(pairs.same, labels[pairs.first] == labels[pairs.second])
 
 
-def test_pairs_are_deterministic_for_a_seed() -> None:
-    labels = np.random.default_rng(1).integers(0, 20, size=1000)
-    a = sample_verification_pairs(labels, num_pairs=500, seed=7)
-    b = sample_verification_pairs(labels, num_pairs=500, seed=7)
-    c = sample_verification_pairs(labels, num_pairs=500, seed=8)
+def test_min_negative_pairs_allow_a_thousand_false_accepts_at_far_1e_3() -> None:
+    assert MIN_NEGATIVE_PAIRS == 1_000_000
+    assert MIN_MAX_PAIRS == 2 * MIN_NEGATIVE_PAIRS
+
+
+def test_every_pair_exactly_once_when_the_split_has_at_most_max_pairs() -> None:
+    labels = np.random.default_rng(0).integers(0, 6, size=60)  # 1770 pairs
+    pairs = verification_pairs(labels, max_pairs=MIN_MAX_PAIRS, seed=0)
+
+    listed = list(zip(pairs.first.tolist(), pairs.second.tolist(), strict=True))
+    assert listed == list(itertools.combinations(range(60), 2))
+    assert pairs.first.dtype == pairs.second.dtype == np.int32
+    np.testing.assert_array_equal(pairs.same, labels[pairs.first] == labels[pairs.second])
+    other = verification_pairs(labels, max_pairs=5_000_000, seed=123)  # no randomness
+    for name in ("first", "second", "same"):
+        np.testing.assert_array_equal(getattr(other, name), getattr(pairs, name))
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 17])
+def test_all_pairs_of_tiny_splits_match_triu_indices(n: int) -> None:
+    pairs = verification_pairs(np.arange(n) % 2, max_pairs=MIN_MAX_PAIRS, seed=0)
+    first, second = np.triu_indices(n, k=1)
+    np.testing.assert_array_equal(pairs.first, first)
+    np.testing.assert_array_equal(pairs.second, second)
+
+
+def test_all_pairs_up_to_the_bound_and_a_sample_above_it() -> None:
+    labels = np.random.default_rng(1).integers(0, 40, size=2001)  # 2,001,000 pairs
+    every = verification_pairs(labels[:2000], max_pairs=MIN_MAX_PAIRS, seed=0)  # 1,999,000
+    assert len(every.first) == 1_999_000
+    first, second = np.triu_indices(2000, k=1)
+    np.testing.assert_array_equal(every.first, first)
+    np.testing.assert_array_equal(every.second, second)
+
+    sampled = verification_pairs(labels, max_pairs=MIN_MAX_PAIRS, seed=0)
+    assert len(sampled.first) == MIN_MAX_PAIRS
+    _check_pairs(sampled, labels)
+
+
+def _thirty_classes() -> np.ndarray:
+    # 2,100 samples in 30 classes of 70: 2,203,950 pairs, 72,450 of them same-class.
+    return np.random.default_rng(2).permutation(np.arange(2100) % 30)
+
+
+def test_sample_above_the_bound_keeps_every_same_class_pair_and_a_million_others() -> None:
+    labels = _thirty_classes()
+    pairs = verification_pairs(labels, max_pairs=2_000_000, seed=3)
+
+    assert len(pairs.first) == 2_000_000
+    _check_pairs(pairs, labels)
+    assert pairs.same.sum() == 72_450  # all of them: they fit in half of max_pairs
+    assert (~pairs.same).sum() == 2_000_000 - 72_450
+    assert (~pairs.same).sum() >= MIN_NEGATIVE_PAIRS
+    assert pairs.first.dtype == pairs.second.dtype == np.int32
+
+
+def test_sample_is_deterministic_for_a_seed() -> None:
+    labels = _thirty_classes()
+    a = verification_pairs(labels, max_pairs=2_000_000, seed=7)
+    b = verification_pairs(labels, max_pairs=2_000_000, seed=7)
+    c = verification_pairs(labels, max_pairs=2_000_000, seed=8)
 
     for name in ("first", "second", "same"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
-    assert _pair_set(a.first, a.second) != _pair_set(c.first, c.second)
+    assert not np.array_equal(np.sort(_pair_keys(a, 2100)), np.sort(_pair_keys(c, 2100)))
 
 
-def test_all_pairs_when_there_are_no_more_than_requested() -> None:
-    labels = np.array([0, 0, 1, 2, 1, 0, 2, 2, 3, 0, 1, 1, 0, 3, 2, 2, 0, 1, 3, 3])  # 190 pairs
-    pairs = sample_verification_pairs(labels, num_pairs=190, seed=0)
+def test_sampled_different_class_pairs_are_spread_uniformly() -> None:
+    labels = _thirty_classes()
+    pairs = verification_pairs(labels, max_pairs=2_000_000, seed=4)
 
-    assert _pair_set(pairs.first, pairs.second) == set(itertools.combinations(range(20), 2))
-    assert len(pairs.first) == 190
-    np.testing.assert_array_equal(pairs.same, labels[pairs.first] == labels[pairs.second])
-
-    sampled = sample_verification_pairs(labels, num_pairs=189, seed=0)
-    assert len(_pair_set(sampled.first, sampled.second)) == 189
-    assert sampled.same.sum() == 41  # every same-class pair: 15 + 10 + 10 + 6
-
-
-def test_pairs_fill_up_with_different_class_when_same_class_pairs_run_short() -> None:
-    labels = np.concatenate([np.arange(100), [100, 100, 100]])  # only 3 same-class pairs
-    pairs = sample_verification_pairs(labels, num_pairs=1000, seed=0)
-
-    assert len(pairs.first) == 1000
-    assert pairs.same.sum() == 3
-    assert _pair_set(pairs.first[pairs.same], pairs.second[pairs.same]) == {
-        (100, 101),
-        (100, 102),
-        (101, 102),
-    }
-    assert (labels[pairs.first] == labels[pairs.second]).sum() == 3
+    # Each sample has 2,030 different-class partners, each kept with the same probability
+    # 1,927,550 / 2,131,500, so every sample keeps about 1,836 of them (sd about 13).
+    different = ~pairs.same
+    degree = np.bincount(pairs.first[different], minlength=2100) + np.bincount(
+        pairs.second[different], minlength=2100
+    )
+    expected = 2030 * (2_000_000 - 72_450) / 2_131_500
+    assert np.abs(degree - expected).max() < 80
+    # And so does every pair of classes (4,900 pairs each, about 4,431 kept, sd about 21).
+    a, b = labels[pairs.first[different]], labels[pairs.second[different]]
+    blocks = np.bincount(np.minimum(a, b) * 30 + np.maximum(a, b), minlength=900)
+    kept = blocks.reshape(30, 30)[np.triu_indices(30, k=1)]
+    assert np.abs(kept - 4900 * expected / 2030).max() < 120
 
 
-def test_pairs_fill_up_with_same_class_when_different_class_pairs_run_short() -> None:
-    labels = np.array([5] * 60 + [9])  # 60 different-class pairs, 1770 same-class
-    pairs = sample_verification_pairs(labels, num_pairs=1000, seed=0)
+def test_sample_takes_half_of_max_pairs_when_same_class_pairs_abound() -> None:
+    labels = np.random.default_rng(5).permutation(np.arange(2100) % 2)  # 1,101,450 same-class
+    pairs = verification_pairs(labels, max_pairs=2_000_000, seed=0)
 
-    assert len(pairs.first) == 1000
-    assert (~pairs.same).sum() == 60
-    assert _pair_set(pairs.first[~pairs.same], pairs.second[~pairs.same]) == {
-        (i, 60) for i in range(60)
-    }
-    assert len(_pair_set(pairs.first, pairs.second)) == 1000
+    _check_pairs(pairs, labels)
+    assert pairs.same.sum() == 1_000_000
+    assert (~pairs.same).sum() == 1_000_000
 
 
-def test_pairs_can_exhaust_a_group_exactly() -> None:
-    labels = np.random.default_rng(2).permutation([0] * 10 + [1] * 30)  # 480 same, 300 diff
-    pairs = sample_verification_pairs(labels, num_pairs=779, seed=4)
+def test_sample_fills_up_with_same_class_when_different_class_pairs_run_short() -> None:
+    labels = np.array([5] * 2100 + [9])  # 2,100 different-class pairs, 2,203,950 same-class
+    pairs = verification_pairs(labels, max_pairs=2_000_000, seed=0)
 
-    everything = set(itertools.combinations(range(40), 2))
-    different = {(i, j) for i, j in everything if labels[i] != labels[j]}
-    drawn = _pair_set(pairs.first, pairs.second)
-    assert len(drawn) == 779
-    assert drawn <= everything
-    assert _pair_set(pairs.first[~pairs.same], pairs.second[~pairs.same]) == different
-    np.testing.assert_array_equal(pairs.same, labels[pairs.first] == labels[pairs.second])
+    assert len(pairs.first) == 2_000_000
+    _check_pairs(pairs, labels)
+    assert (~pairs.same).sum() == 2100  # every one of them
+    np.testing.assert_array_equal(np.sort(pairs.first[~pairs.same]), np.arange(2100))
 
 
-def test_pairs_are_drawn_uniformly_within_each_group() -> None:
-    labels = np.array([2, 0, 1, 2, 1, 0, 2, 1, 2, 1, 0, 2])  # sizes 3, 4, 5: 19 same, 47 diff
-    counts: Counter[tuple[int, int]] = Counter()
-    draws = 2000
-    for seed in range(draws):
-        pairs = sample_verification_pairs(labels, num_pairs=20, seed=seed)
-        counts.update(_pair_set(pairs.first, pairs.second))
+def test_sample_scales_to_large_splits() -> None:
+    labels = np.random.default_rng(6).integers(0, 1000, size=100_000)
+    pairs = verification_pairs(labels, max_pairs=2_000_000, seed=0)
 
-    same = {p for p in itertools.combinations(range(12), 2) if labels[p[0]] == labels[p[1]]}
-    assert len(counts) == 66
-    for pair, count in counts.items():
-        expected = draws * 10 / (19 if pair in same else 47)
-        assert abs(count - expected) < 0.2 * expected, (pair, count, expected)
+    assert len(pairs.first) == 2_000_000
+    _check_pairs(pairs, labels)
+    assert pairs.same.sum() == 1_000_000
 
 
-def test_pairs_scale_to_large_splits() -> None:
-    labels = np.random.default_rng(5).integers(0, 1000, size=100_000)
-    pairs = sample_verification_pairs(labels, num_pairs=20_000, seed=0)
+def test_pairs_reject_too_small_max_pairs_and_bad_labels() -> None:
+    with pytest.raises(ValueError, match="at least 1000000 different-class"):
+        verification_pairs(np.arange(10) % 2, max_pairs=MIN_MAX_PAIRS - 1, seed=0)
+    with pytest.raises(ValueError, match="one-dimensional"):
+        verification_pairs(np.zeros((3, 3)), max_pairs=MIN_MAX_PAIRS, seed=0)
 
-    assert len(_pair_set(pairs.first, pairs.second)) == 20_000
-    assert pairs.same.sum() == 10_000
-    np.testing.assert_array_equal(pairs.same, labels[pairs.first] == labels[pairs.second])
+
+def test_eval_max_pairs_below_the_bound_is_refused() -> None:
+    assert load_config().eval.max_pairs == 5_000_000
+    assert load_config(overrides=["eval.max_pairs=2000000"]).eval.max_pairs == MIN_MAX_PAIRS
+    with pytest.raises(ConfigError) as caught:
+        load_config(overrides=["eval.max_pairs=1999999"])
+    assert caught.value.field == "eval.max_pairs"
+    assert ">= 2000000" in str(caught.value)
+    assert "1,000 false accepts at FAR 1e-3" in str(caught.value)
+    with pytest.raises(ConfigError, match="known keys of eval"):
+        load_config(overrides=["eval.num_pairs=20000"])
 
 
 # --- verification --------------------------------------------------------------------------
@@ -234,7 +285,47 @@ def test_tar_at_far_matches_a_brute_force_threshold_scan(seed: int) -> None:
 def test_verification_metrics_of_perfectly_separated_scores() -> None:
     same = np.array([True, False] * 50)
     metrics = verification_metrics(np.where(same, 1.0, -1.0), same)
-    assert metrics == {"roc_auc": 1.0, "eer": 0.0, "tar_at_far_1e-3": 1.0}
+    assert metrics == {
+        "roc_auc": 1.0,
+        "eer": 0.0,
+        "tar_at_far_1e-3": 1.0,
+        "pairs": 100.0,
+        "false_accepts_at_far_1e-3": 0.0,
+    }
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_false_accepts_at_far_match_a_brute_force_threshold_scan(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    same = rng.random(20_000) < 0.3
+    scores = np.round(rng.normal(size=20_000) + 2.0 * same, 2)  # ties included
+
+    # The most lenient threshold, over the sorted distinct scores, whose FAR is <= 1e-3.
+    false_accepts, true_accepts = 0, 0
+    for threshold in np.sort(np.unique(scores))[::-1]:
+        accepted = scores >= threshold
+        if (accepted & ~same).sum() / (~same).sum() > 1e-3:
+            break
+        false_accepts, true_accepts = (accepted & ~same).sum(), (accepted & same).sum()
+
+    metrics = verification_metrics(scores, same)
+    assert metrics["false_accepts_at_far_1e-3"] == false_accepts
+    assert metrics["tar_at_far_1e-3"] == true_accepts / same.sum()
+    assert metrics["pairs"] == 20_000.0
+    assert 0 < false_accepts <= 1e-3 * (~same).sum()
+    assert all(isinstance(value, float) for value in metrics.values())
+
+
+def test_verification_metrics_count_every_pair_of_a_small_split() -> None:
+    n = 60
+    labels = np.random.default_rng(3).integers(0, 4, size=n)
+    embeddings = _unit_rows(n, 5, seed=3)
+    pairs = verification_pairs(labels, max_pairs=MIN_MAX_PAIRS, seed=0)
+
+    metrics = verification_metrics(pair_scores(embeddings, pairs), pairs.same)
+
+    assert metrics["pairs"] == n * (n - 1) / 2 == 1770
+    assert Evaluator(labels)(embeddings)["pairs"] == 1770
 
 
 def test_roc_curve_rejects_a_single_class_of_pairs() -> None:
@@ -244,11 +335,21 @@ def test_roc_curve_rejects_a_single_class_of_pairs() -> None:
 
 def test_pair_scores_are_minus_euclidean_distance() -> None:
     embeddings = _unit_rows(30, 8, seed=0)
-    pairs = sample_verification_pairs(np.arange(30) % 4, num_pairs=100, seed=0)
+    pairs = verification_pairs(np.arange(30) % 4, max_pairs=MIN_MAX_PAIRS, seed=0)
     expected = -np.linalg.norm(
         embeddings.numpy()[pairs.first] - embeddings.numpy()[pairs.second], axis=1
     )
     np.testing.assert_allclose(pair_scores(embeddings, pairs), expected, rtol=1e-6)
+
+
+def test_pair_scores_do_not_depend_on_the_chunking() -> None:
+    embeddings = _unit_rows(3000, 64, seed=4)  # 4.5 M pairs, many chunks
+    pairs = verification_pairs(np.arange(3000) % 7, max_pairs=5_000_000, seed=0)
+    sample = np.random.default_rng(4).choice(len(pairs.first), size=10_000, replace=False)
+    expected = -torch.linalg.vector_norm(
+        embeddings[pairs.first[sample]] - embeddings[pairs.second[sample]], dim=1
+    )
+    np.testing.assert_array_equal(pair_scores(embeddings, pairs)[sample], expected.double())
 
 
 # --- retrieval -----------------------------------------------------------------------------
@@ -304,7 +405,7 @@ def test_evaluator_on_perfect_embeddings() -> None:
     labels = np.random.default_rng(0).integers(0, 8, size=400)
     embeddings = F.one_hot(torch.as_tensor(labels), num_classes=8).float()
 
-    metrics = Evaluator(labels, num_pairs=2000, seed=0)(embeddings)
+    metrics = Evaluator(labels)(embeddings)
 
     assert metrics == {
         "roc_auc": 1.0,
@@ -312,17 +413,21 @@ def test_evaluator_on_perfect_embeddings() -> None:
         "tar_at_far_1e-3": 1.0,
         "recall_at_1": 1.0,
         "map_at_r": 1.0,
+        "pairs": 79_800.0,  # every pair of 400 samples
+        "false_accepts_at_far_1e-3": 0.0,
     }
 
 
 def test_evaluator_combines_verification_on_its_pairs_and_retrieval() -> None:
     labels = np.random.default_rng(1).integers(0, 5, size=300)
     embeddings = _unit_rows(300, 6, seed=1)
-    evaluator = Evaluator(labels, num_pairs=1000, seed=2)
+    evaluator = Evaluator(labels, max_pairs=MIN_MAX_PAIRS, seed=2)
 
     metrics = evaluator(embeddings)
 
-    assert set(metrics) == METRIC_KEYS
+    assert list(metrics)[-2:] == ["pairs", "false_accepts_at_far_1e-3"]  # counts last
+    assert set(metrics) == METRIC_KEYS | COUNT_KEYS
+    assert metrics["pairs"] == 300 * 299 / 2
     assert all(isinstance(value, float) for value in metrics.values())
     scores = pair_scores(embeddings, evaluator.pairs)
     assert metrics["roc_auc"] == pytest.approx(
@@ -370,7 +475,7 @@ def test_raw_features_are_flattened_and_normalised() -> None:
     generator = torch.Generator().manual_seed(3)
     images = torch.rand(60, 1, 4, 4, generator=generator)
     scale = torch.rand(60, 1, 1, 1, generator=generator) * 10 + 0.1
-    evaluator = Evaluator(labels, num_pairs=500, seed=0)
+    evaluator = Evaluator(labels, seed=0)
 
     metrics = evaluate_raw_features(evaluator, images * scale)
 
@@ -378,3 +483,34 @@ def test_raw_features_are_flattened_and_normalised() -> None:
     assert metrics.keys() == expected.keys()
     for key, value in expected.items():
         assert metrics[key] == pytest.approx(value, abs=1e-6)
+
+
+def test_raw_features_may_have_an_all_zero_row() -> None:
+    labels = np.random.default_rng(4).integers(0, 3, size=50)
+    generator = torch.Generator().manual_seed(4)
+    images = torch.rand(50, 1, 4, 4, generator=generator)
+    images[7] = 0  # a blank image: legal data, no direction
+    evaluator = Evaluator(labels)
+
+    metrics = evaluate_raw_features(evaluator, images)
+
+    rows = F.normalize(images.reshape(50, 16), dim=1)
+    assert not rows[7].any()
+    first, second = np.triu_indices(50, k=1)
+    distances = torch.linalg.vector_norm(rows[first] - rows[second], dim=1).numpy()
+    np.testing.assert_allclose(distances[(first == 7) | (second == 7)], 1.0, rtol=1e-6)
+    same = labels[first] == labels[second]
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(same, -distances), abs=1e-9)
+    assert np.isfinite(list(metrics.values())).all()
+
+
+@pytest.mark.parametrize("scale", [2.0, 0.0], ids=["scaled-by-2", "zero"])
+def test_a_model_output_off_the_unit_sphere_is_still_rejected(scale: float) -> None:
+    labels = np.random.default_rng(5).integers(0, 3, size=50)
+    embeddings = _unit_rows(50, 8, seed=5)
+    embeddings[3] *= scale
+    evaluator = Evaluator(labels)
+
+    with pytest.raises(ValueError, match="L2-normalised"):
+        evaluator(embeddings)
+    evaluate_raw_features(evaluator, embeddings)  # raw features are normalised first

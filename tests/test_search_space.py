@@ -17,6 +17,8 @@ import yaml
 import pipeline.search_space as search_space_module
 from pipeline.search_space import (
     DISTRIBUTIONS,
+    PROTOCOL_KEYS,
+    PROTOCOL_PREFIXES,
     TUNABLE_METRICS,
     OptunaDefineByRun,
     SearchSpace,
@@ -122,7 +124,7 @@ def test_a_directory_named_like_a_packaged_space_does_not_shadow_it(
 def test_the_documented_example_covers_every_distribution(base: Config) -> None:
     space = parse_space(documented_example(), base, name="doc")
     assert {p.distribution for p in space.parameters} == set(DISTRIBUTIONS)
-    assert space.metric == "val_roc_auc"
+    assert space.metric == "val_map_at_r"
     assert space.mode == "max"
 
 
@@ -189,26 +191,23 @@ def test_every_documented_suggestion_gives_a_valid_config(
 
 
 def test_int_with_log_scale_spans_orders_of_magnitude(base: Config) -> None:
-    space = make_space(
-        base,
-        {"train.batches_per_epoch": {"distribution": "int", "low": 1, "high": 1000, "log": True}},
-    )
+    path = "sampler.representative_iters"
+    space = make_space(base, {path: {"distribution": "int", "low": 1, "high": 1000, "log": True}})
     drawn = drive(space.optuna_space())
-    values = values_of(drawn, "train.batches_per_epoch")
+    values = values_of(drawn, path)
     assert all(type(v) is int and 1 <= v <= 1000 for v in values)
     assert min(values) < 10
     assert max(values) > 100
     assert 0.35 < sum(v < 32 for v in values) / len(values) < 0.65
-    assert apply_overrides(base, drawn[0][0]).train.batches_per_epoch == values[0]
+    assert apply_overrides(base, drawn[0][0]).sampler.representative_iters == values[0]
 
 
 def test_int_step_that_does_not_divide_the_range_stays_on_the_grid(base: Config) -> None:
-    space = make_space(
-        base, {"eval.pair_seed": {"distribution": "int", "low": 0, "high": 10, "step": 3}}
-    )
+    path = "sampler.representative_iters"
+    space = make_space(base, {path: {"distribution": "int", "low": 1, "high": 11, "step": 3}})
     with pytest.warns(UserWarning, match="divisible"):
-        values = set(values_of(drive(space.optuna_space(), trials=60), "eval.pair_seed"))
-    assert values == {0, 3, 6, 9}
+        values = set(values_of(drive(space.optuna_space(), trials=60), path))
+    assert values == {1, 4, 7, 10}
 
 
 def test_int_on_a_float_field_is_accepted_as_a_float(base: Config) -> None:
@@ -300,8 +299,15 @@ def field_of(base: Config, data: Any) -> ConfigError:
             id="log-low-negative",
         ),
         pytest.param(
-            {"eval.pair_seed": {"distribution": "int", "low": 0, "high": 9, "log": True}},
-            "space.parameters.eval.pair_seed.low",
+            {
+                "sampler.representative_iters": {
+                    "distribution": "int",
+                    "low": 0,
+                    "high": 9,
+                    "log": True,
+                }
+            },
+            "space.parameters.sampler.representative_iters.low",
             ["low > 0"],
             id="int-log-low-zero",
         ),
@@ -367,7 +373,7 @@ def field_of(base: Config, data: Any) -> ConfigError:
         ),
         pytest.param(
             {
-                "train.batches_per_epoch": {
+                "sampler.representative_iters": {
                     "distribution": "int",
                     "low": 1,
                     "high": 64,
@@ -375,13 +381,20 @@ def field_of(base: Config, data: Any) -> ConfigError:
                     "log": True,
                 }
             },
-            "space.parameters.train.batches_per_epoch.step",
+            "space.parameters.sampler.representative_iters.step",
             ["1 with log"],
             id="int-log-with-step",
         ),
         pytest.param(
-            {"train.batches_per_epoch": {"distribution": "int", "low": 1, "high": 64, "log": "no"}},
-            "space.parameters.train.batches_per_epoch.log",
+            {
+                "sampler.representative_iters": {
+                    "distribution": "int",
+                    "low": 1,
+                    "high": 64,
+                    "log": "no",
+                }
+            },
+            "space.parameters.sampler.representative_iters.log",
             ["true or false", "'no'"],
             id="log-not-a-bool",
         ),
@@ -422,20 +435,26 @@ def field_of(base: Config, data: Any) -> ConfigError:
             id="fixed-bad-scheduler",
         ),
         pytest.param(
-            {"train.epochs": {"distribution": "uniform", "low": 2, "high": 10}},
-            "space.parameters.train.epochs.distribution",
+            {"model.embedding_dim": {"distribution": "uniform", "low": 2, "high": 10}},
+            "space.parameters.model.embedding_dim.distribution",
             ["integer", "uniform draws floats", "distribution: int"],
             id="uniform-on-int-field",
         ),
         pytest.param(
-            {"train.batches_per_epoch": {"distribution": "log_uniform", "low": 1, "high": 100}},
-            "space.parameters.train.batches_per_epoch.distribution",
+            {
+                "sampler.representative_iters": {
+                    "distribution": "log_uniform",
+                    "low": 1,
+                    "high": 100,
+                }
+            },
+            "space.parameters.sampler.representative_iters.distribution",
             ["integer", "log_uniform draws floats", "distribution: int"],
-            id="log-uniform-on-optional-int-field",
+            id="log-uniform-on-int-field",
         ),
         pytest.param(
-            {"train.epochs": {"distribution": "categorical", "choices": [4, 8.5]}},
-            "space.parameters.train.epochs",
+            {"model.embedding_dim": {"distribution": "categorical", "choices": [4, 8.5]}},
+            "space.parameters.model.embedding_dim",
             ["8.5", "must be an integer"],
             id="float-choice-on-int-field",
         ),
@@ -470,6 +489,16 @@ def test_bad_parameters_fail_naming_the_field(
     assert error.field == field
     for word in words:
         assert word in str(error)
+
+
+def test_optional_int_fields_count_as_integers() -> None:
+    # The only ``int | None`` fields are protocol keys a space may not name, so the check that
+    # keeps float draws off them is exercised on the annotation itself.
+    fields = config_fields()
+    assert search_space_module._is_integer(fields["train.batches_per_epoch"])
+    assert search_space_module._is_integer(fields["model.embedding_dim"])
+    assert not search_space_module._is_integer(fields["margin.max_margin"])
+    assert not search_space_module._is_integer(fields["train.lr"])
 
 
 def test_a_valid_parameter_does_not_hide_a_bad_one(base: Config) -> None:
@@ -528,9 +557,9 @@ def test_every_tunable_metric_is_a_validation_metric_and_accepted(base: Config) 
         assert (space.metric, space.mode) == (metric, "min")
 
 
-def test_defaults_are_val_roc_auc_maximised(base: Config) -> None:
+def test_defaults_are_val_map_at_r_maximised(base: Config) -> None:
     space = make_space(base, {"train.lr": UNIFORM})
-    assert (space.metric, space.mode, space.description) == ("val_roc_auc", "max", "")
+    assert (space.metric, space.mode, space.description) == ("val_map_at_r", "max", "")
 
 
 def test_every_config_path_may_be_named(base: Config) -> None:
@@ -618,3 +647,131 @@ def test_nan_bound_is_an_empty_range(base: Config) -> None:
         base, {"parameters": {"train.lr": {"distribution": "uniform", "low": math.nan, "high": 1}}}
     )
     assert error.field == "space.parameters.train.lr.high"
+
+
+# --- protocol keys ---------------------------------------------------------------------------
+
+#: One key for every protocol prefix and key, with a spec that would be valid if it were allowed.
+PROTOCOL_EXAMPLES: dict[str, tuple[dict[str, Any], Any]] = {
+    "dataset.split_seed": ({"distribution": "int", "low": 0, "high": 9}, 3),
+    "dataset.noise": ({"distribution": "uniform", "low": 0.1, "high": 0.5}, 0.2),
+    "dataset.num_classes": ({"distribution": "int", "low": 40, "high": 100}, 50),
+    "dataset.name": ({"distribution": "categorical", "choices": ["synthetic"]}, "synthetic"),
+    "eval.pair_seed": ({"distribution": "int", "low": 0, "high": 9}, 1),
+    "collapse.threshold": ({"distribution": "log_uniform", "low": 0.001, "high": 0.1}, 0.02),
+    "collapse.enabled": ({"distribution": "categorical", "choices": [True, False]}, False),
+    "seed": ({"distribution": "int", "low": 0, "high": 99}, 7),
+    "train.epochs": ({"distribution": "int", "low": 2, "high": 30}, 5),
+    "train.batches_per_epoch": ({"distribution": "int", "low": 1, "high": 64, "log": True}, 8),
+    "train.device": ({"distribution": "categorical", "choices": ["cpu", "auto"]}, "cpu"),
+    "train.num_threads": ({"distribution": "int", "low": 1, "high": 4}, 2),
+}
+
+
+def test_the_examples_cover_every_protocol_prefix_and_key() -> None:
+    assert set(PROTOCOL_PREFIXES) == {"dataset.", "eval.", "collapse."}
+    assert set(PROTOCOL_KEYS) == {
+        "seed",
+        "train.epochs",
+        "train.batches_per_epoch",
+        "train.device",
+        "train.num_threads",
+    }
+    assert set(PROTOCOL_KEYS) <= set(PROTOCOL_EXAMPLES)
+    for prefix in PROTOCOL_PREFIXES:
+        assert any(path.startswith(prefix) for path in PROTOCOL_EXAMPLES)
+    known = config_fields()
+    assert set(PROTOCOL_EXAMPLES) <= set(known)
+    assert set(PROTOCOL_KEYS) <= set(known)
+    for prefix in PROTOCOL_PREFIXES:
+        assert any(path.startswith(prefix) for path in known)
+
+
+def assert_protocol_error(error: ConfigError, path: str) -> None:
+    assert error.field == f"space.parameters.{path}"
+    message = str(error)
+    assert path in message.split(":", 1)[1]  # named in the message, not only the field
+    for words in ("data, evaluation, seeds or budget", "same for every method", "base config"):
+        assert words in message
+    assert f"--set {path}=" in message
+
+
+@pytest.mark.parametrize("path", sorted(PROTOCOL_EXAMPLES))
+@pytest.mark.parametrize("how", ["searched", "fixed"])
+def test_a_protocol_key_is_refused_searched_or_fixed(base: Config, path: str, how: str) -> None:
+    searched, value = PROTOCOL_EXAMPLES[path]
+    spec = searched if how == "searched" else {"distribution": "fixed", "value": value}
+    error = field_of(base, {"parameters": {"train.lr": UNIFORM, path: spec}})
+    assert_protocol_error(error, path)
+
+
+@pytest.mark.parametrize("how", ["searched", "fixed"])
+def test_every_config_path_of_the_protocol_is_refused(base: Config, how: str) -> None:
+    protocol = [
+        path
+        for path in config_fields()
+        if path in PROTOCOL_KEYS or path.startswith(PROTOCOL_PREFIXES)
+    ]
+    assert len(protocol) > len(PROTOCOL_KEYS)
+    for path in protocol:
+        value = base.flat()[path]
+        spec = (
+            {"distribution": "fixed", "value": value}
+            if how == "fixed"
+            else {"distribution": "categorical", "choices": [value]}
+        )
+        assert_protocol_error(
+            field_of(base, {"parameters": {"train.lr": UNIFORM, path: spec}}), path
+        )
+
+
+@pytest.mark.parametrize("spec", [0.01, None, {"low": 1}, {"distribution": "normal"}])
+def test_a_protocol_key_is_refused_before_its_spec_is_read(base: Config, spec: Any) -> None:
+    error = field_of(base, {"parameters": {"train.lr": UNIFORM, "seed": spec}})
+    assert_protocol_error(error, "seed")
+
+
+def test_an_unknown_path_under_a_protocol_prefix_is_still_unknown(base: Config) -> None:
+    error = field_of(base, {"parameters": {"dataset.bogus": UNIFORM}})
+    assert error.field == "space.parameters.dataset.bogus"
+    assert "unknown config path" in str(error)
+
+
+def test_a_protocol_key_is_refused_in_a_file(tmp_path: Path, base: Config) -> None:
+    path = tmp_path / "leaky.yaml"
+    path.write_text(
+        "parameters:\n"
+        "  train.lr: {distribution: log_uniform, low: 0.0001, high: 0.01}\n"
+        "  dataset.split_seed: {distribution: fixed, value: 3}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_space(path, base)
+    assert_protocol_error(caught.value, "dataset.split_seed")
+
+
+@pytest.mark.parametrize(
+    ("path", "searched", "value"),
+    [
+        ("train.lr", {"distribution": "log_uniform", "low": 1e-4, "high": 1e-2}, 0.003),
+        ("sampler.classes_per_batch", {"distribution": "int", "low": 8, "high": 32, "step": 8}, 8),
+        ("train.weight_decay", {"distribution": "uniform", "low": 0.0, "high": 0.01}, 0.001),
+        ("model.embedding_dim", {"distribution": "categorical", "choices": [32, 64]}, 32),
+    ],
+)
+def test_method_keys_near_the_protocol_remain_allowed(
+    base: Config, path: str, searched: dict[str, Any], value: Any
+) -> None:
+    space = make_space(base, {path: searched})
+    assert [p.path for p in space.searched] == [path]
+    space = make_space(
+        base, {"margin.initial_margin": UNIFORM, path: {"distribution": "fixed", "value": value}}
+    )
+    assert space.fixed == {path: value}
+
+
+def test_no_packaged_space_names_a_protocol_key() -> None:
+    for name, path in packaged_spaces().items():
+        data = yaml.safe_load(path.read_text())
+        for key in data["parameters"]:
+            assert key not in PROTOCOL_KEYS, (name, key)
+            assert not key.startswith(PROTOCOL_PREFIXES), (name, key)

@@ -1,4 +1,5 @@
-"""Means with t confidence intervals and paired tests, checked against independent scipy calls."""
+"""Means with t confidence intervals and paired tests, checked against independent scipy calls;
+Holm's correction; seed means per class split."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import math
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -13,8 +15,11 @@ from pipeline.statistics import (
     CONFIDENCE,
     MIN_PAIRS_FOR_WILCOXON,
     MeanInterval,
+    holm_bonferroni,
+    interval_table,
     mean_interval,
     paired_comparison,
+    split_unit_values,
 )
 
 SAMPLES = [
@@ -163,8 +168,8 @@ def test_nan_pairs_are_dropped_from_both_sides() -> None:
     treatment, baseline = paired_samples(12, 0.004, 4)
     treatment_gaps = treatment.copy()
     baseline_gaps = baseline.copy()
-    treatment_gaps[[1, 5]] = math.nan  # collapsed runs of the treatment
-    baseline_gaps[[5, 9]] = math.nan  # and of the baseline (seed 5 collapsed in both)
+    treatment_gaps[[1, 5]] = math.nan  # failed runs of the treatment
+    baseline_gaps[[5, 9]] = math.nan  # and of the baseline (seed 5 failed in both)
     keep = np.ones(12, dtype=bool)
     keep[[1, 5, 9]] = False
     result = paired_comparison(treatment_gaps, baseline_gaps)
@@ -212,28 +217,90 @@ def test_fewer_than_two_pairs_have_no_tests() -> None:
     assert math.isnan(none.t_pvalue) and math.isnan(none.wilcoxon_pvalue)
 
 
-def test_identical_arrays_have_no_difference() -> None:
+def test_identical_arrays_are_constant_and_untested() -> None:
     _, baseline = paired_samples(10, 0.0, 7)
     result = paired_comparison(baseline.copy(), baseline)
+    assert result.constant
     assert result.difference.mean == 0.0
-    assert result.difference.half_width == 0.0
-    assert result.t_pvalue == 1.0
-    assert result.wilcoxon_pvalue == 1.0
+    assert result.difference.n == 10
+    assert math.isnan(result.difference.half_width)
+    assert math.isnan(result.t_pvalue)
+    assert math.isnan(result.wilcoxon_pvalue)
 
 
-def test_a_constant_non_zero_shift_is_certain() -> None:
-    _, baseline = paired_samples(10, 0.0, 8)
-    treatment = baseline + 0.01  # rounding makes the differences equal only to ~1e-17
+def test_a_constant_non_zero_shift_is_constant_and_untested() -> None:
+    # Across binades, rounding makes the differences equal only to ~1e-17.
+    baseline = np.array([0.1, 0.2, 0.3, 0.55, 0.7, 0.81, 0.83, 0.9, 0.95, 0.99])
+    treatment = baseline + 0.01
+    assert np.ptp(treatment - baseline) > 0  # not exactly equal: the tolerance decides
     result = paired_comparison(treatment, baseline)
+    assert result.constant
     assert result.difference.mean == pytest.approx(0.01)
-    assert result.difference.half_width == pytest.approx(0.0, abs=1e-12)
-    assert result.t_pvalue == 0.0
+    assert result.difference.n == 10
+    assert math.isnan(result.difference.half_width)
+    assert math.isnan(result.difference.low) and math.isnan(result.difference.high)
+    assert math.isnan(result.t_pvalue)
+    assert math.isnan(result.wilcoxon_pvalue)
+    # scipy itself gives a meaningless p ≈ 0 (and warns): that is what is no longer reported.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # scipy: "nearly identical" data
         assert stats.ttest_rel(treatment, baseline).pvalue == pytest.approx(0.0, abs=1e-12)
-    # Every difference positive: the exact two-sided Wilcoxon p is 2 / 2**10.
-    assert result.wilcoxon_pvalue == pytest.approx(2 / 2**10)
-    assert result.wilcoxon_pvalue == pytest.approx(stats.wilcoxon(treatment, baseline).pvalue)
+
+
+@pytest.mark.parametrize("n", [2, 3, MIN_PAIRS_FOR_WILCOXON - 1, MIN_PAIRS_FOR_WILCOXON, 20])
+@pytest.mark.parametrize("shift", [0.0, 0.01, -0.25, 3.0])
+def test_constant_differences_are_constant_for_every_size_and_shift(n: int, shift: float) -> None:
+    _, baseline = paired_samples(n, 0.0, n)
+    result = paired_comparison(baseline + shift, baseline)
+    assert result.constant
+    assert result.difference.n == n
+    assert result.difference.mean == pytest.approx(shift, abs=1e-12)
+    assert math.isnan(result.difference.half_width)
+    assert math.isnan(result.t_pvalue) and math.isnan(result.wilcoxon_pvalue)
+
+
+def test_constant_after_dropping_nan_pairs_is_constant() -> None:
+    baseline = np.array([0.80, 0.81, math.nan, 0.83, 0.84])
+    treatment = np.array([0.82, 0.83, 0.95, math.nan, 0.86])
+    result = paired_comparison(treatment, baseline)
+    assert result.constant
+    assert result.difference.n == 3
+    assert result.difference.mean == pytest.approx(0.02)
+    assert math.isnan(result.t_pvalue)
+
+
+def test_one_pair_is_not_called_constant() -> None:
+    result = paired_comparison(np.array([0.9]), np.array([0.8]))
+    assert not result.constant
+    assert result.difference.n == 1
+    assert math.isnan(result.t_pvalue)
+
+
+def test_a_tiny_real_spread_is_not_constant() -> None:
+    treatment, baseline = paired_samples(10, 0.005, 0)
+    scaled = paired_comparison(treatment * 1e-9, baseline * 1e-9)
+    assert not scaled.constant
+    assert 0 < scaled.t_pvalue < 1
+    assert scaled.difference.half_width > 0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_random_non_constant_sample_has_finite_p_values(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 30))
+    baseline = rng.uniform(0.5, 0.95, size=n)
+    treatment = baseline + rng.normal(rng.normal(0.0, 0.01), 0.02, size=n)
+    result = paired_comparison(treatment, baseline)
+    assert not result.constant
+    assert result.difference.n == n
+    assert math.isfinite(result.t_pvalue)
+    assert 0 < result.t_pvalue <= 1
+    assert math.isfinite(result.difference.half_width) and result.difference.half_width > 0
+    assert result.t_pvalue == pytest.approx(stats.ttest_rel(treatment, baseline).pvalue)
+    if n >= MIN_PAIRS_FOR_WILCOXON:
+        assert 0 < result.wilcoxon_pvalue <= 1
+    else:
+        assert math.isnan(result.wilcoxon_pvalue)
 
 
 def test_a_hand_made_improvement_has_a_ci_excluding_zero() -> None:
@@ -261,3 +328,160 @@ def test_a_noisy_small_effect_has_a_ci_including_zero() -> None:
     assert result.difference.low < 0 < result.difference.high
     assert result.t_pvalue > 0.05
     assert result.wilcoxon_pvalue > 0.05
+
+
+# --- holm_bonferroni -------------------------------------------------------------------------
+
+
+def test_holm_equals_a_hand_computed_example() -> None:
+    # Sorted: 0.005 (×4 = 0.02), 0.01 (×3 = 0.03), 0.03 (×2 = 0.06), 0.04 (×1 = 0.04 → 0.06).
+    adjusted = holm_bonferroni([0.01, 0.04, 0.03, 0.005])
+    assert isinstance(adjusted, np.ndarray)
+    np.testing.assert_allclose(adjusted, [0.03, 0.06, 0.06, 0.02], rtol=1e-12)
+
+
+def test_holm_caps_at_one() -> None:
+    np.testing.assert_allclose(holm_bonferroni([0.3, 0.6, 0.02]), [0.6, 0.6, 0.06], rtol=1e-12)
+    np.testing.assert_allclose(holm_bonferroni([0.5, 0.9]), [1.0, 1.0])
+
+
+def test_holm_keeps_nan_and_does_not_count_it() -> None:
+    adjusted = holm_bonferroni([0.01, math.nan, 0.04, math.nan])
+    assert math.isnan(adjusted[1]) and math.isnan(adjusted[3])
+    np.testing.assert_allclose(adjusted[[0, 2]], [0.02, 0.04], rtol=1e-12)  # m = 2, not 4
+    assert np.isnan(holm_bonferroni([math.nan, math.nan])).all()
+
+
+def test_holm_of_a_single_p_is_that_p() -> None:
+    for p in (0.0, 0.003, 0.5, 1.0):
+        assert holm_bonferroni([p]).tolist() == [p]
+    assert holm_bonferroni([]).shape == (0,)
+
+
+def test_holm_ties_get_equal_adjusted_values() -> None:
+    adjusted = holm_bonferroni([0.01, 0.02, 0.01])
+    assert adjusted[0] == adjusted[2] == pytest.approx(0.03)
+    assert adjusted[1] == pytest.approx(0.03)
+
+
+def test_holm_refuses_values_outside_the_unit_interval() -> None:
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        holm_bonferroni([0.1, 1.5])
+    with pytest.raises(ValueError):
+        holm_bonferroni([-0.01])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_holm_properties_hold_for_random_p_values(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(1, 15))
+    raw = rng.uniform(0, 1, size=m) ** 3  # plenty of small p-values
+    raw[rng.uniform(size=m) < 0.2] = math.nan
+    adjusted = holm_bonferroni(raw)
+    finite = ~np.isnan(raw)
+    assert np.array_equal(np.isnan(adjusted), ~finite)
+    a, r = adjusted[finite], raw[finite]
+    assert np.all(a >= r)
+    assert np.all(a <= 1)
+    order = np.argsort(r, kind="stable")
+    assert np.all(np.diff(a[order]) >= 0)  # monotone in the order of the raw p-values
+    # Never more than Bonferroni, never less than the smallest p times m.
+    k = len(r)
+    assert np.all(a <= np.minimum(1, k * r) + 1e-15)
+    if k:
+        assert a.min() == pytest.approx(min(1.0, k * r.min()))
+    # The definition, written out.
+    sorted_raw = r[order]
+    expected = [max(min(1.0, (k - j) * sorted_raw[j]) for j in range(i + 1)) for i in range(k)]
+    np.testing.assert_allclose(a[order], expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_holm_equals_statsmodels(seed: int) -> None:
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    raw = np.random.default_rng(seed).uniform(0, 0.2, size=12)
+    expected = multitest.multipletests(raw, method="holm")[1]
+    np.testing.assert_allclose(holm_bonferroni(raw), expected, rtol=1e-12)
+
+
+# --- interval_table --------------------------------------------------------------------------
+
+
+def test_interval_table_averages_collapsed_runs_with_values_and_counts_failed_ones() -> None:
+    runs = pd.DataFrame(
+        {
+            "method": ["a", "a", "a", "a", "b", "b"],
+            "status": ["completed", "collapsed", "failed", "completed", "completed", "failed"],
+            "test_roc_auc": [0.9, 0.5, math.nan, 0.8, 0.7, math.nan],
+        }
+    )
+    table = interval_table(runs, "method", ["a", "b"], {"roc_auc": "test_roc_auc"})
+    a, b = table.to_dict("records")
+    assert (a["runs"], a["collapsed"], a["failed"], a["roc_auc_n"]) == (4, 1, 1, 3)
+    assert a["roc_auc_mean"] == pytest.approx((0.9 + 0.5 + 0.8) / 3)
+    assert a["roc_auc_ci95"] == pytest.approx(mean_interval(np.array([0.9, 0.5, 0.8])).half_width)
+    assert (b["runs"], b["collapsed"], b["failed"], b["roc_auc_n"]) == (2, 0, 1, 1)
+    assert b["roc_auc_mean"] == pytest.approx(0.7)
+
+
+# --- split_unit_values -----------------------------------------------------------------------
+
+
+def test_split_unit_values_averages_the_seeds_of_each_split() -> None:
+    runs = pd.DataFrame(
+        {
+            "method": ["b", "a", "a", "a", "a", "b", "b", "b"],
+            "split": [0, 1, 0, 0, 1, 0, 1, 1],
+            "seed": [0, 0, 0, 1, 1, 1, 0, 1],
+            "test_roc_auc": [0.70, 0.86, 0.80, 0.90, math.nan, 0.74, math.nan, math.nan],
+            "status": ["completed"] * 4 + ["failed", "completed", "failed", "failed"],
+        }
+    )
+    frame = split_unit_values(runs, "test_roc_auc")
+    assert list(frame.columns) == ["method", "split", "test_roc_auc"]
+    assert frame[["method", "split"]].values.tolist() == [["a", 0], ["a", 1], ["b", 0], ["b", 1]]
+    values = frame["test_roc_auc"].tolist()
+    assert values[0] == pytest.approx(0.85)  # mean of 0.80 and 0.90
+    assert values[1] == pytest.approx(0.86)  # the NaN seed is skipped
+    assert values[2] == pytest.approx(0.72)
+    assert math.isnan(values[3])  # every seed failed
+
+
+def test_split_unit_values_uses_the_named_columns() -> None:
+    runs = pd.DataFrame(
+        {
+            "cell": ["x", "x", "y", "y"],
+            "class_split": [3, 3, 3, 3],
+            "val_eer": [0.1, 0.3, 0.2, 0.2],
+        }
+    )
+    frame = split_unit_values(runs, "val_eer", by="cell", unit="class_split")
+    assert list(frame.columns) == ["cell", "class_split", "val_eer"]
+    assert frame["val_eer"].tolist() == pytest.approx([0.2, 0.2])
+    assert len(runs) == 4 and list(runs.columns) == ["cell", "class_split", "val_eer"]
+
+
+def test_split_unit_values_feed_a_paired_comparison_over_splits() -> None:
+    rng = np.random.default_rng(11)
+    rows = []
+    for split in range(6):
+        level = rng.uniform(0.75, 0.9)
+        for seed in range(3):
+            noise = rng.normal(0, 0.01)
+            rows.append(("base", split, seed, level + noise))
+            rows.append(("new", split, seed, level + 0.02 + noise + rng.normal(0, 0.005)))
+    runs = pd.DataFrame(rows, columns=["method", "split", "seed", "value"])
+    units = split_unit_values(runs, "value").pivot(index="split", columns="method", values="value")
+    assert len(units) == 6
+    by_hand = runs.groupby(["method", "split"])["value"].mean().unstack("method")
+    np.testing.assert_allclose(units.to_numpy(), by_hand.to_numpy())
+    result = paired_comparison(units["new"].to_numpy(), units["base"].to_numpy())
+    assert result.difference.n == 6
+    assert result.difference.mean == pytest.approx(0.02, abs=0.01)
+    assert not result.constant
+
+
+def test_split_unit_values_names_a_missing_column() -> None:
+    runs = pd.DataFrame({"method": ["a"], "seed": [0], "value": [1.0]})
+    with pytest.raises(KeyError, match="'split'"):
+        split_unit_values(runs, "value")

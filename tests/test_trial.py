@@ -24,6 +24,8 @@ def test_history_has_every_column_and_sane_values(tiny_config: Config) -> None:
         assert row["effective_margin_p10"] <= row["effective_margin_p50"]
         assert row["effective_margin_p50"] <= row["effective_margin_p90"]
         assert 0.0 <= row["val_roc_auc"] <= 1.0
+        assert row["val_pairs"] == 96 * 95 / 2  # every pair of 6 validation classes of 16
+        assert 0 <= row["val_false_accepts_at_far_1e-3"] <= 1e-3 * row["val_pairs"]
     assert result.test_metrics is None
 
 
@@ -76,6 +78,8 @@ def test_test_evaluation_and_references(tiny_config: Config) -> None:
         "tar_at_far_1e-3",
         "recall_at_1",
         "map_at_r",
+        "pairs",
+        "false_accepts_at_far_1e-3",
     }
     assert set(result.reference_metrics) == {"raw_features", "untrained"}
     assert result.test_embeddings is not None and result.test_labels is not None

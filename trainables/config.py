@@ -1,13 +1,15 @@
 """Trial configuration: frozen dataclasses built from YAML and validated at the edge.
 
-A config is read with ``yaml.safe_load`` (never unpickled), laid over the dataclass defaults, then
-changed by dotted ``key=value`` overrides. Every bad value fails here with a :class:`ConfigError`
+A config is read with :mod:`trainables.yaml_io` (a safe loader, never unpickled, that refuses
+aliases and duplicate keys), laid over the dataclass defaults, then changed by dotted
+``key=value`` overrides. Every bad value fails here with a :class:`ConfigError`
 that names the field, the value and what is allowed, so inner code can trust its inputs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import re
 import types
@@ -18,11 +20,30 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from trainables.errors import ConfigError
+from trainables.errors import ConfigError, quote, shorten
+from trainables.yaml_io import load_yaml, read_yaml_file
 
 Device = Literal["auto", "cpu", "cuda"]
+
+MAX_SEED = 2**32 - 1
+"""Largest ``seed``, ``dataset.split_seed`` and ``eval.pair_seed``: NumPy's legacy seeding and
+torch both accept [0, 2**32 - 1]."""
+
+MAX_IMAGE_SIZE = 1024
+"""Largest ``dataset.image_size``: images are resized to a side of at most this many pixels."""
+
+DEFAULT_MAX_BYTES = 8 * 2**30
+"""Default ``dataset.max_bytes`` (8 GiB)."""
+
+MAX_WIDTH = 65_536
+"""Widest layer a config may ask for (each of ``model.hidden_dims``, ``model.embedding_dim``)."""
+
+MAX_LAYERS = 64
+"""Most entries of ``model.hidden_dims``."""
+
+DEFAULT_MAX_PARAMETERS = 100_000_000
+"""Default ``model.max_parameters``: training holds about four float32 copies of every parameter
+(weights, gradients and Adam's two moments), so 1.6 GB at this bound."""
 
 
 @dataclass(frozen=True)
@@ -32,7 +53,9 @@ class DatasetConfig:
     Train, validation and test *classes* are disjoint. ``split_seed`` is independent of the
     training ``seed`` so that several training seeds are compared on the same test classes.
     ``num_classes``, ``samples_per_class``, ``dim`` and ``noise`` shape the generated datasets;
-    ``image_size`` applies to image datasets.
+    ``image_size`` applies to image datasets. ``max_bytes`` bounds the memory loading a dataset
+    may need, computed before anything is allocated (from the config, an ``.npz``'s array headers
+    or an image folder's file count); this machine's physical memory bounds it too.
     """
 
     name: str = "synthetic"
@@ -45,8 +68,10 @@ class DatasetConfig:
     dim: int = 64
     noise: float = 0.35
     image_size: int = 32
+    max_bytes: int = DEFAULT_MAX_BYTES
 
     def __post_init__(self) -> None:
+        _check_seed("dataset.split_seed", self.split_seed)
         _check_open_unit("dataset.train_fraction", self.train_fraction)
         _check_open_unit("dataset.val_fraction", self.val_fraction)
         if self.train_fraction + self.val_fraction >= 1:
@@ -60,20 +85,41 @@ class DatasetConfig:
         _check_at_least("dataset.dim", self.dim, 1)
         _check_at_least("dataset.noise", self.noise, 0.0)
         _check_at_least("dataset.image_size", self.image_size, 8)
+        _check_at_most("dataset.image_size", self.image_size, MAX_IMAGE_SIZE)
+        _check_at_least("dataset.max_bytes", self.max_bytes, 1)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The Siamese embedding network (weights shared by every branch)."""
+    """The Siamese embedding network (weights shared by every branch).
+
+    ``max_parameters`` bounds the network's weights and biases. The products of consecutive
+    widths are checked here; the exact count, which depends on the input, when it is built.
+    """
 
     name: str = "mlp"
     hidden_dims: tuple[int, ...] = (256, 256)
     embedding_dim: int = 64
+    max_parameters: int = DEFAULT_MAX_PARAMETERS
 
     def __post_init__(self) -> None:
+        _check_at_most("model.hidden_dims", len(self.hidden_dims), MAX_LAYERS, "layers")
         for index, width in enumerate(self.hidden_dims):
             _check_at_least(f"model.hidden_dims[{index}]", width, 1)
+            _check_at_most(f"model.hidden_dims[{index}]", width, MAX_WIDTH)
         _check_at_least("model.embedding_dim", self.embedding_dim, 2)
+        _check_at_most("model.embedding_dim", self.embedding_dim, MAX_WIDTH)
+        _check_at_least("model.max_parameters", self.max_parameters, 1)
+        widths = (*self.hidden_dims, self.embedding_dim)
+        least = sum(left * right for left, right in itertools.pairwise(widths))
+        if least > self.max_parameters:
+            raise ConfigError(
+                "model.hidden_dims",
+                f"{shorten(str(list(self.hidden_dims)))} with embedding_dim "
+                f"{self.embedding_dim} give at least {least:,} parameters, above "
+                f"model.max_parameters ({self.max_parameters:,}); use narrower layers or raise "
+                "model.max_parameters",
+            )
 
 
 @dataclass(frozen=True)
@@ -203,15 +249,33 @@ class TrainConfig:
             _check_at_least("train.num_threads", self.num_threads, 1)
 
 
+#: Least ``eval.max_pairs``: a sample of that many pairs holds at least 1,000,000 different-class
+#: pairs (``trainables.metrics.pairs.MIN_NEGATIVE_PAIRS``), as at most half are same-class.
+MIN_MAX_PAIRS = 2_000_000
+
+
 @dataclass(frozen=True)
 class EvalConfig:
-    """Verification pairs are drawn once per split with ``pair_seed`` and reused every epoch."""
+    """Which pairs verification metrics are computed on, chosen once per split.
 
-    num_pairs: int = 20000
+    A split with at most ``max_pairs`` unordered pairs is scored on all of them; a larger one on
+    ``max_pairs`` pairs sampled with ``pair_seed``, at least 1,000,000 of them different-class
+    so that TAR@FAR=1e-3 rests on at least 1,000 false accepts. Either way the pairs are reused
+    every epoch.
+    """
+
+    max_pairs: int = 5_000_000
     pair_seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_at_least("eval.num_pairs", self.num_pairs, 100)
+        _check_seed("eval.pair_seed", self.pair_seed)
+        if self.max_pairs < MIN_MAX_PAIRS:
+            raise ConfigError(
+                "eval.max_pairs",
+                f"must be >= {MIN_MAX_PAIRS}, got {self.max_pairs}: above this bound pairs are "
+                "sampled, and at least 1,000,000 different-class pairs are needed for >= 1,000 "
+                "false accepts at FAR 1e-3",
+            )
 
 
 @dataclass(frozen=True)
@@ -256,6 +320,9 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     collapse: CollapseConfig = field(default_factory=CollapseConfig)
 
+    def __post_init__(self) -> None:
+        _check_seed("seed", self.seed)
+
     def to_dict(self) -> dict[str, Any]:
         """A plain, YAML-safe dict (tuples become lists) that :func:`config_from_dict` reads."""
         return _plain(dataclasses.asdict(self))
@@ -276,11 +343,16 @@ def default_config_path() -> Path:
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
     """Read a YAML config (the packaged default when ``path`` is None) and apply overrides.
 
+    The file may give any subset of the keys, none included: an empty file (or one holding only
+    comments, or ``null``) means every default.
+
     Raises:
         ConfigError: unreadable file, YAML error, unknown key, wrong type or out-of-range value.
     """
     source = Path(path) if path is not None else default_config_path()
     data = read_yaml(source, field_name="--config")
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise ConfigError("--config", f"{source} must hold a mapping, got {type(data).__name__}")
     for override in overrides:
@@ -290,33 +362,21 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
 
 
 def read_yaml(path: Path, *, field_name: str) -> Any:
-    """``yaml.safe_load`` a file, turning every failure into a ConfigError naming ``field_name``."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(field_name, f"file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(field_name, f"cannot read {path}: {error}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        where = getattr(error, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(field_name, f"invalid YAML in {path}{line}: {problem}") from None
+    """Load a YAML file with :func:`trainables.yaml_io.read_yaml_file`: safe, no aliases, no
+    duplicate keys, bounded size; every failure is a ConfigError naming ``field_name``."""
+    return read_yaml_file(path, field_name=field_name)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """Split ``key=value``; the value is parsed as YAML (``0.9``, ``null``, ``[64, 64]``)."""
+    """Split ``key=value``; the value is parsed as YAML (``0.9``, ``null``, ``[64, 64]``) by the
+    same loader as files."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError("--set", f"expected key=value, got {text!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        raise ConfigError(key, f"cannot parse value {raw!r}") from None
-    return key, value
+        raise ConfigError("--set", f"expected key=value, got {quote(text)}")
+    if not raw.strip():
+        return key, ""
+    return key, load_yaml(raw, field_name=key, describe=f"cannot parse value {quote(raw)}")
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -503,6 +563,22 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(item) for item in value]
     return value
+
+
+def _check_at_most(path: str, value: float, upper: int, unit: str = "") -> None:
+    if value > upper:
+        raise ConfigError(
+            path, f"must be <= {upper:,}{f' {unit}' if unit else ''}, got {quote(value)}"
+        )
+
+
+def _check_seed(path: str, value: int) -> None:
+    if not 0 <= value <= MAX_SEED:
+        raise ConfigError(
+            path,
+            f"must be in [0, {MAX_SEED}] (2**32 - 1, the seeds NumPy and torch accept), "
+            f"got {quote(value)}",
+        )
 
 
 def _check_at_least(path: str, value: float, lower: float) -> None:

@@ -29,6 +29,7 @@ from trainables.losses import (
     build_loss,
 )
 from trainables.metrics import Evaluator, embedding_spread, evaluate_raw_features
+from trainables.metrics.verification import COUNT_KEYS
 from trainables.miners import build_miner
 from trainables.models import SiameseEmbedder, build_model
 from trainables.samplers import EpochContext, build_sampler
@@ -53,11 +54,16 @@ EPOCH_COLUMNS = (
     "val_tar_at_far_1e-3",
     "val_recall_at_1",
     "val_map_at_r",
+    "val_pairs",
+    "val_false_accepts_at_far_1e-3",
     "epoch_seconds",
     "embedding_spread",
     "top_direction_variance",
     "collapsed",
 )
+
+# Columns of EPOCH_COLUMNS that are counts (what the metrics rest on), not metrics to optimise.
+COUNT_COLUMNS = tuple(f"val_{key}" for key in COUNT_KEYS)
 
 EVAL_CHUNK = 2048
 
@@ -141,7 +147,7 @@ class Trial:
         self.val_features = self._to_device(self.split.val_indices)
         self.val_evaluator = Evaluator(
             self.dataset.labels[self.split.val_indices],
-            num_pairs=config.eval.num_pairs,
+            max_pairs=config.eval.max_pairs,
             seed=config.eval.pair_seed,
         )
         self.probe = torch.as_tensor(
@@ -220,7 +226,7 @@ class Trial:
         """Built on first use only: tuning trials never look at the test classes."""
         return Evaluator(
             self.dataset.labels[self.split.test_indices],
-            num_pairs=self.config.eval.num_pairs,
+            max_pairs=self.config.eval.max_pairs,
             seed=self.config.eval.pair_seed,
         )
 

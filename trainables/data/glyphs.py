@@ -27,6 +27,7 @@ from matplotlib.transforms import Affine2D
 
 from trainables.config import DatasetConfig
 from trainables.data.dataset import Dataset
+from trainables.data.limits import check_dataset_bytes, largest_field
 
 CHARACTERS = string.digits + string.ascii_uppercase + string.ascii_lowercase + string.punctuation
 """The classes, in label order (94): a small ``num_classes`` takes the digits first."""
@@ -72,8 +73,19 @@ def load_glyphs(config: DatasetConfig) -> Dataset:
 
     Sample ``j`` of a class uses font ``j mod 16``: every class cycles through the same faces, so
     the font is a nuisance shared by all classes, not a cue to the class.
+
+    Raises:
+        ConfigError: the images would need more than ``dataset.max_bytes`` (or this machine's
+            memory), checked before any is drawn.
     """
     characters = CHARACTERS[: config.num_classes]
+    check_dataset_bytes(
+        config,
+        largest_field(config, "samples_per_class", "image_size"),
+        f"glyphs: {len(characters)} classes x {config.samples_per_class:,} samples of "
+        f"{config.image_size} x {config.image_size} pixels",
+        len(characters) * config.samples_per_class * (config.image_size**2 * 4 + 8),
+    )
     fonts = [FontProperties(fname=path) for path in _font_paths()[: config.samples_per_class]]
     size = config.image_size
     renderer = RendererAgg(size, size, 72)

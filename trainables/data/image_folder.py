@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from trainables.config import DatasetConfig
 from trainables.data.dataset import Dataset, encode_labels, require_path
+from trainables.data.limits import check_dataset_bytes
 from trainables.errors import ConfigError
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 """File suffixes read as images (any case); other files, and hidden ones, are ignored."""
+
+MAX_IMAGE_PIXELS = 50_000_000
+"""Largest image read (width x height, from its header, before decoding): far above any photo a
+metric-learning set needs, since every image is resized to ``dataset.image_size``, and below
+PIL's own decompression-bomb bound (89 M pixels), whose warning would be a second stderr line."""
+
+BYTES_PER_PIXEL = 3 + 3 + 3 * 8 + 3 * 4
+"""Memory per pixel of every resized image while the dataset is built: the decoded RGB images,
+their stack, the float64 scaling and the float32 features."""
 
 
 def load_image_folder(config: DatasetConfig) -> Dataset:
@@ -25,7 +38,9 @@ def load_image_folder(config: DatasetConfig) -> Dataset:
 
     Raises:
         ConfigError: unset or missing path, not a folder, no class subfolders, a class folder
-            without images, an unreadable image, or fewer than two classes.
+            without images, more images than ``dataset.max_bytes`` holds at ``image_size``, an
+            image larger than :data:`MAX_IMAGE_PIXELS`, an unreadable image, or fewer than two
+            classes.
     """
     root = require_path(config)
     if not root.is_dir():
@@ -33,8 +48,7 @@ def load_image_folder(config: DatasetConfig) -> Dataset:
     class_folders = sorted(child for child in root.iterdir() if _visible(child) and child.is_dir())
     if not class_folders:
         raise ConfigError("dataset.path", f"{root} has no class subfolders")
-    pixels: list[np.ndarray] = []
-    names: list[str] = []
+    images_of: dict[str, list[Path]] = {}
     for folder in class_folders:
         files = sorted(
             child
@@ -46,8 +60,20 @@ def load_image_folder(config: DatasetConfig) -> Dataset:
                 "dataset.path",
                 f"class folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})",
             )
-        pixels.extend(_read_rgb(file, config.image_size) for file in files)
-        names.extend([folder.name] * len(files))
+        images_of[folder.name] = files
+    count = sum(len(files) for files in images_of.values())
+    size = config.image_size
+    check_dataset_bytes(
+        config,
+        "dataset.path",
+        f"{root}: {count:,} images at dataset.image_size {size}",
+        count * size * size * BYTES_PER_PIXEL,
+    )
+    pixels: list[np.ndarray] = []
+    names: list[str] = []
+    for name, files in images_of.items():
+        pixels.extend(_read_rgb(file, size) for file in files)
+        names.extend([name] * len(files))
     images = np.stack(pixels)  # (N, S, S, 3) uint8
     if np.array_equal(images[..., 0], images[..., 1]) and np.array_equal(
         images[..., 0], images[..., 2]
@@ -67,10 +93,40 @@ def _visible(path: Path) -> bool:
 
 
 def _read_rgb(file: Path, size: int) -> np.ndarray:
-    """One image as (size, size, 3) uint8; any decoding failure is the user's to fix."""
+    """One image as (size, size, 3) uint8; any decoding failure is the user's to fix.
+
+    The size its header declares is checked before any pixel is decoded.
+    """
     try:
-        with Image.open(file) as image:
+        with _open_image(file) as image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise _too_large(file, f"is {width} x {height} = {width * height:,} pixels")
             upright = ImageOps.exif_transpose(image).convert("RGB")
             return np.asarray(upright.resize((size, size), Image.Resampling.BILINEAR))
+    except ConfigError:
+        raise
     except (OSError, UnidentifiedImageError, ValueError) as error:
         raise ConfigError("dataset.path", f"cannot read image {file}: {error}") from None
+
+
+def _open_image(file: Path) -> Any:
+    """``Image.open`` (lazy: it reads the header only), PIL's decompression-bomb error turned
+    into ours and its warning, which :data:`MAX_IMAGE_PIXELS` makes redundant, silenced."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(file)
+    except Image.DecompressionBombError as error:
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        raise _too_large(
+            file, f"has {int(found.group(1)):,} pixels" if found else "has too many pixels"
+        ) from None
+
+
+def _too_large(file: Path, size: str) -> ConfigError:
+    return ConfigError(
+        "dataset.path",
+        f"image {file} {size}, above the limit of {MAX_IMAGE_PIXELS:,} pixels; shrink it "
+        "(every image is resized to dataset.image_size anyway)",
+    )

@@ -1,10 +1,13 @@
 """Samples from a NumPy ``.npz`` archive holding ``X`` (samples) and ``y`` (labels).
 
-The archive is read with ``allow_pickle=False``: it is user input, and unpickling runs code.
+The archive is read with ``allow_pickle=False``: it is user input, and unpickling runs code. The
+arrays' headers are read first, so that an object dtype or a size beyond ``dataset.max_bytes``
+(a forged header can claim any shape) is refused before any data is read.
 """
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
@@ -12,7 +15,8 @@ import numpy as np
 
 from trainables.config import DatasetConfig
 from trainables.data.dataset import Dataset, encode_labels, require_path
-from trainables.errors import ConfigError
+from trainables.data.limits import check_dataset_bytes
+from trainables.errors import ConfigError, shorten
 
 PIXEL_MAX = 255.0
 """``uint8`` arrays are taken as 8-bit pixels and scaled by this to [0, 1]."""
@@ -20,6 +24,10 @@ PIXEL_MAX = 255.0
 _NPY_MAGIC = b"\x93NUMPY"
 
 _SHAPES = "(N, D) vectors, (N, H, W) grayscale or (N, C, H, W) images"
+
+_WORK_BYTES_PER_VALUE = 4 + 2
+"""Memory loading takes per value of ``X`` besides the array itself: its float32 copy and the two
+boolean masks of the NaN/inf check."""
 
 
 def load_npz(config: DatasetConfig) -> Dataset:
@@ -32,10 +40,12 @@ def load_npz(config: DatasetConfig) -> Dataset:
 
     Raises:
         ConfigError: unset or missing path, not an ``.npz`` archive, a missing or pickled array,
-            a shape, dtype or length mismatch, non-finite values or fewer than two classes.
+            arrays whose headers declare more than ``dataset.max_bytes`` (or this machine's
+            memory), a shape, dtype or length mismatch, non-finite values or fewer than two
+            classes.
     """
     path = require_path(config)
-    samples, raw_labels = _read_arrays(path)
+    samples, raw_labels = _read_arrays(path, config)
     if samples.ndim not in (2, 3, 4):
         raise ConfigError("dataset.path", f"X must hold {_SHAPES}, got shape {samples.shape}")
     if samples.dtype.kind not in "biuf":
@@ -62,7 +72,7 @@ def load_npz(config: DatasetConfig) -> Dataset:
     return Dataset(features=features, labels=labels, class_names=class_names, name="npz")
 
 
-def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_arrays(path: Path, config: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
     """``X`` and ``y`` from the archive, every way of failing turned into a ConfigError."""
     _check_is_archive(path)
     try:
@@ -82,14 +92,16 @@ def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 f"{path} has no array {' or '.join(missing)} (found: {found}); expected X "
                 "(samples) and y (labels)",
             )
-        for key in ("X", "y"):
-            if _holds_objects(archive, key):
+        headers = {key: _member_header(archive, key) for key in ("X", "y")}
+        for key, header in headers.items():
+            if header is not None and header[1].hasobject:
                 raise ConfigError(
                     "dataset.path",
                     f"cannot load X and y from {path}: {key} holds Python objects (dtype object), "
                     "which would have to be unpickled, and user files are never unpickled; store "
                     "X as numbers and y as integers or strings",
                 )
+        _check_declared_size(path, config, headers)
         try:
             return archive["X"], archive["y"]
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
@@ -121,10 +133,14 @@ def _check_is_archive(path: Path) -> None:
     )
 
 
-def _holds_objects(archive: np.lib.npyio.NpzFile, key: str) -> bool:
-    """Whether the member's header declares an object dtype, read without loading the data."""
+_Header = tuple[tuple[int, ...], np.dtype]
+
+
+def _member_header(archive: np.lib.npyio.NpzFile, key: str) -> _Header | None:
+    """The shape and dtype the member's header declares, read without loading the data; None
+    where the header cannot be read (loading the member then reports what is wrong)."""
     if archive.zip is None:
-        return False
+        return None
     try:
         with archive.zip.open(f"{key}.npy") as member:
             version = np.lib.format.read_magic(member)
@@ -133,7 +149,28 @@ def _holds_objects(archive: np.lib.npyio.NpzFile, key: str) -> bool:
                 if version == (1, 0)
                 else np.lib.format.read_array_header_2_0
             )
-            _, _, dtype = read_header(member)
+            shape, _, dtype = read_header(member)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        return False  # loading it will report what is wrong
-    return bool(dtype.hasobject)
+        return None
+    return tuple(int(size) for size in shape), dtype
+
+
+def _check_declared_size(
+    path: Path, config: DatasetConfig, headers: dict[str, _Header | None]
+) -> None:
+    """Refuse arrays whose declared shapes need more memory than the dataset may take."""
+    x_header, y_header = headers["X"], headers["y"]
+    if x_header is None or y_header is None:
+        return
+    (x_shape, x_dtype), (y_shape, y_dtype) = x_header, y_header
+    values = math.prod(x_shape)
+    needed = (
+        values * (x_dtype.itemsize + _WORK_BYTES_PER_VALUE) + math.prod(y_shape) * y_dtype.itemsize
+    )
+    check_dataset_bytes(
+        config,
+        "dataset.path",
+        f"{path}: X of shape {shorten(str(x_shape))} ({x_dtype}) and y of shape "
+        f"{shorten(str(y_shape))}",
+        needed,
+    )

@@ -31,6 +31,7 @@ import numpy as np
 
 from trainables.config import DatasetConfig
 from trainables.data.dataset import Dataset
+from trainables.data.limits import check_dataset_bytes, largest_field
 
 GENERATOR_SEED = 0
 """Root of every random draw; changing it gives a different (but equally hard) dataset."""
@@ -60,9 +61,27 @@ between BLAS or libm builds on different machines do not change the dataset's fi
 
 _STREAMS = ("map", "centres", "deviations", "nuisance")
 
+_BYTES_PER_SAMPLE = 8 * 2 * HIDDEN_WIDTH
+_BYTES_PER_FEATURE = 8 * 4 + 4
+"""Peak memory of generation (float64 working arrays, then the float32 features), per sample and
+per sample and feature; measured peaks are 0.55-0.75 of this estimate."""
+
 
 def load_synthetic(config: DatasetConfig) -> Dataset:
-    """``num_classes`` x ``samples_per_class`` vectors of ``dim`` features, sorted by class."""
+    """``num_classes`` x ``samples_per_class`` vectors of ``dim`` features, sorted by class.
+
+    Raises:
+        ConfigError: generating them would need more than ``dataset.max_bytes`` (or this
+            machine's memory), checked before anything is drawn.
+    """
+    samples = config.num_classes * config.samples_per_class
+    check_dataset_bytes(
+        config,
+        largest_field(config, "num_classes", "samples_per_class", "dim"),
+        f"synthetic: {config.num_classes:,} classes x {config.samples_per_class:,} samples of "
+        f"{config.dim:,} features",
+        samples * (_BYTES_PER_SAMPLE + config.dim * _BYTES_PER_FEATURE),
+    )
     rngs = {
         name: np.random.default_rng(child)
         for name, child in zip(

@@ -1,7 +1,7 @@
 """Evaluation metrics: verification on fixed pairs, leave-one-out retrieval, embedding spread."""
 
 from trainables.metrics.evaluate import Evaluator, evaluate_raw_features
-from trainables.metrics.pairs import VerificationPairs, sample_verification_pairs
+from trainables.metrics.pairs import MIN_NEGATIVE_PAIRS, VerificationPairs, verification_pairs
 from trainables.metrics.retrieval import retrieval_metrics
 from trainables.metrics.spread import EmbeddingSpread, embedding_spread
 from trainables.metrics.verification import (
@@ -15,6 +15,7 @@ from trainables.metrics.verification import (
 )
 
 __all__ = [
+    "MIN_NEGATIVE_PAIRS",
     "EmbeddingSpread",
     "Evaluator",
     "RocCurve",
@@ -26,7 +27,7 @@ __all__ = [
     "retrieval_metrics",
     "roc_auc",
     "roc_curve",
-    "sample_verification_pairs",
     "tar_at_far",
     "verification_metrics",
+    "verification_pairs",
 ]

@@ -1,0 +1,144 @@
+"""Data safety: user-given names never become paths outside ``--out``; one command per output
+directory at a time; option values that would hang or fail deep inside are refused first."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.cli import main
+from pipeline.names import check_experiment_name, check_file_name
+from pipeline.outputs import LOCK_FILE, output_lock
+from pipeline.sweep import SweepOptions
+from trainables.errors import ConfigError
+
+HOSTILE = ["/tmp/abs", "../x", "a/b", "..", ".", ".hidden", "-rf", "a\nb", "ü", "x" * 65, ""]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_a_name_that_is_not_one_plain_path_component_is_refused(name: str) -> None:
+    with pytest.raises(ConfigError, match="letters, digits") as caught:
+        check_file_name(name, "compare.methods.x")
+    assert caught.value.field == "compare.methods.x"
+
+
+@pytest.mark.parametrize("name", ["dams", "two_sided", "PBT-found.v2", "a" * 64])
+def test_plain_names_are_kept(name: str) -> None:
+    assert check_file_name(name, "f") == name
+
+
+def snapshot(root: Path) -> set[Path]:
+    return {path for path in root.rglob("*")}
+
+
+@pytest.mark.parametrize("name", ["/ABSOLUTE", "../beside", "a/b", "..", "x\ty"])
+def test_compare_with_a_hostile_method_name_exits_2_and_writes_nothing(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    victim = tmp_path / "ABSOLUTE"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    method = str(victim) if name == "/ABSOLUTE" else name
+    spec = work / "compare.yaml"
+    spec.write_text(yaml.safe_dump({"methods": {method: "dams", "constant": "constant"}}))
+    before = snapshot(tmp_path)
+    out = work / "out"
+    code = main(["compare", "--config", str(spec), "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "compare.methods." in err and "letters, digits" in err
+    assert snapshot(tmp_path) == before
+    assert (victim / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 257, "a\x00b"])
+def test_an_unusable_experiment_name_is_refused(name: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_experiment_name(name)
+    assert caught.value.field == "--experiment"
+    with pytest.raises(ConfigError):
+        SweepOptions(trials=1, experiment=name)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("cpus_per_trial", float("nan")),
+        ("gpus_per_trial", float("nan")),
+        ("cpus_per_trial", 0.0),
+        ("gpus_per_trial", float("inf")),
+        ("cpus_per_trial", float("inf")),
+    ],
+)
+def test_resources_that_no_trial_can_get_are_refused(field: str, value: float) -> None:
+    with pytest.raises(ConfigError) as caught:
+        SweepOptions(trials=1, **{field: value})  # type: ignore[arg-type]
+    assert caught.value.field == "--" + field.replace("_", "-")
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from pipeline.outputs import output_lock
+    with output_lock(Path(sys.argv[1])):
+        print("held", flush=True)
+        time.sleep(120)
+    """
+)
+
+
+def test_a_second_command_on_a_locked_directory_is_refused_and_a_killed_holder_frees_it(
+    tmp_path: Path,
+) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with (
+            pytest.raises(ConfigError, match=rf"in use by .*PID {holder.pid}") as caught,
+            output_lock(tmp_path),
+        ):
+            pass
+        assert caught.value.field == "DIR"
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # The killed holder's lock file is still there, with its PID: it is taken over.
+    assert (tmp_path / LOCK_FILE).read_text().strip() == str(holder.pid)
+    with output_lock(tmp_path):
+        assert (tmp_path / LOCK_FILE).read_text().strip() == str(os.getpid())
+
+
+def test_resume_of_a_directory_in_use_exits_2_naming_the_holder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "margin-tune.json").write_text(
+        '{"format": 1, "command": "tune", "name": "x", "space_name": "x", "sweep_id": "s",'
+        ' "base": {}, "options": {"trials": 1}}'
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        started = time.perf_counter()
+        assert main(["resume", str(out)]) == 2
+        assert time.perf_counter() - started < 5
+        assert f"PID {holder.pid}" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()

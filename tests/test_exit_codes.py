@@ -1,0 +1,103 @@
+"""Honest exit codes: a sweep in which no trial trained its budget, and a comparison in which a
+method has no winner, exit 1 with one line naming why, and their MLflow runs end FAILED."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+import yaml
+from mlflow import MlflowClient
+
+from pipeline.cli import main
+from pipeline.exit_codes import EXIT_RUNS_FAILED
+from pipeline.sweep import ray_session
+
+pytestmark = pytest.mark.slow
+
+#: lr ≥ 1e36 makes the loss NaN in epoch 1, deterministically: every trial fails.
+DIVERGING = {
+    "metric": "val_map_at_r",
+    "parameters": {
+        "margin.scheduler": {"distribution": "fixed", "value": "constant"},
+        "train.lr": {"distribution": "uniform", "low": 1.0e36, "high": 1.0e37},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    with ray_session(None, num_cpus=2):
+        yield
+    assert not ray.is_initialized()
+
+
+def runs_of(uri: str, experiment: str) -> list:
+    client = MlflowClient(uri)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    return client.search_runs([experiment_id], max_results=1000)
+
+
+def test_a_sweep_whose_trials_all_fail_exits_1_naming_the_first_error(
+    local_ray: None, tmp_path: Path, tiny_overrides: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = tmp_path / "diverging.yaml"
+    space.write_text(yaml.safe_dump(DIVERGING))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sets = [item for o in [*tiny_overrides, "train.epochs=2"] for item in ("--set", o)]
+    code = main(
+        [
+            *("tune", "--space", str(space), "--trials", "2", "--tracking-uri", uri),
+            *("--out", str(tmp_path / "out"), "--experiment", "failing", *sets),
+        ]
+    )
+    assert code == EXIT_RUNS_FAILED
+    captured = capsys.readouterr()
+    (line,) = [line for line in captured.err.splitlines() if line.startswith("margin-tune:")]
+    assert "no trial completed its 2-epoch budget" in line
+    assert "train_loss became nan in epoch 1" in line
+    assert "2 trials: 0 completed, 0 early-stopped, 0 collapsed, 2 failed" in captured.out
+    (sweep,) = [r for r in runs_of(uri, "failing") if r.data.tags.get("margin_tune.kind")]
+    assert sweep.info.status == "FAILED"
+
+
+def test_a_comparison_with_a_method_without_winner_writes_its_tables_and_exits_1(
+    local_ray: None, tmp_path: Path, tiny_overrides: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "diverging.yaml").write_text(yaml.safe_dump(DIVERGING))
+    spec = tmp_path / "compare.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "methods": {"dams": "dams", "broken": "diverging.yaml"},
+                "baselines": ["broken"],
+                "budget": {"trials": 1, "epochs": 2},
+                "searcher": "random",
+                "seeds": 2,
+                "set": tiny_overrides,
+            }
+        )
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "cmp"
+    code = main(
+        [
+            *("compare", "--config", str(spec), "--tracking-uri", uri, "--out", str(out)),
+            *("--experiment", "no-winner", "--no-early-stopping"),
+        ]
+    )
+    assert code == EXIT_RUNS_FAILED
+    assert "broken: no tuning trial completed" in capsys.readouterr().out
+    table = pd.read_csv(out / "table.csv").set_index("method")
+    assert table.loc["broken", "splits_without_winner"] == 1
+    assert table.loc["broken", "runs"] == 0
+    assert table.loc["dams", "map_at_r_n"] == 2
+    assert "no trial completed its budget on 1 of 1 split" in (out / "table.md").read_text()
+    runs = runs_of(uri, "no-winner")
+    (comparison,) = [r for r in runs if r.data.tags.get("margin_tune.kind") == "comparison"]
+    assert comparison.info.status == "FAILED"
+    finals = [r for r in runs if r.data.tags.get("margin_tune.stage") == "final"]
+    assert sorted(r.data.tags["method"] for r in finals) == ["dams", "dams"]
