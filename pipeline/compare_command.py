@@ -284,9 +284,8 @@ def render_markdown(result: CompareResult, spec: CompareSpec, *, indicative: boo
         if not pairs.empty:
             lines += [
                 "",
-                f"Verification metrics from {int(pairs.min()):,}–{int(pairs.max()):,} test "
-                f"pairs per run; TAR@FAR=1e-3 rests on {int(accepts.min()):,}–"
-                f"{int(accepts.max()):,} false accepts.",
+                f"Verification metrics from {_span(pairs)} test pairs per run; TAR@FAR=1e-3 "
+                f"rests on {_span(accepts)} false accepts.",
             ]
     if not result.comparisons.empty:
         unit = str(result.comparisons["unit"].iloc[0])
@@ -317,6 +316,12 @@ def mean_ci(mean: float, half_width: float, *, signed: bool = False) -> str:
         return "–"
     text = f"{mean:+.4f}" if signed else f"{mean:.4f}"
     return text if pd.isna(half_width) else f"{text} ± {half_width:.4f}"
+
+
+def _span(values: pd.Series) -> str:
+    """``1,124,250``, or ``1,000–2,000`` when the runs differ."""
+    low, high = int(values.min()), int(values.max())
+    return f"{low:,}" if low == high else f"{low:,}–{high:,}"
 
 
 def _number(value: float) -> str:

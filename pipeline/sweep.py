@@ -197,19 +197,42 @@ def plan_sweep(
     *,
     sweep_id: str | None = None,
 ) -> SweepPlan:
-    """Validate the sweep end to end: a trial built at the space's first values must construct.
+    """Validate the sweep end to end: a trial at every bound of the space must construct.
 
-    Building one ``Trial`` loads the data and checks split, sampler and model sizes, so a bad
-    input fails here, before Ray, MLflow or any output directory exists.
+    Building a ``Trial`` loads the data and checks split, sampler and model sizes against it,
+    so a bad input fails here, before Ray, MLflow or any output directory exists. Every extreme
+    of every parameter is built (the others at their first value), not only the first: a
+    ``classes_per_batch`` whose upper bound exceeds the training classes would otherwise fail
+    inside Ray, where the error is lost. The probes run on the CPU (the driver of a cluster may
+    have no GPU); ``train.device=cuda`` without a GPU is refused for a local sweep.
     """
     if options.early_stopping and options.grace_period > base.train.epochs:
         raise ConfigError(
             "--grace-period",
             f"must be <= train.epochs ({base.train.epochs}), got {options.grace_period}",
         )
+    if base.train.device == "cuda" and not options.address and not _cuda_available():
+        raise ConfigError(
+            "train.device", "cuda, but this machine has no CUDA device; allowed here: auto, cpu"
+        )
     dataset = load_dataset(base.dataset)
-    probe = apply_overrides(base, {p.path: p.extremes()[0] for p in space.parameters})
-    Trial(probe, dataset=dataset)
+    first = {p.path: p.extremes()[0] for p in space.parameters}
+    probes: list[tuple[str | None, Any, dict[str, Any]]] = [(None, None, first)]
+    for parameter in space.parameters:
+        for value in parameter.extremes()[1:]:
+            probes.append((parameter.path, value, {**first, parameter.path: value}))
+    for path, value, values in probes:
+        try:
+            Trial(apply_overrides(base, {**values, "train.device": "cpu"}), dataset=dataset)
+        except (ConfigError, ValueError) as error:
+            if path is None:
+                if isinstance(error, ConfigError):
+                    raise
+                raise ConfigError("dataset", f"{base.dataset.name}: {error}") from None
+            raise ConfigError(
+                f"space.parameters.{path}",
+                f"value {value!r} cannot run on dataset {base.dataset.name}: {error}",
+            ) from None
     plan = SweepPlan(name=name, base=base, space=space, options=options, out=out, dataset=dataset)
     return plan if sweep_id is None else replace(plan, sweep_id=sweep_id)
 
@@ -235,6 +258,12 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[No
         yield
     finally:
         ray.shutdown()
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def local_resources() -> list[dict[str, Any]]:

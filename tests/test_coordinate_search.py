@@ -239,7 +239,9 @@ def test_tune_command_with_the_coordinate_searcher(
     local_ray: None, tmp_path: Path, tiny_overrides: list[str]
 ) -> None:
     out = tmp_path / "sweep"
-    sets = [item for o in tiny_overrides for item in ("--set", o)]
+    # The space's P reaches 32 classes per batch: every bound must fit the training classes.
+    overrides = [*tiny_overrides, "dataset.num_classes=64"]
+    sets = [item for o in overrides for item in ("--set", o)]
     code = main(
         [
             *("tune", "--space", "contrastive", "--trials", "3", "--searcher", "coordinate"),

@@ -9,16 +9,24 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 
 from pipeline.cli import main
 from pipeline.names import check_experiment_name, check_file_name
 from pipeline.outputs import LOCK_FILE, output_lock
-from pipeline.sweep import SweepOptions
+from pipeline.search_space import parse_space
+from pipeline.sweep import SweepOptions, plan_sweep
+from trainables.config import Config, load_config
 from trainables.errors import ConfigError
+
+UNIFORM_LR = {"distribution": "log_uniform", "low": 1e-4, "high": 1e-2}
+WIDE_BATCH = {"distribution": "int", "low": 4, "high": 32}
 
 HOSTILE = ["/tmp/abs", "../x", "a/b", "..", ".", ".hidden", "-rf", "a\nb", "ü", "x" * 65, ""]
 
@@ -142,3 +150,42 @@ def test_resume_of_a_directory_in_use_exits_2_naming_the_holder(
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_every_bound_of_a_space_is_checked_against_the_data(tiny_config: Config) -> None:
+    """tiny: 15 training classes; a batch of 32 classes only exists at the range's top."""
+    space = parse_space(
+        {
+            "parameters": {
+                "sampler.classes_per_batch": {"distribution": "int", "low": 4, "high": 32}
+            }
+        },
+        tiny_config,
+        name="wide",
+    )
+    with pytest.raises(ConfigError) as caught:
+        plan_sweep("wide", tiny_config, space, SweepOptions(trials=1), Path("unused"))
+    assert caught.value.field == "space.parameters.sampler.classes_per_batch"
+    assert "32" in str(caught.value)
+    assert not Path("unused").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_refused_before_anything_starts(tiny_config: Config) -> None:
+    config = replace(tiny_config, train=replace(tiny_config.train, device="cuda"))
+    space = parse_space({"parameters": {"train.lr": UNIFORM_LR}}, config, name="lr")
+    with pytest.raises(ConfigError) as caught:
+        plan_sweep("lr", config, space, SweepOptions(trials=1), Path("unused"))
+    assert caught.value.field == "train.device"
+
+
+def test_a_dataset_with_one_sample_per_class_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "one.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, X=rng.normal(size=(40, 8)).astype(np.float32), y=np.arange(40))
+    config = load_config(overrides=[f"dataset.path={data}", "dataset.name=npz"])
+    space = parse_space({"parameters": {"train.lr": UNIFORM_LR}}, config, name="lr")
+    with pytest.raises(ConfigError) as caught:
+        plan_sweep("lr", config, space, SweepOptions(trials=1), tmp_path / "out")
+    assert caught.value.field.startswith(("dataset", "sampler"))
+    assert not (tmp_path / "out").exists()
