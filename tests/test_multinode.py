@@ -248,14 +248,23 @@ def test_trial_on_a_killed_node_resumes_from_its_checkpoint_elsewhere(
     other = next(trial_id for trial_id in failures if trial_id != kill.trial_id)
     assert failures == {kill.trial_id: 1, other: 0}
 
-    # Tune's own record: each epoch once and in order, so the trial went on from its
-    # checkpoint instead of starting over (which would repeat epoch 1 onwards).
+    # Tune's own record: the trial went on from its last persisted checkpoint instead of
+    # starting over. An epoch reported after that checkpoint but before the kill is replayed
+    # (Tune keeps both reports: [1, 2, 3, 4, 5, 5, 6, ...] when epoch 5's checkpoint had not
+    # reached storage); whether that happens depends on the kill's timing, so what holds for
+    # every timing is: epochs 1..k before the kill, then a contiguous run from the epoch after
+    # the last checkpoint (at least 2, never 1: no restart) to the end. MLflow holds each epoch
+    # once whatever Tune replays (checked below).
     history = result.histories[kill.trial_id]
-    assert list(history["epoch"]) == list(range(1, EPOCHS + 1))
-    assert list(history["training_iteration"]) == list(range(1, EPOCHS + 1))
+    epochs = [int(epoch) for epoch in history["epoch"]]
+    assert list(history["training_iteration"]) == epochs
     pids = list(history["pid"])
     before_kill = pids.index(kill.resumed_pid)
     assert before_kill >= KILL_AFTER_EPOCH
+    assert epochs[:before_kill] == list(range(1, before_kill + 1))
+    resumed_from = epochs[before_kill]
+    assert 2 <= resumed_from <= before_kill + 1, epochs
+    assert epochs[before_kill:] == list(range(resumed_from, EPOCHS + 1)), epochs
     assert pids[:before_kill] == [kill.killed_pid] * before_kill
     assert kill.killed_pid not in pids[before_kill:]
 
