@@ -18,12 +18,9 @@ fast failure instead of a real sweep or training run.
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
-import struct
 import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +29,7 @@ import numpy as np
 import pytest
 import ray
 import yaml
+from forged_inputs import LAUGHS, forged_png_bytes, npy_bytes
 from PIL import Image
 
 from pipeline.cli import main
@@ -141,38 +139,16 @@ def images_path_is_a_file(data: Path) -> None:
 def npz_forged_header(data: Path) -> None:
     """A 10 x 4 ``X`` whose .npy header claims 10**12 rows (16 TB once loaded)."""
     x, y = _vectors(5, per_class=2)
-    members = {}
-    for key, array, shape in (("X", x, (10**12, 4)), ("y", y, y.shape)):
-        buffer = io.BytesIO()
-        header = {**np.lib.format.header_data_from_array_1_0(array), "shape": shape}
-        np.lib.format.write_array_header_2_0(buffer, header)
-        members[key] = buffer.getvalue() + array.tobytes()
     with zipfile.ZipFile(data / "data.npz", "w") as archive:
-        for key, content in members.items():
-            archive.writestr(f"{key}.npy", content)
+        archive.writestr("X.npy", npy_bytes(x, (10**12, 4)))
+        archive.writestr("y.npy", npy_bytes(y))
 
 
 def images_forged_png(data: Path) -> None:
     """Two 8x8 classes, and an 8x8 PNG whose IHDR (CRC fixed) claims 40000 x 40000 pixels."""
     _png(data / "images" / "cat" / "1.png")
     _png(data / "images" / "dog" / "1.png")
-    buffer = io.BytesIO()
-    Image.new("L", (8, 8), 128).save(buffer, format="PNG")
-    png = bytearray(buffer.getvalue())
-    png[16:24] = struct.pack(">II", 40_000, 40_000)
-    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
-    (data / "images" / "dog" / "2.png").write_bytes(bytes(png))
-
-
-#: "Billion laughs" in one flow sequence: 9**9 strings were its aliases expanded.
-LAUGHS = (
-    "[&a [lol, lol, lol, lol, lol, lol, lol, lol, lol], "
-    + ", ".join(
-        f"&{name} [{', '.join([f'*{previous}'] * 9)}]"
-        for previous, name in zip("abcdefgh", "bcdefghi", strict=True)
-    )
-    + "]"
-)
+    (data / "images" / "dog" / "2.png").write_bytes(forged_png_bytes(40_000, 40_000))
 
 
 # --- the cases ------------------------------------------------------------------------------

@@ -8,11 +8,8 @@ below only guards against a hang or an allocation, it is not a benchmark.
 
 from __future__ import annotations
 
-import io
-import struct
 import time
 import zipfile
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from forged_inputs import LAUGHS, forged_png_bytes, npy_bytes
 from PIL import Image
 
 from pipeline.ablation_grid import MAX_CELLS, MAX_SEEDS, parse_grid
@@ -43,17 +41,6 @@ from trainables.yaml_io import MAX_DEPTH, MAX_YAML_CHARS
 
 BAD = Path(__file__).parent / "bad_inputs"
 QUICK_S = 2.0  # generous: every refusal below takes milliseconds
-
-#: Nine levels of nine-fold aliases: 9**9 (387 million) strings from one flow sequence of a few
-#: hundred bytes, were it expanded.
-LAUGHS = (
-    "[&a [lol, lol, lol, lol, lol, lol, lol, lol, lol], "
-    + ", ".join(
-        f"&{name} [{', '.join([f'*{previous}'] * 9)}]"
-        for previous, name in zip("abcdefgh", "bcdefghi", strict=True)
-    )
-    + "]"
-)
 
 
 @contextmanager
@@ -216,17 +203,6 @@ def test_a_long_set_value_is_quoted_shortened() -> None:
 # --- npz: the array header declares the size --------------------------------------------------
 
 
-def npy_bytes(array: np.ndarray, shape: tuple[int, ...] | None = None) -> bytes:
-    """``array`` as ``.npy`` bytes, its header claiming ``shape`` (default: its own)."""
-    buffer = io.BytesIO()
-    header = np.lib.format.header_data_from_array_1_0(array)
-    if shape is not None:
-        header["shape"] = shape
-    np.lib.format.write_array_header_2_0(buffer, header)  # magic string included
-    buffer.write(array.tobytes())
-    return buffer.getvalue()
-
-
 def forged_npz(path: Path, rows: int) -> Path:
     x = np.zeros((10, 4), dtype=np.float32)
     y = np.arange(10) % 2
@@ -275,15 +251,8 @@ def test_the_machine_memory_bounds_datasets_below_max_bytes(
 
 
 def forged_png(path: Path, width: int, height: int) -> Path:
-    """A real 8x8 PNG whose IHDR claims ``width`` x ``height`` (CRC fixed, so PIL trusts it)."""
-    buffer = io.BytesIO()
-    Image.new("L", (8, 8), 100).save(buffer, format="PNG")
-    data = bytearray(buffer.getvalue())
-    assert data[12:16] == b"IHDR"
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(bytes(data))
+    path.write_bytes(forged_png_bytes(width, height))
     return path
 
 
