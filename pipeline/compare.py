@@ -60,7 +60,7 @@ from pipeline.tracking import Tracker
 from pipeline.trainable import run_final_trial
 from pipeline.tune_callback import TRIAL_ID_TAG
 from trainables.config import Config
-from trainables.data import Dataset
+from trainables.data import Dataset, load_dataset
 from trainables.errors import ConfigError
 from trainables.metrics.verification import COUNT_KEYS
 
@@ -171,12 +171,12 @@ def run_compare(
     best_configs: dict[int, dict[str, Config]] = {}
     run_frames, tuning_rows = [], []
     histories: dict[str, pd.DataFrame] = {}
+    dataset = load_dataset(spec.base.dataset)  # the same samples on every split
     for index, split in enumerate(spec.split_seeds):
         base = split_config(spec.base, split)
         directory = split_dir(out, split)
         # Each split is tuned on its own: the searcher's seed moves with it.
         split_options = dataclasses.replace(options, seed=options.seed + index)
-        dataset: Dataset | None = None
         for method, space in spec.spaces.items():
             plan = plan_sweep(
                 method if spec.splits == 1 else f"{method} split {split}",
@@ -185,8 +185,8 @@ def run_compare(
                 split_options,
                 directory / SWEEPS_DIR / method,
                 sweep_id=sweep_ids[str(split)][method],
+                dataset=dataset,
             )
-            dataset = plan.dataset
             sweeps[split, method] = run_sweep(
                 plan,
                 tracker,
@@ -194,7 +194,6 @@ def run_compare(
                 tags={SPLIT_TAG: str(split), "method": method},
             )
             record_sweep_outputs(sweeps[split, method], tracker)
-        assert dataset is not None
         chosen = {
             method: _best_config(base, sweeps[split, method])
             for method in spec.methods

@@ -35,6 +35,7 @@ from pipeline.sweep import SweepOptions, plan_sweep, sweep_cluster
 from pipeline.sweep_flags import add_sweep_flags, default_out, sweep_options
 from pipeline.tracking import Tracker, resolve_tracking_uri
 from trainables.config import config_from_dict
+from trainables.data import load_dataset
 
 #: Where each method's space is copied, as ``<method>.yaml``.
 SPACES_DIR = "spaces"
@@ -64,9 +65,11 @@ def run(args: argparse.Namespace) -> int:
     options = dataclasses.replace(options, tracking_uri=resolve_tracking_uri(options.tracking_uri))
     out = args.out or default_out("compare")
     check_output_dir(out)
+    dataset = load_dataset(spec.base.dataset)
     for split in spec.split_seeds:  # data, every split and sizes, before anything starts
         for method, space in spec.spaces.items():
-            plan_sweep(method, split_config(spec.base, split), space, options, out / method)
+            base = split_config(spec.base, split)
+            plan_sweep(method, base, space, options, out / method, dataset=dataset)
     manifest = {
         "comparison_id": uuid.uuid4().hex[:12],
         "sweep_ids": {

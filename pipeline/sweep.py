@@ -196,6 +196,7 @@ def plan_sweep(
     out: Path,
     *,
     sweep_id: str | None = None,
+    dataset: Dataset | None = None,
 ) -> SweepPlan:
     """Validate the sweep end to end: a trial at every bound of the space must construct.
 
@@ -204,7 +205,9 @@ def plan_sweep(
     of every parameter is built (the others at their first value), not only the first: a
     ``classes_per_batch`` whose upper bound exceeds the training classes would otherwise fail
     inside Ray, where the error is lost. The probes run on the CPU (the driver of a cluster may
-    have no GPU); ``train.device=cuda`` without a GPU is refused for a local sweep.
+    have no GPU); ``train.device=cuda`` without a GPU is refused for a local sweep. ``dataset``:
+    the data ``base.dataset`` loads, when the caller has it already (a comparison plans every
+    split and method on one dataset: the class split is drawn by each trial, not by the loader).
     """
     if options.early_stopping and options.grace_period > base.train.epochs:
         raise ConfigError(
@@ -215,7 +218,8 @@ def plan_sweep(
         raise ConfigError(
             "train.device", "cuda, but this machine has no CUDA device; allowed here: auto, cpu"
         )
-    dataset = load_dataset(base.dataset)
+    if dataset is None:
+        dataset = load_dataset(base.dataset)
     first = {p.path: p.extremes()[0] for p in space.parameters}
     probes: list[tuple[str | None, Any, dict[str, Any]]] = [(None, None, first)]
     for parameter in space.parameters:
