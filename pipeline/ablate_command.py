@@ -19,7 +19,7 @@ from pipeline.ablation import AblationResult, run_ablation
 from pipeline.ablation_grid import AblationGrid, load_grid
 from pipeline.compare_command import mean_ci
 from pipeline.manifest import manifest_options, write_manifest
-from pipeline.outputs import check_output_dir, create_output_dir, output_lock, write_yaml
+from pipeline.outputs import check_output_dir, new_output_dir, write_yaml
 from pipeline.plots import cell_bars, epoch_curve_files, main_effect_plot
 from pipeline.sweep import SweepOptions, sweep_cluster
 from pipeline.sweep_flags import add_config_flags, add_run_flags, default_out, run_options
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         "base": base.to_dict(),
         "options": dataclasses.asdict(options),
     }
-    with sweep_cluster(options), output_lock(create_output_dir(out), field="--out", new=True):
+    with new_output_dir(out), sweep_cluster(options):
         write_yaml(out / "base_config.yaml", base.to_dict())
         assert grid.source is not None
         shutil.copyfile(grid.source, out / GRID_COPY)

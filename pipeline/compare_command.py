@@ -28,7 +28,7 @@ from pipeline.compare import (
 from pipeline.compare_spec import PRESETS, CompareSpec, load_compare_spec
 from pipeline.exit_codes import EXIT_RUNS_FAILED
 from pipeline.manifest import manifest_options, write_manifest
-from pipeline.outputs import check_output_dir, create_output_dir, output_lock, write_yaml
+from pipeline.outputs import check_output_dir, new_output_dir, write_yaml
 from pipeline.plots import comparison_bars, epoch_curve_files
 from pipeline.search_space import load_space
 from pipeline.sweep import SweepOptions, plan_sweep, sweep_cluster
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         "tuning_seeds": list(spec.tuning_seeds),
         "retraining_seeds": list(spec.final_seeds),
     }
-    with sweep_cluster(options), output_lock(create_output_dir(out), field="--out", new=True):
+    with new_output_dir(out), sweep_cluster(options):
         write_yaml(out / "base_config.yaml", spec.base.to_dict())
         (out / SPACES_DIR).mkdir()
         for method, space in spec.spaces.items():

@@ -37,6 +37,28 @@ def create_output_dir(path: Path, *, field: str = "--out") -> Path:
 
 
 @contextlib.contextmanager
+def new_output_dir(path: Path, *, field: str = "--out") -> Iterator[Path]:
+    """Create ``path`` and hold it for the block; a refusal inside leaves no trace.
+
+    The folder exists and is locked before Ray or MLflow start, so a path that cannot be
+    written is refused first. When the block is refused with a :class:`ConfigError` (a store
+    check, a cluster too small) while the folder still holds nothing but the lock, the folder
+    is removed again if this call created it: bad input leaves nothing half-written.
+    """
+    existed = path.exists()
+    created = create_output_dir(path, field=field)
+    try:
+        with output_lock(created, field=field, new=True):
+            yield created
+    except ConfigError:
+        if not existed and [p.name for p in created.iterdir()] == [LOCK_FILE]:
+            with contextlib.suppress(OSError):
+                (created / LOCK_FILE).unlink()
+                created.rmdir()
+        raise
+
+
+@contextlib.contextmanager
 def output_lock(path: Path, *, field: str = "DIR", new: bool = False) -> Iterator[None]:
     """Hold ``path`` for one command: a second command on it is refused, naming the holder.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -27,6 +28,7 @@ from pipeline.checkpoints import PruneEndedTrialCheckpoints, prune_to_newest
 from pipeline.interrupts import InterruptedRunError, fitting, rearm, unfinished_trial_ids
 from pipeline.names import check_experiment_name
 from pipeline.plots import sweep_plots
+from pipeline.ray_network import loopback_warning, release, token_exposure_warning
 from pipeline.search_space import TUNABLE_METRICS, SearchSpace, apply_overrides
 from pipeline.searchers import SEARCHERS, SearcherRequest, build_searcher
 from pipeline.tracking import Tracker, check_tracking_uri
@@ -247,9 +249,13 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[No
     if ray.is_initialized():
         yield
         return
+    release()
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
+        warning = loopback_warning(ray.util.get_node_ip_address())
+        if warning:
+            print(warning, file=sys.stderr)
         ray.init(
             address="local",  # never join a cluster someone else started on this machine
             num_cpus=num_cpus or os.cpu_count(),
@@ -258,6 +264,9 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[No
             configure_logging=False,
         )
     rearm()
+    exposed = token_exposure_warning()
+    if exposed:
+        print(exposed, file=sys.stderr)
     try:
         yield
     finally:

@@ -12,7 +12,7 @@ import numpy as np
 from pipeline.outputs import (
     CsvAppender,
     check_output_dir,
-    create_output_dir,
+    new_output_dir,
     write_json,
     write_yaml,
 )
@@ -36,52 +36,53 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out)
     config = load_config(args.config, args.overrides)
     trial = Trial(config)
-    out = create_output_dir(args.out)
-    write_yaml(out / "config.yaml", config.to_dict())
-    metrics_csv = CsvAppender(out / "metrics.csv", EPOCH_COLUMNS)
-    split = trial.split
-    print(
-        f"dataset {trial.dataset.name}: {len(trial.dataset.labels)} samples; classes "
-        f"{len(split.train_classes)} train / {len(split.val_classes)} val / "
-        f"{len(split.test_classes)} test; scheduler {config.margin.scheduler}; "
-        f"device {trial.device}",
-        flush=True,
-    )
-    started = time.perf_counter()
+    with new_output_dir(args.out) as out:  # a second command on --out is refused
+        write_yaml(out / "config.yaml", config.to_dict())
+        metrics_csv = CsvAppender(out / "metrics.csv", EPOCH_COLUMNS)
+        split = trial.split
+        print(
+            f"dataset {trial.dataset.name}: {len(trial.dataset.labels)} samples; classes "
+            f"{len(split.train_classes)} train / {len(split.val_classes)} val / "
+            f"{len(split.test_classes)} test; scheduler {config.margin.scheduler}; "
+            f"device {trial.device}",
+            flush=True,
+        )
+        started = time.perf_counter()
 
-    def on_epoch(report: EpochReport) -> None:
-        metrics_csv.append(report.metrics)
-        print(_progress_line(report, config.train.epochs), flush=True)
+        def on_epoch(report: EpochReport) -> None:
+            metrics_csv.append(report.metrics)
+            print(_progress_line(report, config.train.epochs), flush=True)
 
-    result = trial.run(on_epoch, evaluate_test=True, keep_test_embeddings=args.save_embeddings)
-    assert result.test_metrics is not None
-    summary = {
-        "stop_reason": result.stop_reason,
-        "epochs": len(result.history),
-        "wall_seconds": time.perf_counter() - started,
-        "dataset_fingerprint": trial.dataset.fingerprint(),
-        **{f"test_{name}": value for name, value in result.test_metrics.items()},
-        "final": result.history[-1] if result.history else {},
-        "reference": {
-            name: {f"test_{key}": value for key, value in metrics.items()}
-            for name, metrics in result.reference_metrics.items()
-        },
-    }
-    write_json(out / "summary.json", summary)
-    if result.stop_reason != "completed":
-        print(f"stopped after epoch {len(result.history)}: {result.stop_reason}")
-    if result.test_embeddings is not None and result.test_labels is not None:
-        np.savez(out / "test_embeddings.npz", X=result.test_embeddings, y=result.test_labels)
-    print(
-        "test  "
-        + "  ".join(
-            f"{k} {v:{'.0f' if k in COUNT_KEYS else '.4f'}}" for k, v in result.test_metrics.items()
-        ),
-        file=sys.stdout,
-    )
-    for name, metrics in result.reference_metrics.items():
-        print(f"  ({name}: roc_auc {metrics['roc_auc']:.4f})")
-    print(f"wrote {out}")
+        result = trial.run(on_epoch, evaluate_test=True, keep_test_embeddings=args.save_embeddings)
+        assert result.test_metrics is not None
+        summary = {
+            "stop_reason": result.stop_reason,
+            "epochs": len(result.history),
+            "wall_seconds": time.perf_counter() - started,
+            "dataset_fingerprint": trial.dataset.fingerprint(),
+            **{f"test_{name}": value for name, value in result.test_metrics.items()},
+            "final": result.history[-1] if result.history else {},
+            "reference": {
+                name: {f"test_{key}": value for key, value in metrics.items()}
+                for name, metrics in result.reference_metrics.items()
+            },
+        }
+        write_json(out / "summary.json", summary)
+        if result.stop_reason != "completed":
+            print(f"stopped after epoch {len(result.history)}: {result.stop_reason}")
+        if result.test_embeddings is not None and result.test_labels is not None:
+            np.savez(out / "test_embeddings.npz", X=result.test_embeddings, y=result.test_labels)
+        print(
+            "test  "
+            + "  ".join(
+                f"{k} {v:{'.0f' if k in COUNT_KEYS else '.4f'}}"
+                for k, v in result.test_metrics.items()
+            ),
+            file=sys.stdout,
+        )
+        for name, metrics in result.reference_metrics.items():
+            print(f"  ({name}: roc_auc {metrics['roc_auc']:.4f})")
+        print(f"wrote {out}")
     return 0
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from pipeline.exit_codes import EXIT_RUNS_FAILED
 from pipeline.manifest import manifest_options, write_manifest
-from pipeline.outputs import check_output_dir, create_output_dir, output_lock, write_yaml
+from pipeline.outputs import check_output_dir, new_output_dir, write_yaml
 from pipeline.search_space import load_space
 from pipeline.sweep import (
     SweepOptions,
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or default_out(space.name)
     check_output_dir(out)
     plan = plan_sweep(space.name, base, space, options, out)
-    with sweep_cluster(options), output_lock(create_output_dir(out), field="--out", new=True):
+    with new_output_dir(out), sweep_cluster(options):
         write_yaml(out / "config.yaml", base.to_dict())
         assert space.source is not None
         shutil.copyfile(space.source, out / SPACE_COPY)

@@ -28,9 +28,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
+import torch
 import yaml
 from forged_inputs import LAUGHS, forged_png_bytes, npy_bytes
 from PIL import Image
+from sockets import descendants, process_name
 
 from pipeline.cli import main
 from trainables.trial import Trial
@@ -69,6 +71,11 @@ def _vectors(classes: int, per_class: int = 10, dim: int = 4) -> tuple[np.ndarra
 
 def npz_one_class(data: Path) -> None:
     x, y = _vectors(1, per_class=20)
+    np.savez(data / "data.npz", X=x, y=y)
+
+
+def npz_one_sample_per_class(data: Path) -> None:
+    x, y = _vectors(30, per_class=1)
     np.savez(data / "data.npz", X=x, y=y)
 
 
@@ -199,6 +206,7 @@ MINERS = "all, hard, semihard"
 SAMPLERS = "class_representative, pk"
 DATASETS = "digits, glyphs, image_folder, npz, synthetic"
 SEARCHERS = "coordinate, qmc, random, tpe"
+NAME_RULE = "1-64 characters: letters, digits, '_', '.', '-', starting with a letter or digit"
 
 CASES = [
     # --- trial configs (train --config) ---
@@ -876,6 +884,111 @@ CASES = [
         ("2.png has 1,600,000,000 pixels", "above the limit of 50,000,000 pixels"),
         setup=images_forged_png,
     ),
+    Case(
+        "data-npz_one_sample_per_class",
+        train_on("npz", "{data}/data.npz", "--set", "sampler.classes_per_batch=4"),
+        "dataset.path",
+        ("the validation classes of npz", "hold no same-class pair", "at least 2 samples"),
+        setup=npz_one_sample_per_class,
+    ),
+    # --- names that would become paths, stores, devices, read-only places ---
+    *[
+        Case(
+            f"compare-method_{kind}_name",
+            compare(f"method_{kind}_name"),
+            f"compare.methods.{name}",
+            (f"{name!r} is not a usable name", "it becomes a folder name", NAME_RULE),
+        )
+        for kind, name in (
+            ("absolute", "/tmp/margin-tune-escape"),
+            ("parent", "../escape"),
+            ("nested", "a/b"),
+        )
+    ],
+    Case(
+        "space-classes_per_batch_above_training_classes",
+        tune_space("classes_per_batch_above_training_classes"),
+        "space.parameters.sampler.classes_per_batch",
+        ("value 64 cannot run on dataset synthetic", "must be <= the 40 training classes"),
+    ),
+    Case(
+        "cli-tune_experiment_empty",
+        ("tune", "--space", "dams", *TRIALS, "--experiment", "", *TRAIN_OUT),
+        "--experiment",
+        ("'' is not a usable experiment name", "1-256 printable characters"),
+    ),
+    Case(
+        "cli-tune_experiment_too_long",
+        ("tune", "--space", "dams", *TRIALS, "--experiment", "x" * 300, *TRAIN_OUT),
+        "--experiment",
+        ("is not a usable experiment name", "1-256 printable characters"),
+    ),
+    Case(
+        "cli-tune_tracking_uri_unknown_scheme",
+        ("tune", "--space", "dams", *TRIALS, "--tracking-uri", "foo://x", *TRAIN_OUT),
+        "--tracking-uri",
+        ("unknown store scheme in 'foo://x'", "allowed: sqlite,"),
+    ),
+    Case(
+        "cli-tune_tracking_uri_sqlite_folder_missing",
+        (
+            *("tune", "--space", "dams", *TRIALS, *TRAIN_OUT),
+            "--tracking-uri",
+            "sqlite:///{cwd}/nope/m.db",
+        ),
+        "--tracking-uri",
+        ("nope does not exist",),
+    ),
+    Case(
+        "cli-tune_tracking_uri_http_unreachable",
+        ("tune", "--space", "dams", *TRIALS, "--tracking-uri", "http://127.0.0.1:9", *TRAIN_OUT),
+        "--tracking-uri",
+        ("no MLflow server answers at http://127.0.0.1:9 within 5 s",),
+    ),
+    Case(
+        "cli-tune_cpus_per_trial_nan",
+        ("tune", "--space", "dams", *TRIALS, "--cpus-per-trial", "nan", *TRAIN_OUT),
+        "--cpus-per-trial",
+        ("must be a number > 0", "got nan"),
+    ),
+    Case(
+        "cli-tune_gpus_per_trial_nan",
+        ("tune", "--space", "dams", *TRIALS, "--gpus-per-trial", "nan", *TRAIN_OUT),
+        "--gpus-per-trial",
+        ("must be a number >= 0", "got nan"),
+    ),
+    Case(
+        "set-negative_pair_seed",
+        ("train", *TRAIN_OUT, "--set", "eval.pair_seed=-1"),
+        "eval.pair_seed",
+        ("must be in [0, 4294967295]", "got -1"),
+    ),
+    *(
+        [
+            Case(
+                f"cli-{command}_device_cuda_without_gpu",
+                (command, *extra, *TRAIN_OUT, "--set", "train.device=cuda"),
+                "train.device",
+                ("cuda, but this machine has no CUDA device", "allowed here: auto, cpu"),
+            )
+            for command, extra in (("train", ()), ("tune", ("--space", "dams", *TRIALS)))
+        ]
+        if not torch.cuda.is_available()
+        else []
+    ),
+    *(
+        [
+            Case(
+                f"cli-{command}_out_on_read_only_file_system",
+                (command, *extra, "--out", "/sys/margin-tune-out"),
+                "--out",
+                ("cannot create /sys/margin-tune-out",),
+            )
+            for command, extra in (("train", ()), ("tune", ("--space", "dams", *TRIALS)))
+        ]
+        if Path("/sys/kernel").is_dir()
+        else []
+    ),
 ]
 
 
@@ -892,28 +1005,13 @@ def _tree(root: Path) -> dict[str, bytes | None]:
 
 def _ray_descendants() -> list[str]:
     """Ray processes (raylet, gcs_server) started below this process."""
-    parents: dict[int, int] = {}
-    names: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name_end = stat.rindex(")")
-        names[int(entry.name)] = stat[stat.index("(") + 1 : name_end]
-        parents[int(entry.name)] = int(stat[name_end + 2 :].split()[1])
-    found = []
-    for pid, name in names.items():
-        if "raylet" not in name and "gcs_server" not in name:
-            continue
-        ancestor = parents.get(pid, 0)
-        while ancestor > 1 and ancestor != os.getpid():
-            ancestor = parents.get(ancestor, 0)
-        if ancestor == os.getpid():
-            found.append(f"{name} (pid {pid})")
-    return found
+    below = descendants(os.getpid()) - {os.getpid()}
+    names = {pid: process_name(pid) for pid in below}
+    return [
+        f"{name} (pid {pid})"
+        for pid, name in sorted(names.items())
+        if "raylet" in name or "gcs_server" in name
+    ]
 
 
 @pytest.fixture

@@ -152,6 +152,43 @@ def test_resume_of_a_directory_in_use_exits_2_naming_the_holder(
         holder.wait()
 
 
+def test_train_on_a_directory_in_use_is_refused_naming_the_holder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_overrides: list[str]
+) -> None:
+    out = tmp_path / "train"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    sets = [item for o in tiny_overrides for item in ("--set", o)]
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert main(["train", *sets, "--out", str(out)]) == 2
+        error = capsys.readouterr().err
+        assert "--out" in error and f"PID {holder.pid}" in error
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # nothing half-written
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux's read-only /sys")
+@pytest.mark.parametrize("command", ["train", "tune"])
+def test_an_out_on_a_read_only_file_system_is_refused_before_anything_starts(
+    command: str, capsys: pytest.CaptureFixture[str], tiny_overrides: list[str]
+) -> None:
+    """/sys refuses new folders even to root, which ignores a folder's own permissions."""
+    out = Path("/sys/margin-tune-out")
+    sets = [item for o in tiny_overrides for item in ("--set", o)]
+    extra = ["--space", "constant", "--trials", "1"] if command == "tune" else []
+    started = time.perf_counter()
+    assert main([command, *sets, *extra, "--out", str(out)]) == 2
+    assert time.perf_counter() - started < 30
+    error = capsys.readouterr().err
+    assert "margin-tune: error: --out: cannot create /sys/margin-tune-out" in error
+    assert not out.exists()
+
+
 def test_every_bound_of_a_space_is_checked_against_the_data(tiny_config: Config) -> None:
     """tiny: 15 training classes; a batch of 32 classes only exists at the range's top."""
     space = parse_space(

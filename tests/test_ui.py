@@ -30,6 +30,7 @@ import matplotlib.image
 import optuna
 import pytest
 from conftest import TINY
+from sockets import listeners
 from test_tracking import _free_port, _Server
 
 from pipeline.cli import main
@@ -302,6 +303,9 @@ def test_margin_tune_ui_prints_urls_that_answer_and_ctrl_c_stops_everything(
             if parent == process.pid and session == pid
         }
         assert len(servers) == (2 if dashboard is not None else 1)
+        bound = listeners(process.pid)  # the servers' own sockets, read from /proc
+        assert port in {listener.port for listener in bound}
+        assert [f"{s.address}:{s.port}" for s in bound if not s.loopback] == []
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0, process.stderr.read() if process.stderr else ""
     finally:

@@ -22,6 +22,7 @@ import torch
 from trainables.collapse import CollapseMonitor, choose_probe
 from trainables.config import Config
 from trainables.data import ClassSplit, Dataset, load_dataset, split_classes
+from trainables.errors import ConfigError
 from trainables.losses import (
     BatchGeometry,
     DifficultyCounts,
@@ -104,9 +105,32 @@ class TrainingDivergedError(FloatingPointError):
 
 
 def resolve_device(requested: str) -> torch.device:
+    """``train.device`` on this machine; ``cuda`` where there is none is refused, not crashed."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "train.device", "cuda, but this machine has no CUDA device; allowed here: auto, cpu"
+        )
     return torch.device(requested)
+
+
+def _check_retrieval_split(labels: np.ndarray, part: str, config: Config) -> None:
+    """Refuse, before any training, a split whose metrics cannot exist.
+
+    Retrieval and verification need a same-class pair (a class with two samples) and a
+    different-class pair; only the class sizes are read, never features or results.
+    """
+    _, counts = np.unique(labels, return_counts=True)
+    if len(counts) >= 2 and (counts >= 2).any():
+        return
+    field = "dataset.path" if config.dataset.path else "dataset.samples_per_class"
+    raise ConfigError(
+        field,
+        f"the {part} classes of {config.dataset.name} ({len(counts)} classes, at most "
+        f"{int(counts.max()) if len(counts) else 0} sample(s) each) hold no same-class pair; "
+        "need 2 classes and a class with at least 2 samples",
+    )
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -127,6 +151,11 @@ class Trial:
         torch.set_num_threads(config.train.num_threads or len(os.sched_getaffinity(0)))
         self.dataset = dataset if dataset is not None else load_dataset(config.dataset)
         self.split: ClassSplit = split_classes(self.dataset.labels, config.dataset)
+        for part, indices in (
+            ("validation", self.split.val_indices),
+            ("test", self.split.test_indices),
+        ):
+            _check_retrieval_split(self.dataset.labels[indices], part, config)
         self.train_features = self._to_device(self.split.train_indices)
         self.train_labels = torch.as_tensor(
             self.dataset.labels[self.split.train_indices], device=self.device
