@@ -11,8 +11,8 @@ import argparse
 import statistics
 import time
 
-from trainables.config import load_config
-from trainables.trial import Trial
+from margin_tune.trainables.config import load_config
+from margin_tune.trainables.trial import Trial
 
 DATASETS = {
     "synthetic": [],

@@ -19,10 +19,10 @@ import argparse
 import statistics
 from dataclasses import dataclass
 
-from trainables.collapse import CollapseMonitor
-from trainables.config import CollapseConfig, load_config
-from trainables.metrics import EmbeddingSpread
-from trainables.trial import Trial
+from margin_tune.trainables.collapse import CollapseMonitor
+from margin_tune.trainables.config import CollapseConfig, load_config
+from margin_tune.trainables.metrics import EmbeddingSpread
+from margin_tune.trainables.trial import Trial
 
 SAMPLERS = {
     "pk": [],

@@ -22,8 +22,8 @@ from mlflow import MlflowClient
 
 from bench.common import Figure
 from bench.tables import markdown_table
-from trainables.config import load_config
-from trainables.trial import Trial
+from margin_tune.trainables.config import load_config
+from margin_tune.trainables.trial import Trial
 
 TRIALS = 16
 CONCURRENCY = 2
@@ -49,7 +49,7 @@ def _timed(command: list[str]) -> float:
 
 def sweep_command(out: Path, uri: str, epochs: int, trials: int) -> list[str]:
     return [
-        *(sys.executable, "-m", "pipeline.cli", "tune", "--space", "constant"),
+        *(sys.executable, "-m", "margin_tune.pipeline.cli", "tune", "--space", "constant"),
         *("--trials", str(trials), "--concurrency", str(CONCURRENCY)),
         *("--searcher", "random", "--no-early-stopping", "--seed", "0"),
         *("--set", f"train.epochs={epochs}"),

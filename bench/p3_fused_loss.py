@@ -22,8 +22,8 @@ from pytorch_metric_learning import losses, miners
 
 from bench.common import Figure
 from bench.tables import markdown_table
-from trainables.losses import EffectiveMarginReservoir, triplet_step
-from trainables.miners import build_miner
+from margin_tune.trainables.losses import EffectiveMarginReservoir, triplet_step
+from margin_tune.trainables.miners import build_miner
 
 CLASSES = 32
 PER_CLASS = 8

@@ -24,10 +24,16 @@ import pandas as pd
 
 from bench.common import Figure
 from bench.tables import markdown_table
-from pipeline.search_space import load_space
-from pipeline.sweep import SweepOptions, SweepResult, plan_sweep, run_sweep, sweep_cluster
-from pipeline.tracking import Tracker
-from trainables.config import load_config
+from margin_tune.pipeline.search_space import load_space
+from margin_tune.pipeline.sweep import (
+    SweepOptions,
+    SweepResult,
+    plan_sweep,
+    run_sweep,
+    sweep_cluster,
+)
+from margin_tune.pipeline.tracking import Tracker
+from margin_tune.trainables.config import load_config
 
 SPACE = "dams"
 CONCURRENCY = 2

@@ -26,7 +26,7 @@ import pandas as pd
 from bench.common import Figure
 from bench.p1_sweep_vs_pool import existing_store
 from bench.tables import markdown_table
-from trainables.config import load_config
+from margin_tune.trainables.config import load_config
 
 TRIALS = 100
 GROWTH_LIMIT_MB = 20.0
@@ -35,8 +35,8 @@ SAMPLE_S = 0.25
 # across exec, so a benchmark process of 850 MB would read as the trial's peak.
 ONE_TRIAL = """
 from pathlib import Path
-from trainables.config import load_config
-from trainables.trial import Trial
+from margin_tune.trainables.config import load_config
+from margin_tune.trainables.trial import Trial
 Trial(load_config()).run(lambda epoch: None)
 status = Path("/proc/self/status").read_text().splitlines()
 print(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
@@ -67,7 +67,7 @@ def finished_trials(database: Path) -> int:
 def sample_sweep(out: Path, database: Path, trials: int) -> pd.DataFrame:
     """RSS of the driver and of Ray's processes (its descendants) while the sweep runs."""
     command = [
-        *(sys.executable, "-m", "pipeline.cli", "tune", "--space", "constant"),
+        *(sys.executable, "-m", "margin_tune.pipeline.cli", "tune", "--space", "constant"),
         *("--trials", str(trials), "--concurrency", "2", "--searcher", "random"),
         *("--no-early-stopping", "--set", "train.epochs=1"),
         *("--tracking-uri", f"sqlite:///{database}", "--experiment", "bench-p7"),

@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.search_space import apply_overrides
-from trainables.config import Config, load_config
-from trainables.data import Dataset, load_dataset
-from trainables.trial import EpochReport, Trial
+from margin_tune.pipeline.search_space import apply_overrides
+from margin_tune.trainables.config import Config, load_config
+from margin_tune.trainables.data import Dataset, load_dataset
+from margin_tune.trainables.trial import EpochReport, Trial
 
 _dataset: Dataset | None = None
 

@@ -15,18 +15,23 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.ablation import AblationResult, run_ablation
-from pipeline.ablation_grid import AblationGrid, load_grid
-from pipeline.compare_command import mean_ci
-from pipeline.manifest import manifest_options, write_manifest
-from pipeline.outputs import check_output_dir, new_output_dir, write_yaml
-from pipeline.plots import cell_bars, epoch_curve_files, main_effect_plot
-from pipeline.sweep import SweepOptions, sweep_cluster
-from pipeline.sweep_flags import add_config_flags, add_run_flags, default_out, run_options
-from pipeline.tracking import Tracker, resolve_tracking_uri
-from trainables.config import Config, config_from_dict, load_config
-from trainables.data import Dataset, load_dataset
-from trainables.trial import Trial
+from margin_tune.pipeline.ablation import AblationResult, run_ablation
+from margin_tune.pipeline.ablation_grid import AblationGrid, load_grid
+from margin_tune.pipeline.compare_command import mean_ci
+from margin_tune.pipeline.manifest import manifest_options, write_manifest
+from margin_tune.pipeline.outputs import check_output_dir, new_output_dir, write_yaml
+from margin_tune.pipeline.plots import cell_bars, epoch_curve_files, main_effect_plot
+from margin_tune.pipeline.sweep import SweepOptions, sweep_cluster
+from margin_tune.pipeline.sweep_flags import (
+    add_config_flags,
+    add_run_flags,
+    default_out,
+    run_options,
+)
+from margin_tune.pipeline.tracking import Tracker, resolve_tracking_uri
+from margin_tune.trainables.config import Config, config_from_dict, load_config
+from margin_tune.trainables.data import Dataset, load_dataset
+from margin_tune.trainables.trial import Trial
 
 #: The grid file, copied into the output directory: what ``resume`` and ``sync`` read.
 GRID_COPY = "grid.yaml"

@@ -24,16 +24,17 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
-from pipeline.ablation_grid import AblationGrid
-from pipeline.compare import TEST_METRICS
-from pipeline.grid_trials import GridPointConfig, completed_metrics, run_grid_trials
-from pipeline.statistics import interval_table, mean_interval
-from pipeline.sweep import EXPERIMENT_DIR, SweepOptions, git_commit
-from pipeline.tracking import Tracker
-from pipeline.trainable import run_ablation_trial
-from pipeline.tune_callback import TRIAL_ID_TAG
-from trainables.config import Config
-from trainables.data import Dataset
+from margin_tune.pipeline.ablation_grid import AblationGrid
+from margin_tune.pipeline.grid_trials import GridPointConfig, completed_metrics, run_grid_trials
+from margin_tune.pipeline.statistics import interval_table, mean_interval
+from margin_tune.pipeline.sweep import EXPERIMENT_DIR, SweepOptions, git_commit
+from margin_tune.pipeline.tables import TEST_METRICS
+from margin_tune.pipeline.tracking import Tracker
+from margin_tune.pipeline.trainable import run_ablation_trial
+from margin_tune.pipeline.tune_callback import TRIAL_ID_TAG
+from margin_tune.pipeline.vocabulary import KIND_TAG
+from margin_tune.trainables.config import Config
+from margin_tune.trainables.data import Dataset
 
 #: Tags of every ablation trial run, beside its ``cell``.
 ABLATION_TAGS = {"margin_tune.stage": "ablation"}
@@ -85,7 +86,7 @@ def run_ablation(
         },
         tags={
             "margin_tune.sweep_id": ablation_id,
-            "margin_tune.kind": "ablation",
+            KIND_TAG: "ablation",
             "git_commit": git_commit(),
             "dataset": base.dataset.name,
             "dataset_fingerprint": dataset.fingerprint(),

@@ -29,11 +29,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.compare_spec import LOWER_IS_BETTER
-from pipeline.search_space import DEFAULT_METRIC, TUNABLE_METRICS, apply_overrides
-from trainables.config import Config, config_fields, read_yaml
-from trainables.errors import ConfigError, quote
-from trainables.schedulers import SCHEDULERS
+from margin_tune.pipeline.compare_spec import LOWER_IS_BETTER
+from margin_tune.pipeline.search_space import DEFAULT_METRIC, TUNABLE_METRICS, apply_overrides
+from margin_tune.trainables.config import Config, config_fields, read_yaml
+from margin_tune.trainables.errors import ConfigError, quote
+from margin_tune.trainables.schedulers import SCHEDULERS
 
 #: What a grid ranks its cells by: a validation column at the trial's last epoch. Test metrics
 #: are reported beside it for every cell but never rank or pick one: choosing the best cell by
@@ -98,7 +98,7 @@ class AblationGrid:
 
 def packaged_grids() -> dict[str, Path]:
     """Name (file stem) to path of every grid shipped in ``search_spaces/grids``."""
-    root = resources.files("search_spaces") / "grids"
+    root = resources.files("margin_tune.search_spaces") / "grids"
     return {
         Path(entry.name).stem: Path(str(entry))
         for entry in root.iterdir()

@@ -2,28 +2,42 @@
 
 Every bad input becomes one line on stderr naming the field and what is allowed, exit code 2,
 before any output directory, Ray session or MLflow run exists.
+
+Only the command that runs is imported: ``margin-tune --help`` and ``--version`` import no
+command module at all, and a command's module imports torch, Ray or MLflow only where it
+needs them, so ``report`` and ``ui`` start without either.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from pipeline import (
-    ablate_command,
-    compare_command,
-    interrupts,
-    report_command,
-    resume_command,
-    sync_command,
-    train_command,
-    tune_command,
-    ui_command,
-)
-from pipeline.exit_codes import EXIT_BAD_INPUT
-from trainables.errors import ConfigError
+from margin_tune import __version__
+from margin_tune.pipeline import interrupts
+from margin_tune.pipeline.exit_codes import EXIT_BAD_INPUT
+from margin_tune.trainables.errors import ConfigError
+
+#: Command name → (module with ``add_arguments`` and ``run``, one-line help).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("train_command", "train one trial and evaluate it on test classes"),
+    "tune": ("tune_command", "sweep one search space with Ray Tune + Optuna"),
+    "resume": ("resume_command", "continue an interrupted tune, compare or ablate from its DIR"),
+    "compare": (
+        "compare_command",
+        "tune every method alike, re-train over seeds, compare on test classes",
+    ),
+    "ablate": (
+        "ablate_command",
+        "a factorial grid × training seeds as Ray Tune trials, with main effects",
+    ),
+    "sync": ("sync_command", "write what Ray Tune's results in DIR hold into MLflow (idempotent)"),
+    "report": ("report_command", "sweeps, trials and comparisons from MLflow"),
+    "ui": ("ui_command", "MLflow UI (and optuna-dashboard) on the project's stores, on 127.0.0.1"),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,51 +47,33 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv``: the first word that is not an option (the top level
+    takes no option with a value)."""
+    word = next((arg for arg in argv if not arg.startswith("-")), None)
+    return word if word in COMMANDS else None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with the arguments of ``command`` only (None: of every command)."""
     parser = _Parser(
         prog="margin-tune",
         description="Margin schedulers for the triplet loss: train, tune and compare.",
     )
+    parser.add_argument("--version", action="version", version=f"margin-tune {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    train = commands.add_parser("train", help="train one trial and evaluate it on test classes")
-    train_command.add_arguments(train)
-    train.set_defaults(handler=train_command.run)
-    tune = commands.add_parser("tune", help="sweep one search space with Ray Tune + Optuna")
-    tune_command.add_arguments(tune)
-    tune.set_defaults(handler=tune_command.run)
-    resume = commands.add_parser(
-        "resume", help="continue an interrupted tune, compare or ablate from its DIR"
-    )
-    resume_command.add_arguments(resume)
-    resume.set_defaults(handler=resume_command.run)
-    compare = commands.add_parser(
-        "compare", help="tune every method alike, re-train over seeds, compare on test classes"
-    )
-    compare_command.add_arguments(compare)
-    compare.set_defaults(handler=compare_command.run)
-    ablate = commands.add_parser(
-        "ablate", help="a factorial grid × training seeds as Ray Tune trials, with main effects"
-    )
-    ablate_command.add_arguments(ablate)
-    ablate.set_defaults(handler=ablate_command.run)
-    sync = commands.add_parser(
-        "sync", help="write what Ray Tune's results in DIR hold into MLflow (idempotent)"
-    )
-    sync_command.add_arguments(sync)
-    sync.set_defaults(handler=sync_command.run)
-    report = commands.add_parser("report", help="sweeps, trials and comparisons from MLflow")
-    report_command.add_arguments(report)
-    report.set_defaults(handler=report_command.run)
-    ui = commands.add_parser(
-        "ui", help="MLflow UI (and optuna-dashboard) on the project's stores, on 127.0.0.1"
-    )
-    ui_command.add_arguments(ui)
-    ui.set_defaults(handler=ui_command.run)
+    for name, (module_name, help_line) in COMMANDS.items():
+        sub = commands.add_parser(name, help=help_line)
+        if command is None or name == command:
+            module = importlib.import_module(f"margin_tune.pipeline.{module_name}")
+            module.add_arguments(sub)
+            sub.set_defaults(handler=module.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_chosen(argv) or "")
     args = parser.parse_args(argv)
     try:
         with interrupts.handled():

@@ -7,10 +7,12 @@ The protocol, repeated on each class split (``compare.splits``, split seeds ``sp
 1. Each method's space is swept on the split's validation classes (same trials, epochs,
    searcher and tuning seed for every method; the searcher seed moves with the split).
 2. Each method's winner is its best trial among those that trained the whole epoch budget
-   (:func:`pipeline.sweep.best_trial`). A method without such a trial has no winner on that
+   (:func:`margin_tune.pipeline.sweep.best_trial`). A method without such a trial has no winner on
+   that
    split: the table says so, nothing replaces it.
 3. Each winner is re-trained with the re-training seeds, which no tuning trial used
-   (:func:`pipeline.compare_spec.retraining_seeds`), and evaluated on the split's test classes.
+   (:func:`margin_tune.pipeline.compare_spec.retraining_seeds`), and evaluated on the split's test
+   classes.
    A collapsed re-training is evaluated at the epoch it stopped at and counted; only a failed
    one has no metric.
 4. Per method the mean with a 95% CI, and for each baseline the paired difference to each
@@ -38,17 +40,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.compare_spec import CompareSpec
-from pipeline.grid_trials import GridPointConfig, completed_metrics, run_grid_trials
-from pipeline.outputs import write_yaml
-from pipeline.search_space import apply_overrides
-from pipeline.statistics import (
-    holm_bonferroni,
-    interval_table,
-    paired_comparison,
-    split_unit_values,
-)
-from pipeline.sweep import (
+from margin_tune.pipeline.compare_spec import CompareSpec
+from margin_tune.pipeline.grid_trials import GridPointConfig, completed_metrics, run_grid_trials
+from margin_tune.pipeline.outputs import write_yaml
+from margin_tune.pipeline.search_space import apply_overrides
+from margin_tune.pipeline.sweep import (
     SweepOptions,
     SweepResult,
     git_commit,
@@ -56,17 +52,16 @@ from pipeline.sweep import (
     record_sweep_outputs,
     run_sweep,
 )
-from pipeline.tracking import Tracker
-from pipeline.trainable import run_final_trial
-from pipeline.tune_callback import TRIAL_ID_TAG
-from trainables.config import Config
-from trainables.data import Dataset, load_dataset
-from trainables.errors import ConfigError
-from trainables.metrics.verification import COUNT_KEYS
+from margin_tune.pipeline.tables import TEST_METRICS, paired_table, summary_table
+from margin_tune.pipeline.tracking import Tracker
+from margin_tune.pipeline.trainable import run_final_trial
+from margin_tune.pipeline.vocabulary import FINAL_TAGS, KIND_TAG, SPLIT_TAG, TRIAL_ID_TAG
+from margin_tune.trainables.config import Config
+from margin_tune.trainables.data import Dataset, load_dataset
+from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.metric_names import COUNT_KEYS
 
-TEST_METRICS = ("roc_auc", "eer", "tar_at_far_1e-3", "recall_at_1", "map_at_r")
-#: Counts behind the verification metrics of each test evaluation: pairs scored, and false
-#: accepts at the FAR = 1e-3 operating point (what TAR@FAR=1e-3 rests on).
+#: Counts behind the verification metrics of each test evaluation.
 TEST_COUNTS = COUNT_KEYS
 #: Where each split's directories live: ``splits/<split seed>/sweeps/<method>`` and ``…/final``.
 SPLITS_DIR = "splits"
@@ -74,10 +69,6 @@ SWEEPS_DIR = "sweeps"
 FINAL_DIR = "final"
 #: Each method's chosen config on a split, written before its re-trainings (``sync`` reads it).
 BEST_CONFIGS_FILE = "best_configs.yaml"
-#: Tags of every re-training run, beside its ``split`` and ``method``.
-FINAL_TAGS = {"margin_tune.stage": "final"}
-#: The tag of a sweep run with the class split it tuned on.
-SPLIT_TAG = "split"
 
 
 def split_dir(out: Path, split: int) -> Path:
@@ -161,7 +152,7 @@ def run_compare(
         },
         tags={
             "margin_tune.sweep_id": comparison_id,
-            "margin_tune.kind": "comparison",
+            KIND_TAG: "comparison",
             "git_commit": git_commit(),
             "dataset": spec.base.dataset.name,
         },
@@ -306,123 +297,3 @@ def tuning_row(
         "retrained_val": retrained,
         **sweep.budget,
     }
-
-
-def summary_table(
-    runs: pd.DataFrame,
-    methods: list[str],
-    *,
-    tuning: pd.DataFrame | None = None,
-    splits: int = 1,
-) -> pd.DataFrame:
-    """Per method: mean, CI half-width and n of each test metric over the unit of replication.
-
-    With one split the unit is the re-training seed; with several, each split's seeds are
-    averaged first and the splits are the unit, so the interval covers the class split and the
-    tuning outcome as well as the seed. Counts of runs, collapsed and failed runs are over all
-    runs; ``tuning`` adds the realised budget and the chosen trials' record.
-    """
-    columns = {name: f"test_{name}" for name in TEST_METRICS}
-    if runs.empty:
-        runs = pd.DataFrame(columns=["split", "method", "seed", "status", *columns.values()])
-    counts = interval_table(runs, "method", methods, {})
-    if splits > 1:
-        per_split = _per_split(runs, list(columns.values()))
-        intervals = interval_table(
-            per_split.assign(status="completed"), "method", methods, columns
-        ).drop(columns=["runs", "collapsed", "failed"])
-    else:
-        intervals = interval_table(runs, "method", methods, columns).drop(
-            columns=["runs", "collapsed", "failed"]
-        )
-    table = counts.merge(intervals, on="method", how="left")
-    table["unit"] = "split" if splits > 1 else "seed"
-    if tuning is not None and not tuning.empty:
-        record = (
-            tuning.groupby("method", sort=False)
-            .agg(
-                splits_without_winner=("chosen_trial", lambda c: int(c.isna().sum())),
-                chosen_trials=("chosen_trial", _joined),
-                chosen_epochs=("chosen_epochs", _joined),
-                tuning_score=("tuning_score", "mean"),
-                retrained_val=("retrained_val", "mean"),
-                trials=("trials", "sum"),
-                trial_epochs=("trial_epochs", "sum"),
-                searcher=("searcher", "first"),
-                dimensions=("dimensions", "first"),
-            )
-            .reset_index()
-        )
-        table = table.merge(record, on="method", how="left")
-    return table
-
-
-def _joined(values: pd.Series) -> str:
-    """One text per split, e.g. the chosen trials of each: ``a1b2;c3d4``."""
-    return ";".join(str(int(v)) if isinstance(v, float) else str(v) for v in values.dropna())
-
-
-def _per_split(runs: pd.DataFrame, values: list[str]) -> pd.DataFrame:
-    """One row per (method, split): each value averaged over that split's seeds."""
-    frames = [split_unit_values(runs, value, by="method", unit="split") for value in values]
-    merged = frames[0]
-    for frame in frames[1:]:
-        merged = merged.merge(frame, on=["method", "split"], how="outer")
-    return merged
-
-
-def paired_table(
-    runs: pd.DataFrame,
-    schedulers: list[str],
-    baselines: tuple[str, ...],
-    *,
-    primary: str,
-    splits: int = 1,
-) -> pd.DataFrame:
-    """For each baseline, scheduler and test metric: the paired difference scheduler − baseline.
-
-    Pairs are re-training seeds (one split) or splits (several; seeds averaged within each).
-    Only complete pairs enter a test. The ``primary`` metric's p-values are Holm-Bonferroni
-    adjusted over every scheduler × baseline comparison (``holm_p``); the other metrics are
-    labelled secondary and left unadjusted. A constant difference has no test: its p-values are
-    NaN and ``constant`` is true.
-    """
-    unit = "split" if splits > 1 else "seed"
-    rows = []
-    for name in TEST_METRICS:
-        column = f"test_{name}"
-        if runs.empty:
-            continue
-        units = split_unit_values(runs, column, by="method", unit="split") if splits > 1 else runs
-        pivot = units.pivot_table(index=unit, columns="method", values=column, dropna=False)
-        for baseline in baselines:
-            for scheduler in schedulers:
-                if scheduler not in pivot or baseline not in pivot:
-                    continue
-                result = paired_comparison(pivot[scheduler].to_numpy(), pivot[baseline].to_numpy())
-                rows.append(
-                    {
-                        "scheduler": scheduler,
-                        "baseline": baseline,
-                        "metric": name,
-                        "role": "primary" if name == primary else "secondary",
-                        "unit": unit,
-                        "mean_difference": result.difference.mean,
-                        "ci95": result.difference.half_width,
-                        "pairs": result.difference.n,
-                        "constant": result.constant,
-                        "t_test_p": result.t_pvalue,
-                        "holm_p": np.nan,
-                        "wilcoxon_p": result.wilcoxon_pvalue,
-                    }
-                )
-    table = pd.DataFrame(rows)
-    if not table.empty:
-        is_primary = table["role"] == "primary"
-        table.loc[is_primary, "holm_p"] = holm_bonferroni(
-            table.loc[is_primary, "t_test_p"].to_numpy()
-        )
-        # Primary comparisons first, then the secondary metrics.
-        table = table.sort_values("role", kind="stable", key=lambda c: c != "primary")
-        table = table.reset_index(drop=True)
-    return table

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.compare import (
+from margin_tune.pipeline.compare import (
     TEST_COUNTS,
     TEST_METRICS,
     CompareResult,
@@ -25,17 +25,17 @@ from pipeline.compare import (
     run_compare,
     split_config,
 )
-from pipeline.compare_spec import PRESETS, CompareSpec, load_compare_spec
-from pipeline.exit_codes import EXIT_RUNS_FAILED
-from pipeline.manifest import manifest_options, write_manifest
-from pipeline.outputs import check_output_dir, new_output_dir, write_yaml
-from pipeline.plots import comparison_bars, epoch_curve_files
-from pipeline.search_space import load_space
-from pipeline.sweep import SweepOptions, plan_sweep, sweep_cluster
-from pipeline.sweep_flags import add_sweep_flags, default_out, sweep_options
-from pipeline.tracking import Tracker, resolve_tracking_uri
-from trainables.config import config_from_dict
-from trainables.data import load_dataset
+from margin_tune.pipeline.compare_spec import PRESETS, CompareSpec, load_compare_spec
+from margin_tune.pipeline.exit_codes import EXIT_RUNS_FAILED
+from margin_tune.pipeline.manifest import manifest_options, write_manifest
+from margin_tune.pipeline.outputs import check_output_dir, new_output_dir, write_yaml
+from margin_tune.pipeline.plots import comparison_bars, epoch_curve_files
+from margin_tune.pipeline.search_space import load_space
+from margin_tune.pipeline.sweep import SweepOptions, plan_sweep, sweep_cluster
+from margin_tune.pipeline.sweep_flags import add_sweep_flags, default_out, sweep_options
+from margin_tune.pipeline.tracking import Tracker, resolve_tracking_uri
+from margin_tune.trainables.config import config_from_dict
+from margin_tune.trainables.data import load_dataset
 
 #: Where each method's space is copied, as ``<method>.yaml``.
 SPACES_DIR = "spaces"

@@ -30,11 +30,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.names import check_file_name
-from pipeline.search_space import DEFAULT_METRIC, TUNABLE_METRICS, SearchSpace, load_space
-from search_spaces import packaged_spaces
-from trainables.config import MAX_SEED, Config, load_config, read_yaml
-from trainables.errors import ConfigError
+from margin_tune.pipeline.names import check_file_name
+from margin_tune.pipeline.search_space import (
+    DEFAULT_METRIC,
+    TUNABLE_METRICS,
+    SearchSpace,
+    load_space,
+)
+from margin_tune.search_spaces import packaged_spaces
+from margin_tune.trainables.config import MAX_SEED, Config, load_config, read_yaml
+from margin_tune.trainables.errors import ConfigError
 
 DEFAULT_METHODS = {
     "dams": "dams",
@@ -243,7 +248,9 @@ def parse_compare_spec(
             f"pass the largest seed {MAX_SEED}",
         )
     searcher = data.get("searcher", "tpe")
-    from pipeline.searchers import SEARCHERS  # imports Ray: only when a spec is validated
+    from margin_tune.pipeline.searchers import (
+        SEARCHERS,
+    )  # imports Ray: only when a spec is validated
 
     if not isinstance(searcher, str) or searcher not in SEARCHERS:
         raise ConfigError(

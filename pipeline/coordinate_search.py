@@ -40,7 +40,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from pipeline.search_space import Parameter, SearchSpace
+from margin_tune.pipeline.search_space import Parameter, SearchSpace
 
 #: The first step, in unit coordinates: candidates a quarter of the range either side.
 INITIAL_STEP = 0.25

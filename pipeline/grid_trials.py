@@ -17,13 +17,19 @@ from typing import Any
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
-from pipeline.checkpoints import PruneEndedTrialCheckpoints
-from pipeline.interrupts import InterruptedRunError, fitting, unfinished_trial_ids
-from pipeline.sweep import SweepOptions, restored_or_new, tune_environment
-from pipeline.tracking import Tracker
-from pipeline.tune_callback import SyncedTrial, TrackingCallback, bind_tracker, sync_results
-from trainables.config import Config, config_from_dict
-from trainables.data import Dataset
+from margin_tune.pipeline.checkpoints import PruneEndedTrialCheckpoints
+from margin_tune.pipeline.interrupts import InterruptedRunError, fitting, unfinished_trial_ids
+from margin_tune.pipeline.sweep import SweepOptions, restored_or_new, tune_environment
+from margin_tune.pipeline.tracking import Tracker
+from margin_tune.pipeline.tune_callback import (
+    SyncedTrial,
+    TrackingCallback,
+    bind_tracker,
+    sync_results,
+)
+from margin_tune.pipeline.vocabulary import MEASURED_STATUSES
+from margin_tune.trainables.config import Config, config_from_dict
+from margin_tune.trainables.data import Dataset
 
 
 class GridPointConfig:
@@ -139,4 +145,3 @@ def completed_metrics(
 
 
 #: Statuses of a grid trial that carry its test metrics.
-MEASURED_STATUSES = ("completed", "collapsed")

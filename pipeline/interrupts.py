@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pipeline.exit_codes import EXIT_SIGINT, EXIT_SIGTERM
+from margin_tune.pipeline.exit_codes import EXIT_SIGINT, EXIT_SIGTERM
 
 _received: int | None = None
 _fitting = False

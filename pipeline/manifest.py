@@ -10,11 +10,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.secrets import CREDENTIAL_VARIABLES, redact_uri, with_credentials
-from trainables.errors import ConfigError
+from margin_tune.pipeline.secrets import CREDENTIAL_VARIABLES, redact_uri, with_credentials
+from margin_tune.trainables.errors import ConfigError
 
 MANIFEST_FILE = "margin-tune.json"
-FORMAT_VERSION = 1
+#: 2: the margin_tune namespace (0.2.0), and the version that wrote the manifest. Format 1 came
+#: before it: its Ray Tune state pickles modules by their old top-level names (``pipeline.…``).
+FORMAT_VERSION = 2
+BEFORE_NAMESPACE = 1
 #: What ``resume`` reads from the manifest of each command that writes one.
 _REQUIRED: dict[str, dict[str, type]] = {
     "tune": {"name": str, "space_name": str, "sweep_id": str, "base": dict, "options": dict},
@@ -36,7 +39,10 @@ def write_manifest(out: Path, command: str, data: dict[str, Any]) -> None:
     for key in CREDENTIAL_VARIABLES:
         if isinstance(options.get(key), str):
             options[key] = redact_uri(options[key])
-    content = {"format": FORMAT_VERSION, "command": command, **data}
+    from margin_tune import __version__
+
+    content = {"format": FORMAT_VERSION, "margin_tune_version": __version__, "command": command}
+    content.update(data)
     if "options" in data:
         content["options"] = options
     (out / MANIFEST_FILE).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
@@ -65,8 +71,18 @@ def read_manifest(out: Path, allowed: tuple[str, ...]) -> dict[str, Any]:
         raise ConfigError("DIR", f"cannot read {path}: {error}") from None
     if not isinstance(content, dict):
         raise ConfigError("DIR", f"{path} must hold a JSON object, got {type(content).__name__}")
+    if content.get("format") == BEFORE_NAMESPACE:
+        raise ConfigError(
+            "DIR",
+            f"{out} was written by margin-tune before 0.2.0, whose modules were renamed into the "
+            "margin_tune namespace; its Ray Tune state names the old modules, so it cannot be "
+            "resumed or synced. Its MLflow runs and tables stay readable (margin-tune report); "
+            "start a new run to continue",
+        )
     if content.get("format") != FORMAT_VERSION:
-        raise ConfigError("DIR", f"{path} has format {content.get('format')!r}, expected 1")
+        raise ConfigError(
+            "DIR", f"{path} has format {content.get('format')!r}, expected {FORMAT_VERSION}"
+        )
     command = content.get("command")
     if command not in allowed or command not in _REQUIRED:
         raise ConfigError(

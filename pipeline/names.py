@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from trainables.errors import ConfigError
+from margin_tune.trainables.errors import ConfigError
 
 #: A file name on every platform: a letter or digit first, then letters, digits, ``_ . -``.
 FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from pipeline.interrupts import InterruptedRunError
-from trainables.errors import ConfigError
+from margin_tune.pipeline.interrupts import InterruptedRunError
+from margin_tune.trainables.errors import ConfigError
 
 #: The lock file of an output directory in use (see :func:`output_lock`).
 LOCK_FILE = ".margin-tune.lock"

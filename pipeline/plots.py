@@ -16,7 +16,7 @@ import optuna
 import pandas as pd
 
 if TYPE_CHECKING:
-    from pipeline.sweep import SweepResult
+    from margin_tune.pipeline.sweep import SweepResult
 
 
 def epoch_curves(

@@ -2,10 +2,12 @@
 
 Why read the store instead of the ``trials.csv`` a sweep writes: the store is the one place that
 holds every sweep of an experiment, from every machine and every output directory, including
-sweeps still running or cut short. Everything here is derived from what :mod:`pipeline.sweep`,
-:mod:`pipeline.tune_callback` and :mod:`pipeline.compare` log; nothing is written back.
+sweeps still running or cut short. Everything here is derived from what
+:mod:`margin_tune.pipeline.sweep`,
+:mod:`margin_tune.pipeline.tune_callback` and :mod:`margin_tune.pipeline.compare` log; nothing is
+written back.
 
-Layout read (see :mod:`pipeline.tracking`): a parent run per sweep or comparison, tagged
+Layout read (see :mod:`margin_tune.pipeline.tracking`): a parent run per sweep or comparison, tagged
 ``margin_tune.sweep_id`` and ``margin_tune.kind``; tuning trials nested under their sweep with
 ``margin_tune.trial_id``; final re-training runs nested under their comparison with
 ``margin_tune.stage = final``.
@@ -27,16 +29,20 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from pipeline.compare import TEST_METRICS, summary_table
-from pipeline.grid_trials import MEASURED_STATUSES
-from pipeline.tracking import SWEEP_ID_TAG, TRIAL_ID_TAG, resolve_tracking_uri
-from pipeline.tune_callback import STATUS_TAG
-from trainables.errors import ConfigError
-from trainables.trial import EPOCH_COLUMNS
+from margin_tune.pipeline.tables import TEST_METRICS, summary_table
+from margin_tune.pipeline.tracking import resolve_tracking_uri
+from margin_tune.pipeline.vocabulary import (
+    FINAL_STAGE,
+    KIND_TAG,
+    MEASURED_STATUSES,
+    STAGE_TAG,
+    STATUS_TAG,
+    SWEEP_ID_TAG,
+    TRIAL_ID_TAG,
+)
+from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.metric_names import EPOCH_COLUMNS
 
-KIND_TAG = "margin_tune.kind"
-STAGE_TAG = "margin_tune.stage"
-FINAL_STAGE = "final"
 FORMATS = ("table", "csv", "markdown")
 Format = Literal["table", "csv", "markdown"]
 
@@ -204,7 +210,7 @@ def best_per_method(runs: ExperimentRuns) -> pd.DataFrame:
 
     Trials are judged by their own sweep's metric and mode, as the sweep itself judged them;
     methods tuned on different metrics get one row per metric, since their values do not
-    compare. A failed trial is never best, as in :func:`pipeline.sweep.run_sweep`.
+    compare. A failed trial is never best, as in :func:`margin_tune.pipeline.sweep.run_sweep`.
     """
     rows = []
     for sweep in runs.sweeps():
@@ -291,9 +297,11 @@ def comparison_report(runs: ExperimentRuns, comparison: Run, sort: str | None) -
 
 
 def final_runs(runs: ExperimentRuns, comparison: Run) -> pd.DataFrame:
-    """The comparison's re-training runs as :func:`pipeline.compare.summary_table` takes them.
+    """The comparison's re-training runs as :func:`margin_tune.pipeline.compare.summary_table`
+    takes them.
 
-    As in :mod:`pipeline.compare`, a completed or collapsed run contributes its test metrics; a
+    As in :mod:`margin_tune.pipeline.compare`, a completed or collapsed run contributes its test
+    metrics; a
     failed or unfinished one is counted and has none.
     """
     rows = []

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.report import FORMATS, build_report, open_client, render
-from pipeline.tracking import DEFAULT_EXPERIMENT
+from margin_tune.pipeline.report import FORMATS, build_report, open_client, render
+from margin_tune.pipeline.tracking import DEFAULT_EXPERIMENT
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline import ablate_command, compare_command, tune_command
-from pipeline.manifest import read_manifest
-from pipeline.outputs import output_lock
+from margin_tune.pipeline import ablate_command, compare_command, tune_command
+from margin_tune.pipeline.manifest import read_manifest
+from margin_tune.pipeline.outputs import output_lock
 
 Resumer = Callable[[Path, dict[str, Any], str | None], int]
 

@@ -26,8 +26,8 @@ from typing import Any, Literal
 
 import optuna
 
-from search_spaces import packaged_spaces
-from trainables.config import (
+from margin_tune.search_spaces import packaged_spaces
+from margin_tune.trainables.config import (
     Config,
     as_number,
     config_fields,
@@ -35,8 +35,8 @@ from trainables.config import (
     read_yaml,
     unflatten,
 )
-from trainables.errors import ConfigError
-from trainables.trial import COUNT_COLUMNS, EPOCH_COLUMNS
+from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.metric_names import COUNT_COLUMNS, EPOCH_COLUMNS
 
 Distribution = Literal["uniform", "log_uniform", "int", "categorical", "fixed"]
 DISTRIBUTIONS: tuple[str, ...] = ("uniform", "log_uniform", "int", "categorical", "fixed")

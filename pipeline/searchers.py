@@ -4,7 +4,8 @@ Every searcher sees the same validated :class:`SearchSpace`; Optuna-backed ones 
 in memory or, with ``storage``, in an RDB under a unique study name so sweeps never mix.
 
 A sweep's winner is chosen among the trials that trained the whole epoch budget (see
-:mod:`pipeline.sweep`), so every searcher learns only from those as finished results: a trial
+:mod:`margin_tune.pipeline.sweep`), so every searcher learns only from those as finished results: a
+trial
 stopped early (by ASHA or a collapse) reaches Optuna as PRUNED, with its last reported value as
 its intermediate value, and an errored one as FAILED, whatever it reported before.
 """
@@ -21,9 +22,9 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from pipeline.coordinate_search import CoordinateSearch
-from pipeline.search_space import SearchSpace
-from trainables.registry import Registry
+from margin_tune.pipeline.coordinate_search import CoordinateSearch
+from margin_tune.pipeline.search_space import SearchSpace
+from margin_tune.trainables.registry import Registry
 
 
 @dataclass(frozen=True)

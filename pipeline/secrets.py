@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from urllib.parse import urlsplit, urlunsplit
 
-from trainables.errors import ConfigError
+from margin_tune.trainables.errors import ConfigError
 
 REDACTED = "***"
 #: Where a resumed command finds the credentials its manifest does not keep, per option.

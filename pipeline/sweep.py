@@ -24,29 +24,34 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 
-from pipeline.checkpoints import PruneEndedTrialCheckpoints, prune_to_newest
-from pipeline.interrupts import InterruptedRunError, fitting, rearm, unfinished_trial_ids
-from pipeline.names import check_experiment_name
-from pipeline.plots import sweep_plots
-from pipeline.ray_network import loopback_warning, release, token_exposure_warning
-from pipeline.search_space import TUNABLE_METRICS, SearchSpace, apply_overrides
-from pipeline.searchers import SEARCHERS, SearcherRequest, build_searcher
-from pipeline.tracking import Tracker, check_tracking_uri
-from pipeline.trainable import DEFAULT_CHECKPOINT_INTERVAL_S, run_tune_trial
-from pipeline.tune_callback import (
+from margin_tune.pipeline.checkpoints import PruneEndedTrialCheckpoints, prune_to_newest
+from margin_tune.pipeline.interrupts import (
+    InterruptedRunError,
+    fitting,
+    rearm,
+    unfinished_trial_ids,
+)
+from margin_tune.pipeline.names import check_experiment_name
+from margin_tune.pipeline.plots import sweep_plots
+from margin_tune.pipeline.ray_network import loopback_warning, release, token_exposure_warning
+from margin_tune.pipeline.search_space import TUNABLE_METRICS, SearchSpace, apply_overrides
+from margin_tune.pipeline.searchers import SEARCHERS, SearcherRequest, build_searcher
+from margin_tune.pipeline.tracking import Tracker, check_tracking_uri
+from margin_tune.pipeline.trainable import DEFAULT_CHECKPOINT_INTERVAL_S, run_tune_trial
+from margin_tune.pipeline.tune_callback import (
     TRIAL_ID_TAG,
     SearchedConfig,
     TrackingCallback,
     bind_tracker,
     sync_results,
 )
-from trainables.config import Config, flatten
-from trainables.data import Dataset, load_dataset
-from trainables.errors import ConfigError
-from trainables.trial import Trial
+from margin_tune.trainables.config import Config, flatten
+from margin_tune.trainables.data import Dataset, load_dataset
+from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.trial import Trial
 
 EXPERIMENT_DIR = "tune"
-#: How a trial can end (see :func:`pipeline.tune_callback.trial_status`).
+#: How a trial can end (see :func:`margin_tune.pipeline.tune_callback.trial_status`).
 TRIAL_STATUSES = ("completed", "early_stopped", "collapsed", "failed")
 #: Tune snapshots its experiment state (what ``Tuner.restore`` reads) at most every 10 s by
 #: default; a trial that started and finished after the last snapshot is run again on resume,

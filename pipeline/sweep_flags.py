@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.searchers import SEARCHERS
-from pipeline.sweep import SweepOptions
-from pipeline.trainable import DEFAULT_CHECKPOINT_INTERVAL_S
+from margin_tune.pipeline.searchers import SEARCHERS
+from margin_tune.pipeline.sweep import SweepOptions
+from margin_tune.pipeline.trainable import DEFAULT_CHECKPOINT_INTERVAL_S
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:

@@ -18,9 +18,9 @@ from typing import Any
 
 from ray.tune import ExperimentAnalysis, ResultGrid
 
-from pipeline.ablate_command import load_ablation_grid
-from pipeline.ablation import ABLATION_TAGS, cell_configs
-from pipeline.compare import (
+from margin_tune.pipeline.ablate_command import load_ablation_grid
+from margin_tune.pipeline.ablation import ABLATION_TAGS, cell_configs
+from margin_tune.pipeline.compare import (
     BEST_CONFIGS_FILE,
     FINAL_DIR,
     FINAL_TAGS,
@@ -29,14 +29,14 @@ from pipeline.compare import (
     split_config,
     split_dir,
 )
-from pipeline.grid_trials import GridPointConfig
-from pipeline.manifest import manifest_options, read_manifest
-from pipeline.outputs import output_lock
-from pipeline.sweep import EXPERIMENT_DIR
-from pipeline.tracking import Tracker
-from pipeline.tune_callback import SearchedConfig, SyncedTrial, sync_results
-from trainables.config import Config, config_from_dict, read_yaml
-from trainables.errors import ConfigError
+from margin_tune.pipeline.grid_trials import GridPointConfig
+from margin_tune.pipeline.manifest import manifest_options, read_manifest
+from margin_tune.pipeline.outputs import output_lock
+from margin_tune.pipeline.sweep import EXPERIMENT_DIR
+from margin_tune.pipeline.tracking import Tracker
+from margin_tune.pipeline.tune_callback import SearchedConfig, SyncedTrial, sync_results
+from margin_tune.trainables.config import Config, config_from_dict, read_yaml
+from margin_tune.trainables.errors import ConfigError
 
 Syncer = Callable[[Path, dict[str, Any], Tracker], list[SyncedTrial]]
 

@@ -68,12 +68,11 @@ from mlflow.utils.validation import (
     _validate_tag_name,
 )
 
-from pipeline.secrets import redact_uri
-from trainables.errors import ConfigError
+from margin_tune.pipeline.secrets import redact_uri
+from margin_tune.pipeline.vocabulary import SWEEP_ID_TAG, TRIAL_ID_TAG
+from margin_tune.trainables.errors import ConfigError
 
 DEFAULT_EXPERIMENT = "margin-tune"
-TRIAL_ID_TAG = "margin_tune.trial_id"
-SWEEP_ID_TAG = "margin_tune.sweep_id"
 ERROR_TAG = "margin_tune.error"
 MAX_ERROR_CHARS = 5000
 

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.outputs import (
+from margin_tune.pipeline.outputs import (
     CsvAppender,
     check_output_dir,
     new_output_dir,
     write_json,
     write_yaml,
 )
-from pipeline.sweep_flags import add_config_flags
-from trainables.config import load_config
-from trainables.metrics.verification import COUNT_KEYS
-from trainables.trial import EPOCH_COLUMNS, EpochReport, Trial
+from margin_tune.pipeline.sweep_flags import add_config_flags
+from margin_tune.trainables.config import load_config
+from margin_tune.trainables.metric_names import COUNT_KEYS, EPOCH_COLUMNS
+from margin_tune.trainables.trial import EpochReport, Trial
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""The Ray Tune function trainable: a thin wrapper around ``trainables.trial.Trial``.
+"""The Ray Tune function trainable: a thin wrapper around ``margin_tune.trainables.trial.Trial``.
 
 It lays the searched values over the sweep's base config, resumes from Tune's checkpoint when
 there is one, and reports every epoch, with a checkpoint when ``checkpoint_interval_s`` has
@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from ray import tune
 
-from pipeline.search_space import apply_overrides
-from trainables.config import Config, config_from_dict
-from trainables.data import Dataset
-from trainables.trial import EpochReport, Trial
+from margin_tune.pipeline.search_space import apply_overrides
+from margin_tune.trainables.config import Config, config_from_dict
+from margin_tune.trainables.data import Dataset
+from margin_tune.trainables.trial import EpochReport, Trial
 
 CHECKPOINT_FILE = "trial.pt"
 #: A checkpoint (save + copy to the trial's storage) took ~15 ms here, 5% of a 0.3-s epoch; one

@@ -18,14 +18,12 @@ from typing import Any
 import pandas as pd
 from ray.tune import Callback, Result
 
-from pipeline.search_space import apply_overrides
-from pipeline.tracking import Tracker, flatten_params
-from trainables.config import Config, config_from_dict
-from trainables.schedulers import SCHEDULERS
-from trainables.trial import EPOCH_COLUMNS
-
-TRIAL_ID_TAG = "margin_tune.trial_id"
-STATUS_TAG = "trial_status"
+from margin_tune.pipeline.search_space import apply_overrides
+from margin_tune.pipeline.tracking import Tracker, flatten_params
+from margin_tune.pipeline.vocabulary import STATUS_TAG, TRIAL_ID_TAG
+from margin_tune.trainables.config import Config, config_from_dict
+from margin_tune.trainables.metric_names import EPOCH_COLUMNS
+from margin_tune.trainables.schedulers import SCHEDULERS
 
 
 def run_name(config: Config, *, seed: bool = False) -> str:

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.exit_codes import EXIT_RUNS_FAILED
-from pipeline.manifest import manifest_options, write_manifest
-from pipeline.outputs import check_output_dir, new_output_dir, write_yaml
-from pipeline.search_space import load_space
-from pipeline.sweep import (
+from margin_tune.pipeline.exit_codes import EXIT_RUNS_FAILED
+from margin_tune.pipeline.manifest import manifest_options, write_manifest
+from margin_tune.pipeline.outputs import check_output_dir, new_output_dir, write_yaml
+from margin_tune.pipeline.search_space import load_space
+from margin_tune.pipeline.sweep import (
     SweepOptions,
     SweepPlan,
     plan_sweep,
@@ -21,9 +21,14 @@ from pipeline.sweep import (
     run_sweep,
     sweep_cluster,
 )
-from pipeline.sweep_flags import add_config_flags, add_sweep_flags, default_out, sweep_options
-from pipeline.tracking import Tracker, resolve_tracking_uri
-from trainables.config import config_from_dict, load_config
+from margin_tune.pipeline.sweep_flags import (
+    add_config_flags,
+    add_sweep_flags,
+    default_out,
+    sweep_options,
+)
+from margin_tune.pipeline.tracking import Tracker, resolve_tracking_uri
+from margin_tune.trainables.config import config_from_dict, load_config
 
 SPACE_COPY = "space.yaml"
 

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from pipeline.manifest import MANIFEST_FILE
-from pipeline.report import open_client
-from pipeline.secrets import redact_uri
-from pipeline.tracking import DEFAULT_EXPERIMENT, resolve_tracking_uri
-from trainables.errors import ConfigError
+from margin_tune.pipeline.manifest import MANIFEST_FILE
+from margin_tune.pipeline.report import open_client
+from margin_tune.pipeline.secrets import redact_uri
+from margin_tune.pipeline.tracking import DEFAULT_EXPERIMENT, resolve_tracking_uri
+from margin_tune.trainables.errors import ConfigError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000

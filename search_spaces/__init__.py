@@ -1,6 +1,7 @@
 """Declarative search spaces, one YAML file per method, shipped with the package.
 
-Only data lives here; ``pipeline.search_space`` reads and validates it. A user's own space
+Only data lives here; ``margin_tune.pipeline.search_space`` reads and validates it. A user's own
+space
 follows the same format and is passed by path.
 """
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 def packaged_spaces() -> dict[str, Path]:
     """Name (file stem) to path of every packaged space."""
-    root = resources.files("search_spaces")
+    root = resources.files("margin_tune.search_spaces")
     return {
         Path(entry.name).stem: Path(str(entry))
         for entry in root.iterdir()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainables.config import Config, load_config
+from margin_tune.trainables.config import Config, load_config
 
 #: Overrides that shrink the packaged default without changing what runs.
 TINY = (

@@ -14,17 +14,17 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pipeline.ablation import cell_configs, cell_table, main_effects
-from pipeline.ablation_grid import (
+from margin_tune.pipeline.ablation import cell_configs, cell_table, main_effects
+from margin_tune.pipeline.ablation_grid import (
     DEFAULT_SEEDS,
     AblationGrid,
     load_grid,
     packaged_grids,
     parse_grid,
 )
-from trainables.config import Config
-from trainables.errors import ConfigError
-from trainables.schedulers import SCHEDULERS
+from margin_tune.trainables.config import Config
+from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.schedulers import SCHEDULERS
 
 NESTED = {
     "metric": "val_roc_auc",

@@ -1,6 +1,7 @@
 """Every malformed input is refused the same way: exit 2, one line, nothing created.
 
-Each case runs the real entry point, ``pipeline.cli.main``, in a fresh, empty working directory,
+Each case runs the real entry point, ``margin_tune.pipeline.cli.main``, in a fresh, empty working
+directory,
 and checks that the command
 
 * exits with code 2 and prints exactly one line on stderr,
@@ -34,8 +35,8 @@ from forged_inputs import LAUGHS, forged_png_bytes, npy_bytes
 from PIL import Image
 from sockets import descendants, process_name
 
-from pipeline.cli import main
-from trainables.trial import Trial
+from margin_tune.pipeline.cli import main
+from margin_tune.trainables.trial import Trial
 
 BAD = Path(__file__).parent / "bad_inputs"
 TRIALS = ("--trials", "2")
@@ -710,7 +711,7 @@ CASES = [
         "cli-resume_manifest_wrong_format",
         ("resume", "{bad}/resume/manifest_wrong_format"),
         "DIR",
-        ("format 99", "expected 1"),
+        ("format 99", "expected 2"),
     ),
     Case(
         "cli-resume_manifest_missing_keys",

@@ -20,10 +20,10 @@ import pytest
 from forged_inputs import LAUGHS, forged_png_bytes, npy_bytes
 from PIL import Image
 
-from pipeline.ablation_grid import MAX_CELLS, MAX_SEEDS, parse_grid
-from pipeline.compare_spec import load_compare_spec
-from pipeline.search_space import load_space
-from trainables.config import (
+from margin_tune.pipeline.ablation_grid import MAX_CELLS, MAX_SEEDS, parse_grid
+from margin_tune.pipeline.compare_spec import load_compare_spec
+from margin_tune.pipeline.search_space import load_space
+from margin_tune.trainables.config import (
     MAX_IMAGE_SIZE,
     MAX_SEED,
     MAX_WIDTH,
@@ -32,12 +32,12 @@ from trainables.config import (
     ModelConfig,
     load_config,
 )
-from trainables.data import limits as data_limits
-from trainables.data import load_dataset
-from trainables.data.image_folder import MAX_IMAGE_PIXELS
-from trainables.errors import MAX_MESSAGE, MAX_QUOTED, ConfigError, quote, shorten
-from trainables.models import build_model
-from trainables.yaml_io import MAX_DEPTH, MAX_YAML_CHARS
+from margin_tune.trainables.data import limits as data_limits
+from margin_tune.trainables.data import load_dataset
+from margin_tune.trainables.data.image_folder import MAX_IMAGE_PIXELS
+from margin_tune.trainables.errors import MAX_MESSAGE, MAX_QUOTED, ConfigError, quote, shorten
+from margin_tune.trainables.models import build_model
+from margin_tune.trainables.yaml_io import MAX_DEPTH, MAX_YAML_CHARS
 
 BAD = Path(__file__).parent / "bad_inputs"
 QUICK_S = 2.0  # generous: every refusal below takes milliseconds

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import ray
 
-from pipeline.cli import main
-from pipeline.search_space import load_space
-from pipeline.sweep import SweepOptions, plan_sweep
-from trainables.config import load_config
-from trainables.errors import ConfigError
+from margin_tune.pipeline.cli import main
+from margin_tune.pipeline.search_space import load_space
+from margin_tune.pipeline.sweep import SweepOptions, plan_sweep
+from margin_tune.trainables.config import load_config
+from margin_tune.trainables.errors import ConfigError
 
 
 @pytest.mark.parametrize(

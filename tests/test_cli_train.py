@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.cli import main
-from trainables.trial import EPOCH_COLUMNS
+from margin_tune.pipeline.cli import main
+from margin_tune.trainables.metric_names import EPOCH_COLUMNS
 
 #: The installed console script, next to the interpreter running the tests.
 EXECUTABLE = Path(sys.executable).with_name("margin-tune")

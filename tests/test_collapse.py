@@ -14,11 +14,11 @@ import torch
 from conftest import TINY
 from scipy.spatial.distance import pdist
 
-from trainables.collapse import PROBE_SIZE, CollapseMonitor, choose_probe
-from trainables.config import CollapseConfig, Config, load_config
-from trainables.errors import ConfigError
-from trainables.metrics import EmbeddingSpread, embedding_spread
-from trainables.trial import EpochReport, TrialResult, train
+from margin_tune.trainables.collapse import PROBE_SIZE, CollapseMonitor, choose_probe
+from margin_tune.trainables.config import CollapseConfig, Config, load_config
+from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.metrics import EmbeddingSpread, embedding_spread
+from margin_tune.trainables.trial import EpochReport, TrialResult, train
 
 #: Overrides (on top of the tiny config) under which the tiny trial collapses for good: with
 #: overlapping classes (noise 1.0), a deeper trunk and a large step, batch-hard mining drives the
@@ -154,7 +154,7 @@ def collapsed() -> CollapsedRun:
 
     log = io.StringIO()
     handler = logging.StreamHandler(log)
-    logger = logging.getLogger("trainables.trial")
+    logger = logging.getLogger("margin_tune.trainables.trial")
     logger.addHandler(handler)
     try:
         result = train(config, on_epoch)
@@ -224,7 +224,7 @@ def test_resume_mid_count_stops_at_the_same_epoch(collapsed: CollapsedRun) -> No
 def test_train_command_prints_and_records_the_collapse(
     tiny_overrides: list[str], tmp_path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pipeline import train_command
+    from margin_tune.pipeline import train_command
 
     out = tmp_path / "run"
     overrides = [*tiny_overrides, *COLLAPSING]
@@ -239,7 +239,7 @@ def test_train_command_prints_and_records_the_collapse(
 def test_tune_side_tags_what_the_trial_reports(
     collapsed: CollapsedRun, tiny_config: Config
 ) -> None:
-    from pipeline.tune_callback import trial_status
+    from margin_tune.pipeline.tune_callback import trial_status
 
     last = collapsed.reports[-1].metrics
     assert trial_status(collapsed.config, last, failed=False) == "collapsed"

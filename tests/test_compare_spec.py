@@ -7,17 +7,17 @@ from typing import Any
 
 import pytest
 
-from pipeline.compare_spec import (
+from margin_tune.pipeline.compare_spec import (
     DEFAULT_METHODS,
     PRESETS,
     CompareSpec,
     load_compare_spec,
     parse_compare_spec,
 )
-from pipeline.search_space import load_space
-from search_spaces import packaged_spaces
-from trainables.config import load_config
-from trainables.errors import ConfigError
+from margin_tune.pipeline.search_space import load_space
+from margin_tune.search_spaces import packaged_spaces
+from margin_tune.trainables.config import load_config
+from margin_tune.trainables.errors import ConfigError
 
 OWN_SPACE = """\
 metric: val_map_at_r

@@ -15,26 +15,26 @@ import ray
 import yaml
 from mlflow import MlflowClient
 
-from pipeline.cli import main
-from pipeline.compare import (
+from margin_tune.pipeline.cli import main
+from margin_tune.pipeline.compare import (
     TEST_METRICS,
     paired_table,
     split_dir,
     summary_table,
 )
-from pipeline.compare_spec import PRESETS, parse_compare_spec, retraining_seeds
-from pipeline.grid_trials import completed_metrics
-from pipeline.search_space import SearchSpace, parse_space
-from pipeline.searchers import (
+from margin_tune.pipeline.compare_spec import PRESETS, parse_compare_spec, retraining_seeds
+from margin_tune.pipeline.grid_trials import completed_metrics
+from margin_tune.pipeline.search_space import SearchSpace, parse_space
+from margin_tune.pipeline.searchers import (
     BudgetOptunaSearch,
     SearcherRequest,
     build_searcher,
     startup_trials,
 )
-from pipeline.statistics import holm_bonferroni
-from pipeline.sweep import best_trial, ray_session
-from trainables.config import Config, load_config
-from trainables.errors import ConfigError
+from margin_tune.pipeline.statistics import holm_bonferroni
+from margin_tune.pipeline.sweep import best_trial, ray_session
+from margin_tune.trainables.config import Config, load_config
+from margin_tune.trainables.errors import ConfigError
 
 # --- 1. winners are chosen among trials that trained the whole budget --------------------------
 
@@ -415,7 +415,7 @@ def test_compare_selects_full_budget_winners_and_retrains_them_on_unseen_seeds(
 
 
 def test_every_packaged_space_grid_and_the_default_comparison_tune_map_at_r() -> None:
-    from search_spaces import packaged_spaces
+    from margin_tune.search_spaces import packaged_spaces
 
     for name, path in packaged_spaces().items():
         assert yaml.safe_load(path.read_text())["metric"] == "val_map_at_r", name
@@ -430,7 +430,7 @@ def test_every_packaged_space_grid_and_the_default_comparison_tune_map_at_r() ->
 
 
 def test_an_ablation_grid_refuses_to_rank_by_a_test_metric_and_defaults_to_validation() -> None:
-    from pipeline.ablation_grid import parse_grid
+    from margin_tune.pipeline.ablation_grid import parse_grid
 
     base = load_config(overrides=["dataset.num_classes=30"])
     factors = {"miner.name": ["all", "semihard"]}

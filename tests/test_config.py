@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from trainables.config import (
+from margin_tune.trainables.config import (
     Config,
     config_fields,
     config_from_dict,
     default_config_path,
     load_config,
 )
-from trainables.errors import ConfigError
+from margin_tune.trainables.errors import ConfigError
 
 
 def test_packaged_default_lists_every_field_with_the_dataclass_defaults() -> None:

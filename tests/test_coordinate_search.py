@@ -17,12 +17,12 @@ import ray.cloudpickle
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from pipeline.cli import main
-from pipeline.coordinate_search import CoordinateSearch
-from pipeline.search_space import SearchSpace, parse_space
-from pipeline.searchers import SearcherRequest, build_searcher
-from pipeline.sweep import ray_session
-from trainables.config import Config
+from margin_tune.pipeline.cli import main
+from margin_tune.pipeline.coordinate_search import CoordinateSearch
+from margin_tune.pipeline.search_space import SearchSpace, parse_space
+from margin_tune.pipeline.searchers import SearcherRequest, build_searcher
+from margin_tune.pipeline.sweep import ray_session
+from margin_tune.trainables.config import Config
 
 #: A separable objective with a known optimum, over the three kinds a space holds: a log-scale
 #: learning rate, a uniform margin and an integer batch dimension on a grid of 4.

@@ -1,4 +1,4 @@
-"""Contract, determinism and input-validation tests for ``trainables.data``."""
+"""Contract, determinism and input-validation tests for ``margin_tune.trainables.data``."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainables.config import DatasetConfig
-from trainables.data import DATASETS, ClassSplit, Dataset, load_dataset, split_classes
-from trainables.errors import ConfigError
+from margin_tune.trainables.config import DatasetConfig
+from margin_tune.trainables.data import DATASETS, ClassSplit, Dataset, load_dataset, split_classes
+from margin_tune.trainables.errors import ConfigError
 
 SMALL = {
     "synthetic": DatasetConfig(name="synthetic", num_classes=12, samples_per_class=5, dim=16),

@@ -17,13 +17,13 @@ import pytest
 import torch
 import yaml
 
-from pipeline.cli import main
-from pipeline.names import check_experiment_name, check_file_name
-from pipeline.outputs import LOCK_FILE, output_lock
-from pipeline.search_space import parse_space
-from pipeline.sweep import SweepOptions, plan_sweep
-from trainables.config import Config, load_config
-from trainables.errors import ConfigError
+from margin_tune.pipeline.cli import main
+from margin_tune.pipeline.names import check_experiment_name, check_file_name
+from margin_tune.pipeline.outputs import LOCK_FILE, output_lock
+from margin_tune.pipeline.search_space import parse_space
+from margin_tune.pipeline.sweep import SweepOptions, plan_sweep
+from margin_tune.trainables.config import Config, load_config
+from margin_tune.trainables.errors import ConfigError
 
 UNIFORM_LR = {"distribution": "log_uniform", "low": 1e-4, "high": 1e-2}
 WIDE_BATCH = {"distribution": "int", "low": 4, "high": 32}
@@ -98,7 +98,7 @@ HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from pipeline.outputs import output_lock
+    from margin_tune.pipeline.outputs import output_lock
     with output_lock(Path(sys.argv[1])):
         print("held", flush=True)
         time.sleep(120)
@@ -135,7 +135,7 @@ def test_resume_of_a_directory_in_use_exits_2_naming_the_holder(
     out = tmp_path / "sweep"
     out.mkdir()
     (out / "margin-tune.json").write_text(
-        '{"format": 1, "command": "tune", "name": "x", "space_name": "x", "sweep_id": "s",'
+        '{"format": 2, "command": "tune", "name": "x", "space_name": "x", "sweep_id": "s",'
         ' "base": {}, "options": {"trials": 1}}'
     )
     holder = subprocess.Popen(

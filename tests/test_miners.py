@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainables.losses import BatchGeometry
-from trainables.miners import MINERS, TripletMiner, TripletSelection, build_miner
+from margin_tune.trainables.losses import BatchGeometry
+from margin_tune.trainables.miners import MINERS, TripletMiner, TripletSelection, build_miner
 
 
 def make_geometry(seed: int) -> BatchGeometry:

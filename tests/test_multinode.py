@@ -28,9 +28,15 @@ from ray._private import ray_constants
 from ray._private.node import Node
 from ray.cluster_utils import Cluster
 
-from pipeline.search_space import parse_space
-from pipeline.sweep import EXPERIMENT_DIR, SweepOptions, plan_sweep, ray_session, run_sweep
-from trainables.config import load_config
+from margin_tune.pipeline.search_space import parse_space
+from margin_tune.pipeline.sweep import (
+    EXPERIMENT_DIR,
+    SweepOptions,
+    plan_sweep,
+    ray_session,
+    run_sweep,
+)
+from margin_tune.trainables.config import load_config
 
 pytestmark = pytest.mark.slow
 

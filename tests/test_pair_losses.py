@@ -12,9 +12,9 @@ from gradients import assert_matches, loss_and_grad
 from pytorch_metric_learning import losses, reducers
 from torch import Tensor
 
-from trainables.config import LossConfig, load_config
-from trainables.errors import ConfigError
-from trainables.losses import (
+from margin_tune.trainables.config import LossConfig, load_config
+from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.losses import (
     LOSSES,
     BatchGeometry,
     LossTerms,
@@ -22,8 +22,8 @@ from trainables.losses import (
     negative_pair_counts,
     triplet_terms,
 )
-from trainables.miners import build_miner
-from trainables.trial import train
+from margin_tune.trainables.miners import build_miner
+from margin_tune.trainables.trial import train
 
 SEEDS = (0, 1, 2)
 

@@ -10,11 +10,14 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist, pdist
 
-from trainables.config import Config, SamplerConfig, load_config
-from trainables.errors import ConfigError
-from trainables.samplers import SAMPLERS, EpochContext, build_sampler
-from trainables.samplers.class_representative import ClassRepresentativeSampler, choose_classes
-from trainables.trial import EpochReport, train
+from margin_tune.trainables.config import Config, SamplerConfig, load_config
+from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.samplers import SAMPLERS, EpochContext, build_sampler
+from margin_tune.trainables.samplers.class_representative import (
+    ClassRepresentativeSampler,
+    choose_classes,
+)
+from margin_tune.trainables.trial import EpochReport, train
 
 #: Uneven classes, one smaller than K, so repeats and unequal sizes are exercised.
 CLASS_SIZES = (9, 2, 6, 7, 12, 5, 8, 6)

@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from trainables.config import MarginConfig
-from trainables.errors import ConfigError
-from trainables.schedulers import SCHEDULERS, EpochStats, build_scheduler
+from margin_tune.trainables.config import MarginConfig
+from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.schedulers import SCHEDULERS, EpochStats, build_scheduler
 
 
 def stats(easy_ratio: float, valid: int = 1000) -> EpochStats:

@@ -14,8 +14,8 @@ import optuna
 import pytest
 import yaml
 
-import pipeline.search_space as search_space_module
-from pipeline.search_space import (
+import margin_tune.pipeline.search_space as search_space_module
+from margin_tune.pipeline.search_space import (
     DISTRIBUTIONS,
     PROTOCOL_KEYS,
     PROTOCOL_PREFIXES,
@@ -26,9 +26,9 @@ from pipeline.search_space import (
     load_space,
     parse_space,
 )
-from search_spaces import packaged_spaces
-from trainables.config import Config, config_fields, load_config
-from trainables.errors import ConfigError
+from margin_tune.search_spaces import packaged_spaces
+from margin_tune.trainables.config import Config, config_fields, load_config
+from margin_tune.trainables.errors import ConfigError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from test_tracking import _Server
 
-from pipeline.cli import main
-from pipeline.manifest import manifest_options, write_manifest
-from pipeline.secrets import redact_uri, with_credentials
-from pipeline.tracking import Tracker, check_tracking_uri
-from trainables.errors import ConfigError
+from margin_tune.pipeline.cli import main
+from margin_tune.pipeline.manifest import manifest_options, write_manifest
+from margin_tune.pipeline.secrets import redact_uri, with_credentials
+from margin_tune.pipeline.tracking import Tracker, check_tracking_uri
+from margin_tune.trainables.errors import ConfigError
 
 
 @pytest.mark.parametrize(

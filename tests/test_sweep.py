@@ -13,13 +13,13 @@ import pytest
 import ray
 from mlflow import MlflowClient
 
-from pipeline.cli import main
-from pipeline.compare import TEST_METRICS
-from pipeline.search_space import parse_space
-from pipeline.sweep import SweepOptions, plan_sweep, ray_session, run_sweep
-from pipeline.tracking import Tracker
-from trainables.config import Config, load_config
-from trainables.trial import EPOCH_COLUMNS
+from margin_tune.pipeline.cli import main
+from margin_tune.pipeline.compare import TEST_METRICS
+from margin_tune.pipeline.search_space import parse_space
+from margin_tune.pipeline.sweep import SweepOptions, plan_sweep, ray_session, run_sweep
+from margin_tune.pipeline.tracking import Tracker
+from margin_tune.trainables.config import Config, load_config
+from margin_tune.trainables.metric_names import EPOCH_COLUMNS
 
 pytestmark = pytest.mark.slow
 

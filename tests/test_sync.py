@@ -17,7 +17,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from pipeline.cli import main
+from margin_tune.pipeline.cli import main
 
 pytestmark = pytest.mark.slow
 

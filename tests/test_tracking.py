@@ -1,4 +1,5 @@
-"""Tests of pipeline.tracking against a real MLflow store: SQLite, and a real `mlflow server`."""
+"""Tests of margin_tune.pipeline.tracking against a real MLflow store: SQLite, and a real `mlflow
+server`."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import requests
 from mlflow import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-from pipeline.tracking import (
+from margin_tune.pipeline.tracking import (
     ERROR_TAG,
     MAX_ERROR_CHARS,
     SWEEP_ID_TAG,

@@ -28,9 +28,9 @@ from harness import WatchedTracker, private_ray_tmpdir, wait_for
 from mlflow import MlflowClient
 from test_tracking import _Server
 
-from pipeline.search_space import parse_space
-from pipeline.sweep import SweepOptions, plan_sweep, ray_session, run_sweep
-from trainables.config import load_config
+from margin_tune.pipeline.search_space import parse_space
+from margin_tune.pipeline.sweep import SweepOptions, plan_sweep, ray_session, run_sweep
+from margin_tune.trainables.config import load_config
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-from trainables.config import Config
-from trainables.trial import EPOCH_COLUMNS, EpochReport, TrainingDivergedError, Trial, train
+from margin_tune.trainables.config import Config
+from margin_tune.trainables.metric_names import EPOCH_COLUMNS
+from margin_tune.trainables.trial import (
+    EpochReport,
+    TrainingDivergedError,
+    Trial,
+    train,
+)
 
 
 def test_history_has_every_column_and_sane_values(tiny_config: Config) -> None:

@@ -14,7 +14,7 @@ from gradients import assert_matches, loss_and_grad
 from pytorch_metric_learning import losses, miners
 from torch import Tensor
 
-from trainables.losses import (
+from margin_tune.trainables.losses import (
     BatchGeometry,
     DifficultyCounts,
     EffectiveMarginReservoir,
@@ -23,7 +23,7 @@ from trainables.losses import (
     triplet_margin_loss,
     triplet_step,
 )
-from trainables.miners import MINERS, build_miner
+from margin_tune.trainables.miners import MINERS, build_miner
 
 MARGINS = (0.0, 0.1, 0.5)
 

@@ -4,7 +4,8 @@ Hard negative mining is the usual road to collapse (Xu et al., "Mathematical Jus
 Hard Negative Mining via Isometric Approximation Theorem"): the network maps everything to one
 point, the triplet loss sits at the margin with no gradient to leave, and every later epoch is
 wasted. The trial measures the spread of a fixed validation probe each epoch
-(:func:`trainables.metrics.embedding_spread`); this monitor turns those measurements into a
+(:func:`margin_tune.trainables.metrics.embedding_spread`); this monitor turns those measurements
+into a
 decision that survives a checkpoint.
 """
 
@@ -14,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from trainables.config import CollapseConfig
-from trainables.metrics import EmbeddingSpread
+from margin_tune.trainables.config import CollapseConfig
+from margin_tune.trainables.metrics import EmbeddingSpread
 
 PROBE_SIZE = 512
 """Validation samples whose spread is measured: enough for a stable mean over 130k pairs,

@@ -1,6 +1,7 @@
 """Trial configuration: frozen dataclasses built from YAML and validated at the edge.
 
-A config is read with :mod:`trainables.yaml_io` (a safe loader, never unpickled, that refuses
+A config is read with :mod:`margin_tune.trainables.yaml_io` (a safe loader, never unpickled, that
+refuses
 aliases and duplicate keys), laid over the dataclass defaults, then changed by dotted
 ``key=value`` overrides. Every bad value fails here with a :class:`ConfigError`
 that names the field, the value and what is allowed, so inner code can trust its inputs.
@@ -20,8 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from trainables.errors import ConfigError, quote, shorten
-from trainables.yaml_io import load_yaml, read_yaml_file
+from margin_tune.trainables.errors import ConfigError, quote, shorten
+from margin_tune.trainables.yaml_io import load_yaml, read_yaml_file
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -250,7 +251,8 @@ class TrainConfig:
 
 
 #: Least ``eval.max_pairs``: a sample of that many pairs holds at least 1,000,000 different-class
-#: pairs (``trainables.metrics.pairs.MIN_NEGATIVE_PAIRS``), as at most half are same-class.
+#: pairs (``margin_tune.trainables.metrics.pairs.MIN_NEGATIVE_PAIRS``), as at most half are
+#: same-class.
 MIN_MAX_PAIRS = 2_000_000
 
 
@@ -337,7 +339,9 @@ DEFAULT_CONFIG_RESOURCE = "default.yaml"
 
 def default_config_path() -> Path:
     """The packaged default config (``trainables/configs/default.yaml``)."""
-    return Path(str(resources.files("trainables") / "configs" / DEFAULT_CONFIG_RESOURCE))
+    return Path(
+        str(resources.files("margin_tune.trainables") / "configs" / DEFAULT_CONFIG_RESOURCE)
+    )
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
@@ -362,7 +366,8 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
 
 
 def read_yaml(path: Path, *, field_name: str) -> Any:
-    """Load a YAML file with :func:`trainables.yaml_io.read_yaml_file`: safe, no aliases, no
+    """Load a YAML file with :func:`margin_tune.trainables.yaml_io.read_yaml_file`: safe, no
+    aliases, no
     duplicate keys, bounded size; every failure is a ConfigError naming ``field_name``."""
     return read_yaml_file(path, field_name=field_name)
 
@@ -400,12 +405,12 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
 
 def check_registered_names(config: Config) -> None:
     """Fail on a part name that no registry knows, listing the known names."""
-    from trainables.data import DATASETS
-    from trainables.losses import LOSSES
-    from trainables.miners import MINERS
-    from trainables.models import MODELS
-    from trainables.samplers import SAMPLERS
-    from trainables.schedulers import SCHEDULERS
+    from margin_tune.trainables.data import DATASETS
+    from margin_tune.trainables.losses import LOSSES
+    from margin_tune.trainables.miners import MINERS
+    from margin_tune.trainables.models import MODELS
+    from margin_tune.trainables.samplers import SAMPLERS
+    from margin_tune.trainables.schedulers import SCHEDULERS
 
     for field_name, value, registry in (
         ("dataset.name", config.dataset.name, DATASETS),

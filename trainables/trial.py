@@ -19,52 +19,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.collapse import CollapseMonitor, choose_probe
-from trainables.config import Config
-from trainables.data import ClassSplit, Dataset, load_dataset, split_classes
-from trainables.errors import ConfigError
-from trainables.losses import (
+from margin_tune.trainables.collapse import CollapseMonitor, choose_probe
+from margin_tune.trainables.config import Config
+from margin_tune.trainables.data import ClassSplit, Dataset, load_dataset, split_classes
+from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.losses import (
     BatchGeometry,
     DifficultyCounts,
     EffectiveMarginReservoir,
     build_loss,
 )
-from trainables.metrics import Evaluator, embedding_spread, evaluate_raw_features
-from trainables.metrics.verification import COUNT_KEYS
-from trainables.miners import build_miner
-from trainables.models import SiameseEmbedder, build_model
-from trainables.samplers import EpochContext, build_sampler
-from trainables.schedulers import EpochStats, build_scheduler
-
-#: Columns of ``metrics.csv``, in order: what a tracker logs per epoch under the same names.
-EPOCH_COLUMNS = (
-    "epoch",
-    "margin",
-    "easy_ratio",
-    "semihard_ratio",
-    "hard_ratio",
-    "valid_triplets",
-    "train_loss",
-    "loss_positive",
-    "loss_entropy",
-    "effective_margin_p10",
-    "effective_margin_p50",
-    "effective_margin_p90",
-    "val_roc_auc",
-    "val_eer",
-    "val_tar_at_far_1e-3",
-    "val_recall_at_1",
-    "val_map_at_r",
-    "val_pairs",
-    "val_false_accepts_at_far_1e-3",
-    "epoch_seconds",
-    "embedding_spread",
-    "top_direction_variance",
-    "collapsed",
-)
-
-# Columns of EPOCH_COLUMNS that are counts (what the metrics rest on), not metrics to optimise.
-COUNT_COLUMNS = tuple(f"val_{key}" for key in COUNT_KEYS)
+from margin_tune.trainables.metrics import Evaluator, embedding_spread, evaluate_raw_features
+from margin_tune.trainables.miners import build_miner
+from margin_tune.trainables.models import SiameseEmbedder, build_model
+from margin_tune.trainables.samplers import EpochContext, build_sampler
+from margin_tune.trainables.schedulers import EpochStats, build_scheduler
 
 EVAL_CHUNK = 2048
 
@@ -225,7 +194,8 @@ class Trial:
         """Train from the current epoch to ``train.epochs``, or until stopped or collapsed.
 
         The callback may stop the trial after any epoch; a collapse (see
-        :class:`~trainables.collapse.CollapseMonitor`) stops it too, after the callback has seen
+        :class:`~margin_tune.trainables.collapse.CollapseMonitor`) stops it too, after the callback
+        has seen
         the collapsed epoch, whose row has ``collapsed`` 1.0.
         """
         reference = self.reference_metrics() if evaluate_test else {}

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from trainables.errors import ConfigError, quote, shorten
+from margin_tune.trainables.errors import ConfigError, quote, shorten
 
 MAX_YAML_CHARS = 1 << 20
 """Most characters a YAML input may hold (1 MiB): hand-written files are a few kilobytes."""

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from trainables.config import DatasetConfig
-from trainables.data.dataset import Dataset
-from trainables.data.digits import load_digits
-from trainables.data.glyphs import load_glyphs
-from trainables.data.image_folder import load_image_folder
-from trainables.data.npz import load_npz
-from trainables.data.split import ClassSplit, split_classes
-from trainables.data.synthetic import load_synthetic
-from trainables.errors import ConfigError
-from trainables.registry import Registry
+from margin_tune.trainables.config import DatasetConfig
+from margin_tune.trainables.data.dataset import Dataset
+from margin_tune.trainables.data.digits import load_digits
+from margin_tune.trainables.data.glyphs import load_glyphs
+from margin_tune.trainables.data.image_folder import load_image_folder
+from margin_tune.trainables.data.npz import load_npz
+from margin_tune.trainables.data.split import ClassSplit, split_classes
+from margin_tune.trainables.data.synthetic import load_synthetic
+from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.registry import Registry
 
 __all__ = ["DATASETS", "ClassSplit", "Dataset", "load_dataset", "split_classes"]
 

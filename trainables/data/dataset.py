@@ -10,8 +10,8 @@ from typing import Literal
 
 import numpy as np
 
-from trainables.config import DatasetConfig
-from trainables.errors import ConfigError
+from margin_tune.trainables.config import DatasetConfig
+from margin_tune.trainables.errors import ConfigError
 
 
 @dataclass(frozen=True, eq=False)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainables.config import DatasetConfig
-from trainables.data.dataset import Dataset
+from margin_tune.trainables.config import DatasetConfig
+from margin_tune.trainables.data.dataset import Dataset
 
 MAX_PIXEL = 16.0
 """The digits are 8x8 counts of 0..16 set pixels in a 4x4 block of the original bitmap."""

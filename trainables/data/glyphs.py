@@ -25,9 +25,9 @@ from matplotlib.path import Path as GlyphPath
 from matplotlib.textpath import TextPath
 from matplotlib.transforms import Affine2D
 
-from trainables.config import DatasetConfig
-from trainables.data.dataset import Dataset
-from trainables.data.limits import check_dataset_bytes, largest_field
+from margin_tune.trainables.config import DatasetConfig
+from margin_tune.trainables.data.dataset import Dataset
+from margin_tune.trainables.data.limits import check_dataset_bytes, largest_field
 
 CHARACTERS = string.digits + string.ascii_uppercase + string.ascii_lowercase + string.punctuation
 """The classes, in label order (94): a small ``num_classes`` takes the digits first."""

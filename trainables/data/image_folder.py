@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from trainables.config import DatasetConfig
-from trainables.data.dataset import Dataset, encode_labels, require_path
-from trainables.data.limits import check_dataset_bytes
-from trainables.errors import ConfigError
+from margin_tune.trainables.config import DatasetConfig
+from margin_tune.trainables.data.dataset import Dataset, encode_labels, require_path
+from margin_tune.trainables.data.limits import check_dataset_bytes
+from margin_tune.trainables.errors import ConfigError
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 """File suffixes read as images (any case); other files, and hidden ones, are ignored."""

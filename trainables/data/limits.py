@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from trainables.config import DatasetConfig
-from trainables.errors import ConfigError
+from margin_tune.trainables.config import DatasetConfig
+from margin_tune.trainables.errors import ConfigError
 
 _UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 

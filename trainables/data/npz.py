@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables.config import DatasetConfig
-from trainables.data.dataset import Dataset, encode_labels, require_path
-from trainables.data.limits import check_dataset_bytes
-from trainables.errors import ConfigError, shorten
+from margin_tune.trainables.config import DatasetConfig
+from margin_tune.trainables.data.dataset import Dataset, encode_labels, require_path
+from margin_tune.trainables.data.limits import check_dataset_bytes
+from margin_tune.trainables.errors import ConfigError, shorten
 
 PIXEL_MAX = 255.0
 """``uint8`` arrays are taken as 8-bit pixels and scaled by this to [0, 1]."""

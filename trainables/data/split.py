@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainables.config import DatasetConfig
-from trainables.errors import ConfigError
+from margin_tune.trainables.config import DatasetConfig
+from margin_tune.trainables.errors import ConfigError
 
 MIN_CLASSES_PER_SPLIT = 2
 """Verification pairs need a different-class pair in every split, so two classes at least."""

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainables.config import DatasetConfig
-from trainables.data.dataset import Dataset
-from trainables.data.limits import check_dataset_bytes, largest_field
+from margin_tune.trainables.config import DatasetConfig
+from margin_tune.trainables.data.dataset import Dataset
+from margin_tune.trainables.data.limits import check_dataset_bytes, largest_field
 
 GENERATOR_SEED = 0
 """Root of every random draw; changing it gives a different (but equally hard) dataset."""

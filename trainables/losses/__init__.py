@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from trainables.config import LossConfig
-from trainables.losses.base import BalancedLoss, Loss, LossTerms
-from trainables.losses.contrastive import ContrastiveLoss, negative_pair_counts
-from trainables.losses.geometry import (
+from margin_tune.trainables.config import LossConfig
+from margin_tune.trainables.losses.base import BalancedLoss, Loss, LossTerms
+from margin_tune.trainables.losses.contrastive import ContrastiveLoss, negative_pair_counts
+from margin_tune.trainables.losses.geometry import (
     BatchGeometry,
     DifficultyCounts,
     EffectiveMarginReservoir,
     difficulty_counts,
 )
-from trainables.losses.ntxent import NTXentLoss
-from trainables.losses.triplet import (
+from margin_tune.trainables.losses.ntxent import NTXentLoss
+from margin_tune.trainables.losses.triplet import (
     Reduction,
     TripletLoss,
     TripletStep,
@@ -22,10 +22,10 @@ from trainables.losses.triplet import (
     triplet_step,
     triplet_terms,
 )
-from trainables.registry import Registry
+from margin_tune.trainables.registry import Registry
 
 if TYPE_CHECKING:
-    from trainables.miners.base import TripletMiner
+    from margin_tune.trainables.miners.base import TripletMiner
 
 LOSSES: Registry[type[Loss]] = Registry("loss")
 LOSSES.register("triplet")(TripletLoss)

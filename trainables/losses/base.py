@@ -7,12 +7,16 @@ from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from torch import Tensor
 
-from trainables.config import LossConfig
-from trainables.losses.geometry import BatchGeometry, DifficultyCounts, difficulty_counts
+from margin_tune.trainables.config import LossConfig
+from margin_tune.trainables.losses.geometry import (
+    BatchGeometry,
+    DifficultyCounts,
+    difficulty_counts,
+)
 
 if TYPE_CHECKING:
     # Annotation-only: miners build on the geometry, so a runtime import would be circular.
-    from trainables.miners.base import TripletMiner
+    from margin_tune.trainables.miners.base import TripletMiner
 
 
 class LossTerms(NamedTuple):

@@ -8,12 +8,16 @@ from typing import TYPE_CHECKING, Literal, NamedTuple, get_args
 import torch
 from torch import Tensor
 
-from trainables.losses.base import Loss, LossTerms
-from trainables.losses.geometry import BatchGeometry, DifficultyCounts, difficulty_counts
+from margin_tune.trainables.losses.base import Loss, LossTerms
+from margin_tune.trainables.losses.geometry import (
+    BatchGeometry,
+    DifficultyCounts,
+    difficulty_counts,
+)
 
 if TYPE_CHECKING:
     # Annotation-only: miners build on the geometry, so a runtime import would be circular.
-    from trainables.miners.base import TripletMiner, TripletSelection
+    from margin_tune.trainables.miners.base import TripletMiner, TripletSelection
 
 Reduction = Literal["mean_nonzero", "mean"]
 

@@ -1,10 +1,14 @@
 """Evaluation metrics: verification on fixed pairs, leave-one-out retrieval, embedding spread."""
 
-from trainables.metrics.evaluate import Evaluator, evaluate_raw_features
-from trainables.metrics.pairs import MIN_NEGATIVE_PAIRS, VerificationPairs, verification_pairs
-from trainables.metrics.retrieval import retrieval_metrics
-from trainables.metrics.spread import EmbeddingSpread, embedding_spread
-from trainables.metrics.verification import (
+from margin_tune.trainables.metrics.evaluate import Evaluator, evaluate_raw_features
+from margin_tune.trainables.metrics.pairs import (
+    MIN_NEGATIVE_PAIRS,
+    VerificationPairs,
+    verification_pairs,
+)
+from margin_tune.trainables.metrics.retrieval import retrieval_metrics
+from margin_tune.trainables.metrics.spread import EmbeddingSpread, embedding_spread
+from margin_tune.trainables.metrics.verification import (
     RocCurve,
     equal_error_rate,
     pair_scores,

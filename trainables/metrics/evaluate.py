@@ -6,9 +6,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainables.metrics.pairs import verification_pairs
-from trainables.metrics.retrieval import retrieval_metrics
-from trainables.metrics.verification import COUNT_KEYS, pair_scores, verification_metrics
+from margin_tune.trainables.metric_names import COUNT_KEYS
+from margin_tune.trainables.metrics.pairs import verification_pairs
+from margin_tune.trainables.metrics.retrieval import retrieval_metrics
+from margin_tune.trainables.metrics.verification import pair_scores, verification_metrics
 
 _NORM_TOLERANCE = 1e-3
 
@@ -20,7 +21,8 @@ class Evaluator:
     when it has at most ``max_pairs`` of them (a split of 3,162 samples has 5 M), and otherwise
     on a seeded sample of ``max_pairs`` pairs holding at least 1 M different-class pairs, so
     that TAR@FAR=1e-3 rests on at least 1,000 false accepts (see
-    :func:`~trainables.metrics.pairs.verification_pairs`). The pairs are chosen here, once, so
+    :func:`~margin_tune.trainables.metrics.pairs.verification_pairs`). The pairs are chosen here,
+    once, so
     every epoch and every call is measured on the same pairs. Retrieval (recall@1, MAP@R) uses
     every sample of the split as a query.
 

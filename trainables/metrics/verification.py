@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trainables.metrics.pairs import VerificationPairs
+from margin_tune.trainables.metrics.pairs import VerificationPairs
 
 #: Floats per gathered chunk in :func:`pair_scores` (4 MiB of float32).
 _PAIR_CHUNK_ELEMENTS = 1 << 20
@@ -166,10 +166,6 @@ def tar_at_far(curve: RocCurve, far: float = 1e-3) -> float:
     (rate 0) always qualifies, so the result is defined even for very few different-class pairs.
     """
     return float(curve.tar[_operating_point_at_far(curve, far)])
-
-
-#: Keys of :func:`verification_metrics` that are counts (what the metrics rest on), not metrics.
-COUNT_KEYS = ("pairs", "false_accepts_at_far_1e-3")
 
 
 def verification_metrics(scores: np.ndarray, same: np.ndarray) -> dict[str, float]:

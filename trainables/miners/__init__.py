@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from trainables.miners.all_triplets import AllTripletsMiner
-from trainables.miners.base import TripletMiner, TripletSelection
-from trainables.miners.hard import BatchHardMiner
-from trainables.miners.semihard import SemiHardMiner
-from trainables.registry import Registry
+from margin_tune.trainables.miners.all_triplets import AllTripletsMiner
+from margin_tune.trainables.miners.base import TripletMiner, TripletSelection
+from margin_tune.trainables.miners.hard import BatchHardMiner
+from margin_tune.trainables.miners.semihard import SemiHardMiner
+from margin_tune.trainables.registry import Registry
 
 MINERS: Registry[type[TripletMiner]] = Registry("miner")
 MINERS.register("all")(AllTripletsMiner)

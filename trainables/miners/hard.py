@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from trainables.losses.geometry import BatchGeometry
-from trainables.miners.base import TripletMiner, TripletSelection
+from margin_tune.trainables.losses.geometry import BatchGeometry
+from margin_tune.trainables.miners.base import TripletMiner, TripletSelection
 
 
 class BatchHardMiner(TripletMiner):

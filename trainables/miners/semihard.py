@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from trainables.losses.geometry import BatchGeometry
-from trainables.miners.base import TripletMiner, TripletSelection
+from margin_tune.trainables.losses.geometry import BatchGeometry
+from margin_tune.trainables.miners.base import TripletMiner, TripletSelection
 
 
 class SemiHardMiner(TripletMiner):

@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 from torch import nn
 
-from trainables.config import ModelConfig
-from trainables.models.cnn import CNNEmbedder
-from trainables.models.mlp import MLPEmbedder
-from trainables.models.siamese import SiameseEmbedder
-from trainables.registry import Registry
+from margin_tune.trainables.config import ModelConfig
+from margin_tune.trainables.models.cnn import CNNEmbedder
+from margin_tune.trainables.models.mlp import MLPEmbedder
+from margin_tune.trainables.models.siamese import SiameseEmbedder
+from margin_tune.trainables.registry import Registry
 
 TrunkFactory = Callable[[ModelConfig, tuple[int, ...]], nn.Module]
 

@@ -7,9 +7,9 @@ import itertools
 import torch
 from torch import nn
 
-from trainables.config import ModelConfig
-from trainables.errors import ConfigError
-from trainables.models.size import check_parameter_count
+from margin_tune.trainables.config import ModelConfig
+from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.models.size import check_parameter_count
 
 KERNEL_SIZE = 3
 

@@ -8,8 +8,8 @@ import math
 import torch
 from torch import nn
 
-from trainables.config import ModelConfig
-from trainables.models.size import check_parameter_count
+from margin_tune.trainables.config import ModelConfig
+from margin_tune.trainables.models.size import check_parameter_count
 
 
 class MLPEmbedder(nn.Module):

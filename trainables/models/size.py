@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from trainables.config import ModelConfig
-from trainables.errors import ConfigError, shorten
+from margin_tune.trainables.config import ModelConfig
+from margin_tune.trainables.errors import ConfigError, shorten
 
 
 def check_parameter_count(config: ModelConfig, input_shape: tuple[int, ...], count: int) -> None:

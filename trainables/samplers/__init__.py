@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainables.config import SamplerConfig
-from trainables.registry import Registry
-from trainables.samplers.base import BatchSampler, EmbedFn, EpochContext
-from trainables.samplers.class_representative import ClassRepresentativeSampler
-from trainables.samplers.pk import PKSampler
+from margin_tune.trainables.config import SamplerConfig
+from margin_tune.trainables.registry import Registry
+from margin_tune.trainables.samplers.base import BatchSampler, EmbedFn, EpochContext
+from margin_tune.trainables.samplers.class_representative import ClassRepresentativeSampler
+from margin_tune.trainables.samplers.pk import PKSampler
 
 SAMPLERS: Registry[type[BatchSampler]] = Registry("sampler")
 SAMPLERS.register("pk")(PKSampler)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trainables.config import SamplerConfig
-from trainables.errors import ConfigError
+from margin_tune.trainables.config import SamplerConfig
+from margin_tune.trainables.errors import ConfigError
 
 EmbedFn = Callable[[np.ndarray], torch.Tensor]
 """Embeds training samples given by index with the current network (no gradient)."""

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from trainables.config import SamplerConfig
-from trainables.samplers.base import BatchSampler, EpochContext, draw_members
+from margin_tune.trainables.config import SamplerConfig
+from margin_tune.trainables.samplers.base import BatchSampler, EpochContext, draw_members
 
 REPRESENTATIVE_STREAM = 0x52455053
 """Tags the representative draws so their stream never coincides with an epoch's stream."""

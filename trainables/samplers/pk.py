@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from trainables.samplers.base import BatchSampler, EpochContext
+from margin_tune.trainables.samplers.base import BatchSampler, EpochContext
 
 
 class PKSampler(BatchSampler):

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from trainables.config import MarginConfig
-from trainables.registry import Registry
-from trainables.schedulers.base import EpochStats, MarginScheduler
-from trainables.schedulers.constant import ConstantMargin
-from trainables.schedulers.dams import DifficultyAwareMargin
-from trainables.schedulers.linear import LinearMargin
-from trainables.schedulers.pi import ProportionalIntegralMargin
-from trainables.schedulers.two_sided import TwoSidedMargin
+from margin_tune.trainables.config import MarginConfig
+from margin_tune.trainables.registry import Registry
+from margin_tune.trainables.schedulers.base import EpochStats, MarginScheduler
+from margin_tune.trainables.schedulers.constant import ConstantMargin
+from margin_tune.trainables.schedulers.dams import DifficultyAwareMargin
+from margin_tune.trainables.schedulers.linear import LinearMargin
+from margin_tune.trainables.schedulers.pi import ProportionalIntegralMargin
+from margin_tune.trainables.schedulers.two_sided import TwoSidedMargin
 
 SCHEDULERS: Registry[type[MarginScheduler]] = Registry("scheduler")
 SCHEDULERS.register("constant")(ConstantMargin)

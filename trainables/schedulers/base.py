@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-from trainables.config import MarginConfig
+from margin_tune.trainables.config import MarginConfig
 
 
 @dataclass(frozen=True)

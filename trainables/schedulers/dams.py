@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trainables.schedulers.base import EpochStats, MarginScheduler, clip_margin
+from margin_tune.trainables.schedulers.base import EpochStats, MarginScheduler, clip_margin
 
 
 class DifficultyAwareMargin(MarginScheduler):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainables.config import MarginConfig
-from trainables.schedulers.base import EpochStats, MarginScheduler, clip_margin
+from margin_tune.trainables.config import MarginConfig
+from margin_tune.trainables.schedulers.base import EpochStats, MarginScheduler, clip_margin
 
 
 class ProportionalIntegralMargin(MarginScheduler):

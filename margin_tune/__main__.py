@@ -1,0 +1,5 @@
+"""``python -m margin_tune``: the ``margin-tune`` command."""
+
+from margin_tune.pipeline.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""margin-tune as an installed package: one namespace, a version, a CLI that starts at once, and
+no collision with a user's own ``pipeline.py`` / ``trainables.py`` / ``search_spaces/``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import margin_tune
+from margin_tune.pipeline.cli import main
+from margin_tune.pipeline.manifest import FORMAT_VERSION, MANIFEST_FILE, write_manifest
+
+ROOT = Path(__file__).parents[1]
+EXECUTABLE = Path(sys.executable).with_name("margin-tune")
+FIXTURE = Path(__file__).parent / "fixtures" / "tune_output_format1"
+HEAVY = ("torch", "ray", "mlflow", "optuna", "pandas", "matplotlib")
+
+
+def _run(*argv: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def test_the_package_has_one_version_everywhere() -> None:
+    assert margin_tune.__version__ == importlib.metadata.version("margin-tune")
+    for command in ([str(EXECUTABLE)], [sys.executable, "-m", "margin_tune"]):
+        done = _run(*command, "--version")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == f"margin-tune {margin_tune.__version__}"
+    assert (Path(margin_tune.__file__).parent / "py.typed").is_file()
+
+
+def _imported_by(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Heavy libraries and command modules in ``sys.modules`` after ``margin-tune ARGV``."""
+    code = (
+        "import sys\n"
+        "from margin_tune.pipeline.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+        "print(sorted(m.rsplit('.', 1)[-1] for m in sys.modules if m.endswith('_command')))\n"
+    )
+    done = _run(sys.executable, "-c", code)
+    assert done.returncode == 0, done.stderr
+    heavy, commands = done.stdout.strip().splitlines()[-2:]
+    return ast.literal_eval(heavy), ast.literal_eval(commands)
+
+
+def test_help_and_version_import_no_command_and_no_heavy_library() -> None:
+    for argv in (["--help"], ["--version"]):
+        assert _imported_by(argv) == ([], [])
+
+
+@pytest.mark.parametrize("command", ["report", "ui"])
+def test_report_and_ui_start_without_torch_ray_or_optuna(command: str) -> None:
+    heavy, commands = _imported_by([command, "--help"])
+    assert not {"torch", "ray", "optuna"} & set(heavy), heavy
+    assert commands == [f"{command}_command"]  # only the command that runs is imported
+
+
+def test_manifests_record_the_version_that_wrote_them(tmp_path: Path) -> None:
+    write_manifest(tmp_path, "tune", {"name": "x"})
+    content = json.loads((tmp_path / MANIFEST_FILE).read_text())
+    assert content["format"] == FORMAT_VERSION
+    assert content["margin_tune_version"] == margin_tune.__version__
+
+
+@pytest.mark.parametrize("command", ["resume", "sync"])
+def test_an_output_folder_from_before_the_namespace_is_refused_in_one_line(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The committed fixture was written by the last version with top-level modules."""
+    old = tmp_path / "old"
+    shutil.copytree(FIXTURE, old)
+    before = {p: p.read_bytes() for p in old.rglob("*") if p.is_file()}
+    assert main([command, str(old)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1
+    assert error[0].startswith("margin-tune: error: DIR: ")
+    assert "before 0.2.0" in error[0] and "cannot be resumed" in error[0]
+    assert {p: p.read_bytes() for p in old.rglob("*") if p.is_file()} == before
+    assert "sys.modules" not in error[0]
+
+
+def test_the_code_never_imports_itself_by_its_folder_names() -> None:
+    """From the repository root, where ``pipeline/`` is importable as a folder, nothing does."""
+    bare = [
+        str(path.relative_to(ROOT))
+        for folder in ("pipeline", "trainables", "search_spaces", "tests", "bench")
+        for path in (ROOT / folder).rglob("*.py")
+        if any(
+            line.lstrip().startswith(f"{verb} {name}")
+            and line.lstrip()[len(verb) + 1 + len(name) : len(verb) + 2 + len(name)] in " ."
+            for line in path.read_text().splitlines()
+            for verb in ("import", "from")
+            for name in ("pipeline", "trainables", "search_spaces")
+        )
+    ]
+    assert bare == []
+
+
+def test_mypy_checks_the_installed_names_and_can_fail(tmp_path: Path) -> None:
+    """A copy of the package (links resolved) with one planted error across the namespace."""
+    mypy = shutil.which("mypy", path=str(Path(sys.executable).parent))
+    if mypy is None:
+        pytest.skip("mypy is not installed (the [dev] extra)")
+    shutil.copytree(ROOT / "margin_tune", tmp_path / "margin_tune", symlinks=False)
+    (tmp_path / "margin_tune" / "pipeline" / "planted.py").write_text(
+        "from margin_tune.pipeline.exit_codes import EXIT_BAD_INPUT\n\nname: str = EXIT_BAD_INPUT\n"
+    )
+    config = str(ROOT / "pyproject.toml")  # the project's settings, run on the copy
+    done = _run(mypy, "--config-file", config, "--no-incremental", cwd=tmp_path, timeout=600)
+    assert done.returncode == 1, done.stdout + done.stderr
+    errors = [line for line in done.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("margin_tune/pipeline/planted.py:3:"), errors
+    assert 'has type "int", variable has type "str"' in errors[0]
+
+
+USER_SPACE = """\
+parameters:
+  margin.initial_margin: {distribution: uniform, low: 0.1, high: 0.3}
+"""
+
+
+@pytest.mark.slow
+def test_a_user_folder_with_its_own_pipeline_trainables_and_search_spaces(
+    tmp_path: Path, tiny_overrides: list[str]
+) -> None:
+    """Ray puts the driver's folder on every worker's path: these must not shadow margin-tune."""
+    user = tmp_path / "project"
+    (user / "search_spaces").mkdir(parents=True)
+    trap = "raise ImportError('the user\\'s own {0} was imported instead of margin-tune\\'s')\n"
+    (user / "pipeline.py").write_text(trap.format("pipeline.py"))
+    (user / "trainables.py").write_text(trap.format("trainables.py"))
+    (user / "search_spaces" / "__init__.py").write_text(trap.format("search_spaces"))
+    (user / "search_spaces" / "mine.yaml").write_text(USER_SPACE)
+    sets = [item for o in [*tiny_overrides, "train.epochs=2"] for item in ("--set", o)]
+    command = [str(EXECUTABLE), "tune", "--space", "search_spaces/mine.yaml", "--trials", "2"]
+    command += [*sets, "--concurrency", "1", "--no-early-stopping", "--out", "sweep"]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=user,
+        timeout=600,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "2 trials: 2 completed" in done.stdout
+    assert "instead of margin-tune" not in done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_a_sweep_imports_no_module_twice(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    """Run from the repository root, the driver holds margin_tune.* and no bare ``pipeline``."""
+    sets = [f"{o}" for o in [*tiny_overrides, "train.epochs=2"]]
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from margin_tune.pipeline.cli import main
+        argv = ["tune", "--space", "constant", "--trials", "2", "--concurrency", "1",
+                "--no-early-stopping", "--out", {str(tmp_path / "sweep")!r},
+                "--tracking-uri", {f"sqlite:///{tmp_path / 'mlflow.db'}"!r}]
+        for item in {sets!r}:
+            argv += ["--set", item]
+        code = main(argv)
+        roots = ("pipeline", "trainables", "search_spaces")
+        print("BARE", sorted(m for m in sys.modules if m.split(".")[0] in roots))
+        print("OURS", len([m for m in sys.modules if m.startswith("margin_tune.")]))
+        sys.exit(code)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = {
+        line.split(" ", 1)[0]: line.split(" ", 1)[1]
+        for line in done.stdout.splitlines()
+        if line.startswith(("BARE ", "OURS "))
+    }
+    assert lines["BARE"] == "[]"
+    assert int(lines["OURS"]) > 30
