@@ -49,7 +49,7 @@ def _timed(command: list[str]) -> float:
 
 def sweep_command(out: Path, uri: str, epochs: int, trials: int) -> list[str]:
     return [
-        *(sys.executable, "-m", "margin_tune.pipeline.cli", "tune", "--space", "constant"),
+        *(sys.executable, "-m", "margin_tune.pipeline.cli.main", "tune", "--space", "constant"),
         *("--trials", str(trials), "--concurrency", str(CONCURRENCY)),
         *("--searcher", "random", "--no-early-stopping", "--seed", "0"),
         *("--set", f"train.epochs={epochs}"),

@@ -45,7 +45,14 @@ def measure(quick: bool) -> Figure:
         for repeat in range(repeats):
             out = Path(scratch) / f"sweep-{repeat}"
             command = [
-                *(sys.executable, "-m", "margin_tune.pipeline.cli", "tune", "--space", "constant"),
+                *(
+                    sys.executable,
+                    "-m",
+                    "margin_tune.pipeline.cli.main",
+                    "tune",
+                    "--space",
+                    "constant",
+                ),
                 *("--trials", "1", "--concurrency", "1", "--searcher", "random"),
                 *("--no-early-stopping", "--seed", str(repeat), "--set", f"train.epochs={epochs}"),
                 *("--tracking-uri", uri),

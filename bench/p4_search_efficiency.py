@@ -24,15 +24,15 @@ import pandas as pd
 
 from bench.common import Figure
 from bench.tables import markdown_table
-from margin_tune.pipeline.search_space import load_space
-from margin_tune.pipeline.sweep import (
+from margin_tune.pipeline.search.space import load_space
+from margin_tune.pipeline.sweep.tuner import (
     SweepOptions,
     SweepResult,
     plan_sweep,
     run_sweep,
     sweep_cluster,
 )
-from margin_tune.pipeline.tracking import Tracker
+from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.trainables.config import load_config
 
 SPACE = "dams"

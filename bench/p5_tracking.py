@@ -1,7 +1,8 @@
 """P5: what a logged result costs the training loop, and how fast the store fills.
 
 A result is one epoch of one trial: 16 metrics at one step, logged through
-``margin_tune.pipeline.tracking.Tracker`` (the driver's queue and its background writer) into a
+``margin_tune.pipeline.tracking.tracker.Tracker`` (the driver's queue and its background writer)
+into a
 fresh SQLite
 store, or any store given with ``--tracking-uri`` (such as a loopback ``mlflow server``):
 
@@ -27,7 +28,7 @@ import pandas as pd
 
 from bench.common import Figure
 from bench.tables import markdown_table
-from margin_tune.pipeline.tracking import Tracker
+from margin_tune.pipeline.tracking.tracker import Tracker
 
 METRICS_PER_RESULT = 16
 TARGET_CALLER_MS = 1.0

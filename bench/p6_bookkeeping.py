@@ -31,9 +31,9 @@ from ray import cloudpickle, tune
 
 from bench.common import Figure
 from bench.tables import markdown_table
-from margin_tune.pipeline.search_space import load_space
-from margin_tune.pipeline.sweep import SweepOptions, plan_sweep, ray_session, run_sweep
-from margin_tune.pipeline.tracking import Tracker
+from margin_tune.pipeline.search.space import load_space
+from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, ray_session, run_sweep
+from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.trainables.config import load_config
 
 TRIALS = 500

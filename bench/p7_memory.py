@@ -67,7 +67,7 @@ def finished_trials(database: Path) -> int:
 def sample_sweep(out: Path, database: Path, trials: int) -> pd.DataFrame:
     """RSS of the driver and of Ray's processes (its descendants) while the sweep runs."""
     command = [
-        *(sys.executable, "-m", "margin_tune.pipeline.cli", "tune", "--space", "constant"),
+        *(sys.executable, "-m", "margin_tune.pipeline.cli.main", "tune", "--space", "constant"),
         *("--trials", str(trials), "--concurrency", "2", "--searcher", "random"),
         *("--no-early-stopping", "--set", "train.epochs=1"),
         *("--tracking-uri", f"sqlite:///{database}", "--experiment", "bench-p7"),

@@ -11,10 +11,10 @@ user's own ``pipeline.py`` could shadow.
 
 Importing it is cheap (no torch, no Ray). It asks a local Ray, should one start in this process
 later, to stay on loopback; that must happen before Ray's first import
-(see :mod:`margin_tune.pipeline.ray_network`).
+(see :mod:`margin_tune.pipeline.sweep.ray_network`).
 """
 
-from margin_tune.pipeline.ray_network import prefer_loopback
+from margin_tune.pipeline.sweep.ray_network import prefer_loopback
 
 __version__ = "0.2.0"
 __all__ = ["__version__"]

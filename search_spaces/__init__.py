@@ -1,6 +1,6 @@
 """Declarative search spaces, one YAML file per method, shipped with the package.
 
-Only data lives here; ``margin_tune.pipeline.search_space`` reads and validates it. A user's own
+Only data lives here; ``margin_tune.pipeline.search.space`` reads and validates it. A user's own
 space
 follows the same format and is passed by path.
 """

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import pytest
 from mlflow import MlflowClient
 
-from margin_tune.pipeline.tracking import Tracker
+from margin_tune.pipeline.tracking.tracker import Tracker
 
 _T = TypeVar("_T")
 

@@ -17,7 +17,7 @@ import yaml
 from harness import kill_once_an_end_is_snapshotted, store_contents
 from mlflow import MlflowClient
 
-from margin_tune.pipeline.cli import main
+from margin_tune.pipeline.cli.main import main
 
 pytestmark = pytest.mark.slow
 

@@ -14,14 +14,14 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from margin_tune.pipeline.ablation import cell_configs, cell_table, main_effects
-from margin_tune.pipeline.ablation_grid import (
+from margin_tune.pipeline.jobs.ablate.grid import (
     DEFAULT_SEEDS,
     AblationGrid,
     load_grid,
     packaged_grids,
     parse_grid,
 )
+from margin_tune.pipeline.jobs.ablate.run import cell_configs, cell_table, main_effects
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.schedulers import SCHEDULERS

@@ -1,6 +1,7 @@
 """Every malformed input is refused the same way: exit 2, one line, nothing created.
 
-Each case runs the real entry point, ``margin_tune.pipeline.cli.main``, in a fresh, empty working
+Each case runs the real entry point, ``margin_tune.pipeline.cli.main.main``, in a fresh, empty
+working
 directory,
 and checks that the command
 
@@ -35,7 +36,7 @@ from forged_inputs import LAUGHS, forged_png_bytes, npy_bytes
 from PIL import Image
 from sockets import descendants, process_name
 
-from margin_tune.pipeline.cli import main
+from margin_tune.pipeline.cli.main import main
 from margin_tune.trainables.trial import Trial
 
 BAD = Path(__file__).parent / "bad_inputs"

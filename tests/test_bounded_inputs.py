@@ -20,9 +20,9 @@ import pytest
 from forged_inputs import LAUGHS, forged_png_bytes, npy_bytes
 from PIL import Image
 
-from margin_tune.pipeline.ablation_grid import MAX_CELLS, MAX_SEEDS, parse_grid
-from margin_tune.pipeline.compare_spec import load_compare_spec
-from margin_tune.pipeline.search_space import load_space
+from margin_tune.pipeline.jobs.ablate.grid import MAX_CELLS, MAX_SEEDS, parse_grid
+from margin_tune.pipeline.jobs.compare.spec import load_compare_spec
+from margin_tune.pipeline.search.space import load_space
 from margin_tune.trainables.config import (
     MAX_IMAGE_SIZE,
     MAX_SEED,

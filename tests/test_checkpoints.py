@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from margin_tune.pipeline.checkpoints import PruneEndedTrialCheckpoints
-from margin_tune.pipeline.trainable import CheckpointClock
+from margin_tune.pipeline.sweep.checkpoints import PruneEndedTrialCheckpoints
+from margin_tune.pipeline.sweep.trainable import CheckpointClock
 
 
 def _trial_dir(experiment: Path, checkpoints: int) -> Path:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import ray
 
-from margin_tune.pipeline.cli import main
-from margin_tune.pipeline.search_space import load_space
-from margin_tune.pipeline.sweep import SweepOptions, plan_sweep
+from margin_tune.pipeline.cli.main import main
+from margin_tune.pipeline.search.space import load_space
+from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep
 from margin_tune.trainables.config import load_config
 from margin_tune.trainables.errors import ConfigError
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from margin_tune.pipeline.cli import main
+from margin_tune.pipeline.cli.main import main
 from margin_tune.trainables.metric_names import EPOCH_COLUMNS
 
 #: The installed console script, next to the interpreter running the tests.

@@ -224,7 +224,7 @@ def test_resume_mid_count_stops_at_the_same_epoch(collapsed: CollapsedRun) -> No
 def test_train_command_prints_and_records_the_collapse(
     tiny_overrides: list[str], tmp_path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from margin_tune.pipeline import train_command
+    from margin_tune.pipeline.cli import train as train_command
 
     out = tmp_path / "run"
     overrides = [*tiny_overrides, *COLLAPSING]
@@ -239,7 +239,7 @@ def test_train_command_prints_and_records_the_collapse(
 def test_tune_side_tags_what_the_trial_reports(
     collapsed: CollapsedRun, tiny_config: Config
 ) -> None:
-    from margin_tune.pipeline.tune_callback import trial_status
+    from margin_tune.pipeline.sweep.callback import trial_status
 
     last = collapsed.reports[-1].metrics
     assert trial_status(collapsed.config, last, failed=False) == "collapsed"

@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from margin_tune.pipeline.compare_spec import (
+from margin_tune.pipeline.jobs.compare.spec import (
     DEFAULT_METHODS,
     PRESETS,
     CompareSpec,
     load_compare_spec,
     parse_compare_spec,
 )
-from margin_tune.pipeline.search_space import load_space
+from margin_tune.pipeline.search.space import load_space
 from margin_tune.search_spaces import packaged_spaces
 from margin_tune.trainables.config import load_config
 from margin_tune.trainables.errors import ConfigError

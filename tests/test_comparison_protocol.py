@@ -15,24 +15,24 @@ import ray
 import yaml
 from mlflow import MlflowClient
 
-from margin_tune.pipeline.cli import main
-from margin_tune.pipeline.compare import (
+from margin_tune.pipeline.analysis.statistics import holm_bonferroni
+from margin_tune.pipeline.cli.main import main
+from margin_tune.pipeline.jobs.compare.run import (
     TEST_METRICS,
     paired_table,
     split_dir,
     summary_table,
 )
-from margin_tune.pipeline.compare_spec import PRESETS, parse_compare_spec, retraining_seeds
-from margin_tune.pipeline.grid_trials import completed_metrics
-from margin_tune.pipeline.search_space import SearchSpace, parse_space
-from margin_tune.pipeline.searchers import (
+from margin_tune.pipeline.jobs.compare.spec import PRESETS, parse_compare_spec, retraining_seeds
+from margin_tune.pipeline.search.searchers import (
     BudgetOptunaSearch,
     SearcherRequest,
     build_searcher,
     startup_trials,
 )
-from margin_tune.pipeline.statistics import holm_bonferroni
-from margin_tune.pipeline.sweep import best_trial, ray_session
+from margin_tune.pipeline.search.space import SearchSpace, parse_space
+from margin_tune.pipeline.sweep.grid_trials import completed_metrics
+from margin_tune.pipeline.sweep.tuner import best_trial, ray_session
 from margin_tune.trainables.config import Config, load_config
 from margin_tune.trainables.errors import ConfigError
 
@@ -430,7 +430,7 @@ def test_every_packaged_space_grid_and_the_default_comparison_tune_map_at_r() ->
 
 
 def test_an_ablation_grid_refuses_to_rank_by_a_test_metric_and_defaults_to_validation() -> None:
-    from margin_tune.pipeline.ablation_grid import parse_grid
+    from margin_tune.pipeline.jobs.ablate.grid import parse_grid
 
     base = load_config(overrides=["dataset.num_classes=30"])
     factors = {"miner.name": ["all", "semihard"]}

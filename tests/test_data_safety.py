@@ -17,11 +17,11 @@ import pytest
 import torch
 import yaml
 
-from margin_tune.pipeline.cli import main
-from margin_tune.pipeline.names import check_experiment_name, check_file_name
-from margin_tune.pipeline.outputs import LOCK_FILE, output_lock
-from margin_tune.pipeline.search_space import parse_space
-from margin_tune.pipeline.sweep import SweepOptions, plan_sweep
+from margin_tune.pipeline.cli.main import main
+from margin_tune.pipeline.outputs.folders import LOCK_FILE, output_lock
+from margin_tune.pipeline.outputs.names import check_experiment_name, check_file_name
+from margin_tune.pipeline.search.space import parse_space
+from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep
 from margin_tune.trainables.config import Config, load_config
 from margin_tune.trainables.errors import ConfigError
 
@@ -98,7 +98,7 @@ HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from margin_tune.pipeline.outputs import output_lock
+    from margin_tune.pipeline.outputs.folders import output_lock
     with output_lock(Path(sys.argv[1])):
         print("held", flush=True)
         time.sleep(120)

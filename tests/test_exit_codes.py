@@ -12,9 +12,9 @@ import ray
 import yaml
 from mlflow import MlflowClient
 
-from margin_tune.pipeline.cli import main
-from margin_tune.pipeline.exit_codes import EXIT_RUNS_FAILED
-from margin_tune.pipeline.sweep import ray_session
+from margin_tune.pipeline.cli.main import main
+from margin_tune.pipeline.runtime.exit_codes import EXIT_RUNS_FAILED
+from margin_tune.pipeline.sweep.tuner import ray_session
 
 pytestmark = pytest.mark.slow
 

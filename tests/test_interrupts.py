@@ -13,8 +13,8 @@ import pytest
 from harness import wait_for
 from mlflow import MlflowClient
 
-from margin_tune.pipeline.cli import main
-from margin_tune.pipeline.exit_codes import EXIT_SIGINT, EXIT_SIGTERM
+from margin_tune.pipeline.cli.main import main
+from margin_tune.pipeline.runtime.exit_codes import EXIT_SIGINT, EXIT_SIGTERM
 
 pytestmark = pytest.mark.slow
 

@@ -28,8 +28,8 @@ from ray._private import ray_constants
 from ray._private.node import Node
 from ray.cluster_utils import Cluster
 
-from margin_tune.pipeline.search_space import parse_space
-from margin_tune.pipeline.sweep import (
+from margin_tune.pipeline.search.space import parse_space
+from margin_tune.pipeline.sweep.tuner import (
     EXPERIMENT_DIR,
     SweepOptions,
     plan_sweep,

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 import margin_tune
-from margin_tune.pipeline.cli import main
-from margin_tune.pipeline.manifest import FORMAT_VERSION, MANIFEST_FILE, write_manifest
+from margin_tune.pipeline.cli.main import main
+from margin_tune.pipeline.outputs.manifest import FORMAT_VERSION, MANIFEST_FILE, write_manifest
 
 ROOT = Path(__file__).parents[1]
 EXECUTABLE = Path(sys.executable).with_name("margin-tune")
@@ -43,10 +43,11 @@ def _imported_by(argv: list[str]) -> tuple[list[str], list[str]]:
     """Heavy libraries and command modules in ``sys.modules`` after ``margin-tune ARGV``."""
     code = (
         "import sys\n"
-        "from margin_tune.pipeline.cli import main\n"
+        "from margin_tune.pipeline.cli.main import main\n"
         f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
-        "print(sorted(m.rsplit('.', 1)[-1] for m in sys.modules if m.endswith('_command')))\n"
+        "print(sorted(m.rsplit('.', 1)[-1] for m in sys.modules\n"
+        "             if m.startswith('margin_tune.pipeline.cli.') and not m.endswith('.main')))\n"
     )
     done = _run(sys.executable, "-c", code)
     assert done.returncode == 0, done.stderr
@@ -63,7 +64,7 @@ def test_help_and_version_import_no_command_and_no_heavy_library() -> None:
 def test_report_and_ui_start_without_torch_ray_or_optuna(command: str) -> None:
     heavy, commands = _imported_by([command, "--help"])
     assert not {"torch", "ray", "optuna"} & set(heavy), heavy
-    assert commands == [f"{command}_command"]  # only the command that runs is imported
+    assert commands == [command]  # only the command that runs is imported
 
 
 def test_manifests_record_the_version_that_wrote_them(tmp_path: Path) -> None:
@@ -114,7 +115,8 @@ def test_mypy_checks_the_installed_names_and_can_fail(tmp_path: Path) -> None:
         pytest.skip("mypy is not installed (the [dev] extra)")
     shutil.copytree(ROOT / "margin_tune", tmp_path / "margin_tune", symlinks=False)
     (tmp_path / "margin_tune" / "pipeline" / "planted.py").write_text(
-        "from margin_tune.pipeline.exit_codes import EXIT_BAD_INPUT\n\nname: str = EXIT_BAD_INPUT\n"
+        "from margin_tune.pipeline.runtime.exit_codes import EXIT_BAD_INPUT\n\n"
+        "name: str = EXIT_BAD_INPUT\n"
     )
     config = str(ROOT / "pyproject.toml")  # the project's settings, run on the copy
     done = _run(mypy, "--config-file", config, "--no-incremental", cwd=tmp_path, timeout=600)
@@ -165,7 +167,7 @@ def test_a_sweep_imports_no_module_twice(tmp_path: Path, tiny_overrides: list[st
     code = textwrap.dedent(
         f"""
         import sys
-        from margin_tune.pipeline.cli import main
+        from margin_tune.pipeline.cli.main import main
         argv = ["tune", "--space", "constant", "--trials", "2", "--concurrency", "1",
                 "--no-early-stopping", "--out", {str(tmp_path / "sweep")!r},
                 "--tracking-uri", {f"sqlite:///{tmp_path / 'mlflow.db'}"!r}]

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from margin_tune.pipeline.cli import main
-from margin_tune.pipeline.tracking import Tracker
+from margin_tune.pipeline.cli.main import main
+from margin_tune.pipeline.tracking.tracker import Tracker
 
 EXPERIMENT = "report-tests"
 MAX_ONLY = "report-tests-max"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from margin_tune.pipeline.cli import main
+from margin_tune.pipeline.cli.main import main
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,8 @@ import optuna
 import pytest
 import yaml
 
-import margin_tune.pipeline.search_space as search_space_module
-from margin_tune.pipeline.search_space import (
+import margin_tune.pipeline.search.space as search_space_module
+from margin_tune.pipeline.search.space import (
     DISTRIBUTIONS,
     PROTOCOL_KEYS,
     PROTOCOL_PREFIXES,

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from margin_tune.pipeline.statistics import (
+from margin_tune.pipeline.analysis.statistics import (
     CONFIDENCE,
     MIN_PAIRS_FOR_WILCOXON,
     MeanInterval,

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from test_tracking import _Server
 
-from margin_tune.pipeline.cli import main
-from margin_tune.pipeline.manifest import manifest_options, write_manifest
-from margin_tune.pipeline.secrets import redact_uri, with_credentials
-from margin_tune.pipeline.tracking import Tracker, check_tracking_uri
+from margin_tune.pipeline.cli.main import main
+from margin_tune.pipeline.outputs.manifest import manifest_options, write_manifest
+from margin_tune.pipeline.runtime.secrets import redact_uri, with_credentials
+from margin_tune.pipeline.tracking.tracker import Tracker, check_tracking_uri
 from margin_tune.trainables.errors import ConfigError
 
 

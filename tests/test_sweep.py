@@ -13,11 +13,11 @@ import pytest
 import ray
 from mlflow import MlflowClient
 
-from margin_tune.pipeline.cli import main
-from margin_tune.pipeline.compare import TEST_METRICS
-from margin_tune.pipeline.search_space import parse_space
-from margin_tune.pipeline.sweep import SweepOptions, plan_sweep, ray_session, run_sweep
-from margin_tune.pipeline.tracking import Tracker
+from margin_tune.pipeline.cli.main import main
+from margin_tune.pipeline.jobs.compare.run import TEST_METRICS
+from margin_tune.pipeline.search.space import parse_space
+from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, ray_session, run_sweep
+from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.trainables.config import Config, load_config
 from margin_tune.trainables.metric_names import EPOCH_COLUMNS
 

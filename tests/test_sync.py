@@ -17,7 +17,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from margin_tune.pipeline.cli import main
+from margin_tune.pipeline.cli.main import main
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,5 @@
-"""Tests of margin_tune.pipeline.tracking against a real MLflow store: SQLite, and a real `mlflow
+"""Tests of margin_tune.pipeline.tracking.tracker against a real MLflow store: SQLite, and a real
+`mlflow
 server`."""
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import requests
 from mlflow import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-from margin_tune.pipeline.tracking import (
+from margin_tune.pipeline.tracking.tracker import (
     ERROR_TAG,
     MAX_ERROR_CHARS,
     SWEEP_ID_TAG,

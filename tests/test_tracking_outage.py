@@ -28,8 +28,8 @@ from harness import WatchedTracker, private_ray_tmpdir, wait_for
 from mlflow import MlflowClient
 from test_tracking import _Server
 
-from margin_tune.pipeline.search_space import parse_space
-from margin_tune.pipeline.sweep import SweepOptions, plan_sweep, ray_session, run_sweep
+from margin_tune.pipeline.search.space import parse_space
+from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, ray_session, run_sweep
 from margin_tune.trainables.config import load_config
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from margin_tune.pipeline.sweep import TUNE_ENVIRONMENT, tune_environment
+from margin_tune.pipeline.sweep.tuner import TUNE_ENVIRONMENT, tune_environment
 
 
 def test_settings_apply_inside_and_vanish_after(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,8 +33,8 @@ from conftest import TINY
 from sockets import listeners
 from test_tracking import _free_port, _Server
 
-from margin_tune.pipeline.cli import main
-from margin_tune.pipeline.tracking import Tracker
+from margin_tune.pipeline.cli.main import main
+from margin_tune.pipeline.tracking.tracker import Tracker
 
 EXPERIMENT = "ui-test"
 METHODS = ("dams", "constant")
@@ -280,7 +280,13 @@ def test_margin_tune_ui_prints_urls_that_answer_and_ctrl_c_stops_everything(
     if dashboard is not None:  # the [ui] extra is installed
         command += ["--storage", storage, "--optuna-port", str(optuna_port)]
     process = subprocess.Popen(
-        [sys.executable, "-c", "from margin_tune.pipeline.cli import main; main()", "ui", *command],
+        [
+            sys.executable,
+            "-c",
+            "from margin_tune.pipeline.cli.main import main; main()",
+            "ui",
+            *command,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

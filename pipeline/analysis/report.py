@@ -1,0 +1,482 @@
+"""Reading sweeps, trials and comparisons back from MLflow into pandas tables.
+
+Why read the store instead of the ``trials.csv`` a sweep writes: the store is the one place that
+holds every sweep of an experiment, from every machine and every output directory, including
+sweeps still running or cut short. Everything here is derived from what
+:mod:`margin_tune.pipeline.sweep.tuner`,
+:mod:`margin_tune.pipeline.sweep.callback` and :mod:`margin_tune.pipeline.jobs.compare.run` log;
+nothing is
+written back.
+
+Layout read (see :mod:`margin_tune.pipeline.tracking.tracker`): a parent run per sweep or
+comparison, tagged
+``margin_tune.sweep_id`` and ``margin_tune.kind``; tuning trials nested under their sweep with
+``margin_tune.trial_id``; final re-training runs nested under their comparison with
+``margin_tune.stage = final``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from margin_tune.pipeline.analysis.tables import TEST_METRICS, summary_table
+from margin_tune.pipeline.tracking.tracker import resolve_tracking_uri
+from margin_tune.pipeline.tracking.vocabulary import (
+    FINAL_STAGE,
+    KIND_TAG,
+    MEASURED_STATUSES,
+    STAGE_TAG,
+    STATUS_TAG,
+    SWEEP_ID_TAG,
+    TRIAL_ID_TAG,
+)
+from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.metric_names import EPOCH_COLUMNS
+
+FORMATS = ("table", "csv", "markdown")
+Format = Literal["table", "csv", "markdown"]
+
+_PAGE = 1000
+_MAX_LISTED = 20
+_SQLITE = "sqlite:///"
+_TRIAL_METRICS = ("margin", "easy_ratio")
+"""Shown beside the ``val_*`` metrics: the margin a scheduler ended at, and what drove it."""
+_PARENT_COLUMNS = [
+    "kind",
+    "name",
+    "sweep_id",
+    "started",
+    "status",
+    "trials",
+    "searcher",
+    "metric",
+    "best",
+    "best_trial_id",
+    "parent",
+]
+
+
+@dataclass(frozen=True)
+class Table:
+    """One titled table of a report; a report is a list of them."""
+
+    title: str
+    frame: pd.DataFrame
+
+
+def open_client(tracking_uri: str | None) -> MlflowClient:
+    """A client on the store, refusing a SQLite file or a file-store folder that does not exist.
+
+    MLflow would silently create an empty database (or ``mlruns`` folder) at a mistyped path, and
+    a report of an empty store hides the typo, so the path is checked before any client touches
+    it; a store MLflow itself refuses to open is reported as bad input too.
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith(_SQLITE):
+        path = uri.removeprefix(_SQLITE).partition("?")[0]
+        if path != ":memory:" and not Path(path).is_file():
+            raise ConfigError("--tracking-uri", f"no MLflow database at {path} ({uri})")
+    else:
+        parsed = urlparse(uri)
+        if parsed.scheme in ("", "file"):  # a file store: MLflow would create the folder
+            folder = Path(parsed.path if parsed.scheme else uri)
+            if not folder.is_dir():
+                raise ConfigError("--tracking-uri", f"no MLflow file store at {folder} ({uri})")
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except MlflowException as error:  # e.g. a file store, refused by MLflow 3 by default
+        message = " ".join(str(error.message).split())
+        raise ConfigError("--tracking-uri", f"cannot open {uri}: {message}") from None
+
+
+class ExperimentRuns:
+    """Every active run of one experiment, read once and indexed by role.
+
+    One paged search costs far less than a query per sweep, and every table of a report is a
+    different view of the same runs.
+    """
+
+    def __init__(self, client: MlflowClient, experiment: str) -> None:
+        self.client = client
+        self.experiment = experiment
+        self.runs = _search_all(client, _experiment_id(client, experiment))
+        self.by_id = {run.info.run_id: run for run in self.runs}
+        self.parents = [run for run in self.runs if SWEEP_ID_TAG in run.data.tags]
+
+    def children(self, parent: Run) -> list[Run]:
+        return [run for run in self.runs if _parent_id(run) == parent.info.run_id]
+
+    def trials(self, sweep: Run) -> list[Run]:
+        """The sweep's tuning trials (a final run is never one)."""
+        return [
+            run
+            for run in self.children(sweep)
+            if TRIAL_ID_TAG in run.data.tags and run.data.tags.get(STAGE_TAG) != FINAL_STAGE
+        ]
+
+    def sweeps(self, comparison: Run | None = None) -> list[Run]:
+        """Sweep parents, all of them or those nested under ``comparison``."""
+        return [
+            run
+            for run in self.parents
+            if _kind(run) == "sweep"
+            and (comparison is None or _parent_id(run) == comparison.info.run_id)
+        ]
+
+    def find(self, key: str) -> Run:
+        """The sweep or comparison named by sweep id or run id, exactly or by unique prefix."""
+        exact = [run for run in self.parents if key in _ids(run)]
+        matches = exact or [
+            run for run in self.parents if any(i.startswith(key) for i in _ids(run))
+        ]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            known = _listed(f"{_id(r)} ({_kind(r)} {r.info.run_name})" for r in self.parents)
+            raise ConfigError(
+                "--sweep", f"no sweep or comparison {key!r} in {self.experiment!r}; known: {known}"
+            )
+        raise ConfigError(
+            "--sweep", f"{key!r} is ambiguous; it matches {_listed(_id(r) for r in matches)}"
+        )
+
+
+def build_report(
+    client: MlflowClient, experiment: str, sweep: str | None = None, sort: str | None = None
+) -> list[Table]:
+    """The tables ``margin-tune report`` prints: an overview, a sweep, or a comparison."""
+    runs = ExperimentRuns(client, experiment)
+    if sweep is None:
+        return overview(runs, sort)
+    parent = runs.find(sweep)
+    if _kind(parent) == "comparison":
+        return comparison_report(runs, parent, sort)
+    return [sweep_trials(runs, parent, sort)]
+
+
+def overview(runs: ExperimentRuns, sort: str | None) -> list[Table]:
+    """Every sweep and comparison, then the best tuning trial of each method."""
+    best = best_per_method(runs)
+    if sort is not None:
+        best = sort_by(best, sort, _metric_columns(best), _shared_mode(best["mode"]))
+    return [
+        Table(f"sweeps and comparisons in {runs.experiment!r}", parents_table(runs, runs.parents)),
+        Table("best tuning trial per method", best),
+    ]
+
+
+def parents_table(runs: ExperimentRuns, parents: Iterable[Run]) -> pd.DataFrame:
+    """One row per sweep or comparison run, oldest first."""
+    rows = []
+    for parent in sorted(parents, key=lambda run: run.info.start_time or 0):
+        tags, params, metrics = parent.data.tags, parent.data.params, parent.data.metrics
+        outer = runs.by_id.get(_parent_id(parent))
+        if _kind(parent) == "comparison":
+            trials = sum(len(runs.trials(sweep)) for sweep in runs.sweeps(parent))
+        else:
+            trials = len(runs.trials(parent))
+        metric = params.get("metric", "")
+        rows.append(
+            {
+                "kind": _kind(parent),
+                "name": parent.info.run_name,
+                "sweep_id": _id(parent),
+                "started": _time(parent.info.start_time),
+                "status": parent.info.status,
+                "trials": trials,
+                "searcher": params.get("searcher", ""),
+                "metric": metric,
+                # A sweep's best trial; an ablation's best cell (mean over seeds).
+                "best": metrics.get(f"best_{metric}", metrics.get(f"best_cell_{metric}", math.nan)),
+                "best_trial_id": tags.get("best_trial_id", tags.get("best_cell", "")),
+                "parent": _id(outer) if outer is not None else "",
+            }
+        )
+    return pd.DataFrame(rows, columns=_PARENT_COLUMNS)
+
+
+def best_per_method(runs: ExperimentRuns) -> pd.DataFrame:
+    """Per method and sweep metric, the tuning trial with the best last-epoch value.
+
+    Trials are judged by their own sweep's metric and mode, as the sweep itself judged them;
+    methods tuned on different metrics get one row per metric, since their values do not
+    compare. A failed trial is never best, as in :func:`margin_tune.pipeline.sweep.tuner.run_sweep`.
+    """
+    rows = []
+    for sweep in runs.sweeps():
+        metric, mode = sweep.data.params.get("metric"), sweep.data.params.get("mode", "max")
+        for trial in runs.trials(sweep):
+            tags, metrics = trial.data.tags, trial.data.metrics
+            rows.append(
+                {
+                    "method": tags.get("method") or tags.get("scheduler", ""),
+                    "metric": metric,
+                    "mode": mode,
+                    "best": metrics.get(metric, math.nan) if metric else math.nan,
+                    "trial_id": tags[TRIAL_ID_TAG],
+                    "run_name": trial.info.run_name,
+                    "sweep": sweep.info.run_name,
+                    "sweep_id": _id(sweep),
+                    "failed": tags.get(STATUS_TAG) == "failed",
+                    **_shown_metrics(metrics),
+                }
+            )
+    trials = pd.DataFrame(rows)
+    if trials.empty:
+        return pd.DataFrame(columns=["method", "metric", "mode", "best", "trials"])
+    counts = trials.groupby(["method", "metric", "mode"]).size().rename("trials")
+    scored = trials[~trials["failed"] & trials["best"].notna()]
+    picks = [
+        group["best"].idxmax() if mode == "max" else group["best"].idxmin()
+        for (_, _, mode), group in scored.groupby(["method", "metric", "mode"])
+    ]
+    best = trials.loc[picks].drop(columns="failed").join(counts, on=["method", "metric", "mode"])
+    fixed = ["method", "metric", "mode", "best", "trial_id", "run_name", "sweep", "sweep_id"]
+    columns = [*fixed, "trials", *_ordered_metrics(set(best.columns) - {*fixed, "trials"})]
+    return best[columns].sort_values(["method", "metric"]).reset_index(drop=True)
+
+
+def sweep_trials(runs: ExperimentRuns, sweep: Run, sort: str | None) -> Table:
+    """One row per trial: status, epochs, the searched params and last-epoch metrics, sorted."""
+    params = sweep.data.params
+    metric, mode = params.get("metric", ""), params.get("mode", "max")
+    trials = runs.trials(sweep)
+    frame = pd.DataFrame(
+        [
+            {
+                "trial_id": trial.data.tags[TRIAL_ID_TAG],
+                "run_name": trial.info.run_name,
+                "status": trial.data.tags.get(STATUS_TAG, ""),
+                "epochs": _epochs(runs.client, trial, metric),
+            }
+            for trial in trials
+        ],
+        columns=["trial_id", "run_name", "status", "epochs"],
+    )
+    searched = _searched_params(trials)
+    metrics = pd.DataFrame([_shown_metrics(trial.data.metrics) for trial in trials])
+    metrics = metrics[_ordered_metrics(metrics.columns)]
+    frame = pd.concat([frame, searched, metrics], axis=1)
+    key = sort or metric
+    if sort is not None or key in frame:
+        frame = sort_by(frame, key, list(metrics.columns), mode)
+    title = (
+        f"sweep {sweep.info.run_name} ({_id(sweep)}, run {sweep.info.run_id}): "
+        f"{len(trials)} trials, sorted by {key if key in frame else 'trial order'} ({mode})"
+    )
+    return Table(title, frame)
+
+
+def comparison_report(runs: ExperimentRuns, comparison: Run, sort: str | None) -> list[Table]:
+    """The final table per method over the re-training runs, then the comparison's sweeps."""
+    finals = final_runs(runs, comparison)
+    named = comparison.data.params.get("methods", "")
+    methods = named.split(",") if named else sorted(finals["method"].unique())
+    splits = int(comparison.data.params.get("splits", 1))
+    table = summary_table(finals, methods, splits=splits)
+    sweeps = runs.sweeps(comparison)
+    if sort is not None:
+        allowed = [f"{name}_mean" for name in TEST_METRICS]
+        mode = _shared_mode(sweep.data.params.get("mode", "max") for sweep in sweeps)
+        table = sort_by(table, sort, allowed, mode)
+    title = (
+        f"comparison {comparison.info.run_name} ({_id(comparison)}): test metrics of "
+        f"{len(finals)} final runs, mean ± 95% CI half-width per method"
+    )
+    return [Table(title, table), Table("its sweeps", parents_table(runs, sweeps))]
+
+
+def final_runs(runs: ExperimentRuns, comparison: Run) -> pd.DataFrame:
+    """The comparison's re-training runs as
+    :func:`margin_tune.pipeline.jobs.compare.run.summary_table`
+    takes them.
+
+    As in :mod:`margin_tune.pipeline.jobs.compare.run`, a completed or collapsed run contributes
+    its test
+    metrics; a
+    failed or unfinished one is counted and has none.
+    """
+    rows = []
+    for run in runs.children(comparison):
+        tags, metrics = run.data.tags, run.data.metrics
+        if tags.get(STAGE_TAG) != FINAL_STAGE:
+            continue
+        status = tags.get(STATUS_TAG, "")
+        row: dict[str, Any] = {
+            "split": int(tags.get("split", run.data.params.get("dataset.split_seed", 0))),
+            "method": tags.get("method") or tags.get("scheduler", ""),
+            "seed": int(tags.get("seed", -1)),
+            "status": status,
+        }
+        for name in TEST_METRICS:
+            value = metrics.get(f"test_{name}", math.nan)
+            row[f"test_{name}"] = value if status in MEASURED_STATUSES else math.nan
+        rows.append(row)
+    columns = ["split", "method", "seed", "status", *(f"test_{name}" for name in TEST_METRICS)]
+    return pd.DataFrame(rows, columns=columns).sort_values(["split", "method", "seed"])
+
+
+def sort_by(frame: pd.DataFrame, column: str, allowed: Iterable[str], mode: str) -> pd.DataFrame:
+    """Best first by ``mode``, missing values last; an unknown column lists the allowed ones."""
+    allowed = list(allowed)
+    if column not in allowed:
+        raise ConfigError("--sort", f"unknown metric {column!r}; available: {_listed(allowed)}")
+    ordered = frame.sort_values(column, ascending=mode == "min", na_position="last", kind="stable")
+    return ordered.reset_index(drop=True)
+
+
+def render(tables: list[Table], fmt: Format) -> str:
+    """Tables as text; CSV of a single table is bare, so that it parses back as it is."""
+    if fmt == "csv":
+        if len(tables) == 1:
+            return tables[0].frame.to_csv(index=False)
+        return "\n".join(f"# {table.title}\n{table.frame.to_csv(index=False)}" for table in tables)
+    if fmt == "markdown":
+        return "\n".join(f"## {table.title}\n\n{to_markdown(table.frame)}\n" for table in tables)
+    return "\n".join(f"{table.title}\n{_plain(table.frame)}\n" for table in tables)
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured pipe table, numbers right-aligned.
+
+    Written here because ``DataFrame.to_markdown`` needs ``tabulate``, which margin-tune does
+    not depend on.
+    """
+    numeric = [pd.api.types.is_numeric_dtype(dtype) for dtype in frame.dtypes]
+    lines = [
+        _markdown_row(str(column) for column in frame.columns),
+        _markdown_row("---:" if right else "---" for right in numeric),
+    ]
+    lines += [_markdown_row(map(_markdown_cell, row)) for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _markdown_row(cells: Iterable[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _markdown_cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def _plain(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "(none)"
+    return frame.to_string(index=False, max_colwidth=40)
+
+
+def _experiment_id(client: MlflowClient, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None or experiment.lifecycle_stage != "active":
+        names = sorted(e.name for e in client.search_experiments())
+        raise ConfigError("--experiment", f"no experiment {name!r}; existing: {_listed(names)}")
+    return experiment.experiment_id
+
+
+def _search_all(client: MlflowClient, experiment_id: str) -> list[Run]:
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], max_results=_PAGE, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _searched_params(trials: list[Run]) -> pd.DataFrame:
+    """The params that differ across the trials: the ones the search chose, as numbers."""
+    params = pd.DataFrame([trial.data.params for trial in trials])
+    varied = [column for column in params if params[column].nunique(dropna=False) > 1]
+    return params[varied].apply(_numeric_if_possible)
+
+
+def _numeric_if_possible(column: pd.Series) -> pd.Series:
+    """MLflow params are text; numbers read back as numbers sort and print as numbers."""
+    numbers = pd.to_numeric(column, errors="coerce")
+    return numbers if numbers.notna().sum() == column.notna().sum() else column
+
+
+def _shown_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    return {name: value for name, value in metrics.items() if _is_shown(name)}
+
+
+def _is_shown(name: str) -> bool:
+    """Validation metrics, and test metrics: only an ablation's or a re-training's have them."""
+    return name.startswith(("val_", "test_")) or name in _TRIAL_METRICS
+
+
+def _ordered_metrics(names: Iterable[str]) -> list[str]:
+    """Metrics in the trial loop's column order, any others after it by name."""
+    position = {name: index for index, name in enumerate(EPOCH_COLUMNS)}
+    return sorted(names, key=lambda name: (position.get(name, len(position)), name))
+
+
+def _metric_columns(frame: pd.DataFrame) -> list[str]:
+    return ["best", *(column for column in frame.columns if _is_shown(column))]
+
+
+def _epochs(client: MlflowClient, trial: Run, metric: str) -> int:
+    """Epochs the trial got to: the last step of its sweep's metric (``step=epoch``); a test
+    metric is logged once, at the last epoch."""
+    if metric not in trial.data.metrics:
+        return 0
+    return max(point.step for point in client.get_metric_history(trial.info.run_id, metric))
+
+
+def _shared_mode(modes: Iterable[str]) -> str:
+    """The one mode the sweeps behind a table share, which sets the direction of ``--sort``."""
+    distinct = set(modes)
+    if len(distinct) > 1:
+        raise ConfigError(
+            "--sort", "the sweeps here disagree on max/min; sort one sweep with --sweep"
+        )
+    return distinct.pop() if distinct else "max"
+
+
+def _parent_id(run: Run) -> str:
+    return run.data.tags.get(MLFLOW_PARENT_RUN_ID, "")
+
+
+def _kind(run: Run) -> str:
+    return run.data.tags.get(KIND_TAG, "sweep")
+
+
+def _id(run: Run) -> str:
+    return run.data.tags[SWEEP_ID_TAG]
+
+
+def _ids(run: Run) -> tuple[str, str]:
+    return _id(run), run.info.run_id
+
+
+def _time(milliseconds: int | None) -> str:
+    if milliseconds is None:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(milliseconds / 1000))
+
+
+def _listed(items: Iterable[str]) -> str:
+    """Names for a one-line error: all of them, or the first few and how many more."""
+    names = list(items)
+    if not names:
+        return "(none)"
+    shown = ", ".join(names[:_MAX_LISTED])
+    extra = len(names) - _MAX_LISTED
+    return f"{shown} and {extra} more" if extra > 0 else shown

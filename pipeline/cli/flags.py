@@ -1,0 +1,108 @@
+"""The flags ``tune``, ``compare`` and ``ablate`` share, and what they turn into."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from margin_tune.pipeline.search.searchers import SEARCHERS
+from margin_tune.pipeline.sweep.trainable import DEFAULT_CHECKPOINT_INTERVAL_S
+from margin_tune.pipeline.sweep.tuner import SweepOptions
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML file (default: the packaged config)")
+    add_override_flag(parser, "dotted config override, repeatable: --set train.epochs=10")
+
+
+def add_override_flag(parser: argparse.ArgumentParser, help_line: str) -> None:
+    """``--set KEY=VALUE``, repeatable, into ``args.overrides``."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=help_line,
+    )
+
+
+def add_sweep_flags(parser: argparse.ArgumentParser, *, trials_required: bool) -> None:
+    """The search flags of ``tune`` and ``compare``, then :func:`add_run_flags`."""
+    group = parser.add_argument_group("search")
+    group.add_argument(
+        "--trials", type=int, required=trials_required, default=None, help="trials per sweep"
+    )
+    group.add_argument(
+        "--searcher",
+        help=f"one of: {', '.join(SEARCHERS.names())} (default tpe, or compare.yaml's)",
+    )
+    group.add_argument("--seed", type=int, default=0, help="searcher seed")
+    group.add_argument("--storage", help="Optuna RDB storage URL, e.g. sqlite:///optuna.db")
+    group.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs before a stop")
+    group.add_argument("--reduction-factor", type=float, default=2.0, help="ASHA: keep 1/this")
+    group.add_argument("--no-early-stopping", action="store_true", help="disable ASHA")
+    add_run_flags(parser)
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """How and where trials run: the flags every Ray Tune command shares, ``ablate`` too."""
+    group = parser.add_argument_group("execution")
+    group.add_argument("--concurrency", type=int, default=2, help="trials running at once")
+    group.add_argument("--cpus-per-trial", type=float, default=1.0)
+    group.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions allowed")
+    group.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial")
+    group.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        default=DEFAULT_CHECKPOINT_INTERVAL_S,
+        metavar="SECONDS",
+        help="a trial checkpoints at most this often, and at its last epoch (0: every epoch)",
+    )
+    where = parser.add_argument_group("where")
+    where.add_argument("--address", help="join this Ray cluster (default: start a local one)")
+    where.add_argument(
+        "--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI or ./mlflow.db)"
+    )
+    where.add_argument("--experiment", default="margin-tune", help="MLflow experiment")
+    where.add_argument("--out", type=Path, help="output directory (default runs/<name>-<time>)")
+
+
+def sweep_options(
+    args: argparse.Namespace, trials: int, default_searcher: str = "tpe"
+) -> SweepOptions:
+    return run_options(
+        args,
+        trials,
+        searcher=args.searcher or default_searcher,
+        seed=args.seed,
+        storage=args.storage,
+        grace_period=args.grace_period,
+        reduction_factor=args.reduction_factor,
+        early_stopping=not args.no_early_stopping,
+    )
+
+
+def run_options(args: argparse.Namespace, trials: int, **search: Any) -> SweepOptions:
+    """The options from :func:`add_run_flags`; ``search`` sets the searcher's, if any."""
+    return SweepOptions(
+        trials=trials,
+        concurrency=args.concurrency,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        experiment=args.experiment,
+        tracking_uri=args.tracking_uri,
+        address=args.address,
+        max_failures=args.max_failures,
+        checkpoint_interval_s=args.checkpoint_interval,
+        **search,
+    )
+
+
+def default_out(name: str) -> Path:
+    """``runs/<name>-<timestamp>``: a new directory per invocation."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "sweep"
+    return Path("runs") / f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -1,0 +1,94 @@
+"""The ``margin-tune`` command: one entry point, one subcommand per job.
+
+Every bad input becomes one line on stderr naming the field and what is allowed, exit code 2,
+before any output directory, Ray session or MLflow run exists.
+
+Only the command that runs is imported: ``margin-tune --help`` and ``--version`` import no
+command module at all, and a command's module imports torch, Ray or MLflow only where it
+needs them, so ``report`` and ``ui`` start without either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from margin_tune import __version__
+from margin_tune.pipeline.runtime import interrupts
+from margin_tune.pipeline.runtime.exit_codes import EXIT_BAD_INPUT
+from margin_tune.trainables.errors import ConfigError
+
+#: Command name → (module with ``add_arguments`` and ``run``, one-line help).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("train", "train one trial and evaluate it on test classes"),
+    "tune": ("tune", "sweep one search space with Ray Tune + Optuna"),
+    "resume": ("resume", "continue an interrupted tune, compare or ablate from its DIR"),
+    "compare": (
+        "compare",
+        "tune every method alike, re-train over seeds, compare on test classes",
+    ),
+    "ablate": (
+        "ablate",
+        "a factorial grid × training seeds as Ray Tune trials, with main effects",
+    ),
+    "sync": ("sync", "write what Ray Tune's results in DIR hold into MLflow (idempotent)"),
+    "report": ("report", "sweeps, trials and comparisons from MLflow"),
+    "ui": ("ui", "MLflow UI (and optuna-dashboard) on the project's stores, on 127.0.0.1"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (not the usage block) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _chosen(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv``: the first word that is not an option (the top level
+    takes no option with a value)."""
+    word = next((arg for arg in argv if not arg.startswith("-")), None)
+    return word if word in COMMANDS else None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with the arguments of ``command`` only (None: of every command)."""
+    parser = _Parser(
+        prog="margin-tune",
+        description="Margin schedulers for the triplet loss: train, tune and compare.",
+    )
+    parser.add_argument("--version", action="version", version=f"margin-tune {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_line) in COMMANDS.items():
+        sub = commands.add_parser(name, help=help_line)
+        if command is None or name == command:
+            module = importlib.import_module(f"margin_tune.pipeline.cli.{module_name}")
+            module.add_arguments(sub)
+            sub.set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_chosen(argv) or "")
+    args = parser.parse_args(argv)
+    try:
+        with interrupts.handled():
+            return int(args.handler(args))
+    except ConfigError as error:
+        print(f"margin-tune: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except interrupts.InterruptedRunError as stop:
+        where = f"; continue with: margin-tune resume {stop.out}" if stop.out else ""
+        print(f"margin-tune: interrupted{where}", file=sys.stderr)
+        return stop.exit_code
+    except KeyboardInterrupt:
+        print("margin-tune: interrupted", file=sys.stderr)
+        return interrupts.exit_code()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""``margin-tune report``: sweeps, trials and comparisons read back from MLflow as tables."""
+
+from __future__ import annotations
+
+import argparse
+
+from margin_tune.pipeline.analysis.report import FORMATS, build_report, open_client, render
+from margin_tune.pipeline.tracking.tracker import DEFAULT_EXPERIMENT
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment (default margin-tune)"
+    )
+    parser.add_argument(
+        "--sweep",
+        metavar="ID",
+        help="one sweep's trials, or one comparison's final table: a sweep id or run id, "
+        "or a unique prefix of either (default: every sweep, and the best trial per method)",
+    )
+    parser.add_argument("--format", choices=FORMATS, default="table", help="default table")
+    parser.add_argument(
+        "--sort",
+        metavar="METRIC",
+        help="metric column to sort by, best first by the sweep's mode "
+        "(default: the sweep's metric)",
+    )
+    parser.add_argument(
+        "--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI or ./mlflow.db)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    client = open_client(args.tracking_uri)
+    tables = build_report(client, args.experiment, sweep=args.sweep, sort=args.sort)
+    print(render(tables, args.format), end="")
+    return 0

@@ -1,0 +1,1 @@
+"""An ablation: its grid (``grid``) and its run with main effects (``run``)."""

@@ -1,0 +1,1 @@
+"""A comparison: its spec (``spec``) and its protocol (``run``)."""

@@ -1,0 +1,305 @@
+"""``margin-tune compare``: tune every method with the same budget, re-train the winners over
+seeds on test classes, and write the table a paper would print.
+
+The protocol, repeated on each class split (``compare.splits``, split seeds ``split_seed``,
+``split_seed + 1``, …), each split tuned on its own:
+
+1. Each method's space is swept on the split's validation classes (same trials, epochs,
+   searcher and tuning seed for every method; the searcher seed moves with the split).
+2. Each method's winner is its best trial among those that trained the whole epoch budget
+   (:func:`margin_tune.pipeline.sweep.tuner.best_trial`). A method without such a trial has no
+   winner on
+   that
+   split: the table says so, nothing replaces it.
+3. Each winner is re-trained with the re-training seeds, which no tuning trial used
+   (:func:`margin_tune.pipeline.jobs.compare.spec.retraining_seeds`), and evaluated on the split's
+   test
+   classes.
+   A collapsed re-training is evaluated at the epoch it stopped at and counted; only a failed
+   one has no metric.
+4. Per method the mean with a 95% CI, and for each baseline the paired difference to each
+   scheduler. With several splits the unit of replication is the split (seeds averaged within
+   it), so the interval covers the class split and the tuning outcome; with one split it is the
+   training seed, and the result is conditional on that split and that tuning run. The paired
+   tests of the primary metric are Holm-Bonferroni corrected over every scheduler × baseline.
+
+Resumable at any point (``margin-tune resume``): the comparison's run and each sweep's are found
+by ids fixed before the start, each sweep continues from its own Ray Tune experiment (a finished
+one runs no trial again), and each split's re-trainings are one Tune experiment too, so finished
+ones are kept and unfinished ones continue from their last checkpoint, each in the MLflow run it
+opened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from margin_tune.pipeline.analysis.tables import TEST_METRICS, paired_table, summary_table
+from margin_tune.pipeline.jobs.compare.spec import CompareSpec
+from margin_tune.pipeline.outputs.folders import write_yaml
+from margin_tune.pipeline.search.space import apply_overrides
+from margin_tune.pipeline.sweep.grid_trials import (
+    GridPointConfig,
+    completed_metrics,
+    run_grid_trials,
+)
+from margin_tune.pipeline.sweep.trainable import run_final_trial
+from margin_tune.pipeline.sweep.tuner import (
+    SweepOptions,
+    SweepResult,
+    git_commit,
+    plan_sweep,
+    record_sweep_outputs,
+    run_sweep,
+)
+from margin_tune.pipeline.tracking.tracker import Tracker
+from margin_tune.pipeline.tracking.vocabulary import FINAL_TAGS, KIND_TAG, SPLIT_TAG, TRIAL_ID_TAG
+from margin_tune.trainables.config import Config
+from margin_tune.trainables.data import Dataset, load_dataset
+from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.metric_names import COUNT_KEYS
+
+#: Counts behind the verification metrics of each test evaluation.
+TEST_COUNTS = COUNT_KEYS
+#: Where each split's directories live: ``splits/<split seed>/sweeps/<method>`` and ``…/final``.
+SPLITS_DIR = "splits"
+SWEEPS_DIR = "sweeps"
+FINAL_DIR = "final"
+#: Each method's chosen config on a split, written before its re-trainings (``sync`` reads it).
+BEST_CONFIGS_FILE = "best_configs.yaml"
+
+
+def split_dir(out: Path, split: int) -> Path:
+    return out / SPLITS_DIR / str(split)
+
+
+def split_config(base: Config, split: int) -> Config:
+    """The base config on class split ``split``."""
+    return dataclasses.replace(base, dataset=dataclasses.replace(base.dataset, split_seed=split))
+
+
+def check_split_layout(out: Path, manifest: dict[str, Any]) -> None:
+    """Refuse a comparison written before the per-split layout (one flat ``sweeps/`` folder)."""
+    if not all(isinstance(ids, dict) for ids in manifest["sweep_ids"].values()):
+        raise ConfigError(
+            "DIR",
+            f"{out} was written by a margin-tune before comparisons ran per class split "
+            "(splits/<seed>/...); it cannot be resumed or synced by this version",
+        )
+
+
+@dataclass
+class CompareResult:
+    """Per-run final results, the tables and what each sweep chose.
+
+    ``runs``: one row per (split, method, re-training seed). ``table``: per method, mean, CI and
+    n of every test metric over the unit of replication (:attr:`unit`), with the tuning record.
+    ``comparisons``: scheduler − baseline per metric, with Holm-adjusted p for the primary one.
+    ``tuning``: one row per (split, method): the chosen trial, its epochs and tuning score beside
+    the re-trainings' validation mean, and the budget the sweep spent.
+    """
+
+    runs: pd.DataFrame
+    table: pd.DataFrame
+    comparisons: pd.DataFrame
+    tuning: pd.DataFrame
+    sweeps: dict[tuple[int, str], SweepResult]
+    best_configs: dict[int, dict[str, Config]]
+    comparison_run_id: str
+    final_histories: dict[str, pd.DataFrame]
+    """Per method, the per-epoch history of its first re-training on the first split."""
+
+    @property
+    def methods_without_winner(self) -> list[str]:
+        """Methods that, on some split, had no trial that trained the whole budget."""
+        missing = self.tuning[self.tuning["chosen_trial"].isna()]
+        return list(dict.fromkeys(missing["method"]))
+
+
+def run_compare(
+    spec: CompareSpec,
+    options: SweepOptions,
+    out: Path,
+    tracker: Tracker,
+    *,
+    comparison_id: str,
+    sweep_ids: Mapping[str, Mapping[str, str]],
+) -> CompareResult:
+    """Run, or continue, inside an active Ray session; everything nests under one parent run.
+
+    ``options.trials`` is each method's tuning budget per split (the same for all, baselines
+    included). ``comparison_id`` and ``sweep_ids`` (split seed as text → method → id) name the
+    comparison's and the sweeps' MLflow runs, so a resumed comparison finds the runs it started.
+    """
+    comparison_run = tracker.sweep_run(
+        name=f"compare {' vs '.join(spec.methods)}",
+        sweep_id=comparison_id,
+        params={
+            "methods": ",".join(spec.methods),
+            "baselines": ",".join(spec.baselines),
+            "trials_per_method": options.trials,
+            "epochs": spec.base.train.epochs,
+            "searcher": options.searcher,
+            "seeds": spec.seeds,
+            "metric": spec.metric,
+            "mode": spec.mode,
+            "splits": spec.splits,
+            "split_seeds": ",".join(map(str, spec.split_seeds)),
+            "tuning_seeds": ",".join(map(str, spec.tuning_seeds)),
+            "retraining_seeds": ",".join(map(str, spec.final_seeds)),
+        },
+        tags={
+            "margin_tune.sweep_id": comparison_id,
+            KIND_TAG: "comparison",
+            "git_commit": git_commit(),
+            "dataset": spec.base.dataset.name,
+        },
+    )
+    started = time.perf_counter()
+    sweeps: dict[tuple[int, str], SweepResult] = {}
+    best_configs: dict[int, dict[str, Config]] = {}
+    run_frames, tuning_rows = [], []
+    histories: dict[str, pd.DataFrame] = {}
+    dataset = load_dataset(spec.base.dataset)  # the same samples on every split
+    for index, split in enumerate(spec.split_seeds):
+        base = split_config(spec.base, split)
+        directory = split_dir(out, split)
+        # Each split is tuned on its own: the searcher's seed moves with it.
+        split_options = dataclasses.replace(options, seed=options.seed + index)
+        for method, space in spec.spaces.items():
+            plan = plan_sweep(
+                method if spec.splits == 1 else f"{method} split {split}",
+                base,
+                space,
+                split_options,
+                directory / SWEEPS_DIR / method,
+                sweep_id=sweep_ids[str(split)][method],
+                dataset=dataset,
+            )
+            sweeps[split, method] = run_sweep(
+                plan,
+                tracker,
+                parent_run_id=comparison_run,
+                tags={SPLIT_TAG: str(split), "method": method},
+            )
+            record_sweep_outputs(sweeps[split, method], tracker)
+        chosen = {
+            method: _best_config(base, sweeps[split, method])
+            for method in spec.methods
+            if sweeps[split, method].best
+        }
+        best_configs[split] = chosen
+        write_yaml(directory / BEST_CONFIGS_FILE, {m: c.to_dict() for m, c in chosen.items()})
+        runs, split_histories = _run_final(
+            spec, split, options, directory, tracker, comparison_run, chosen, dataset
+        )
+        run_frames.append(runs)
+        for method, history in split_histories.items():
+            histories.setdefault(method, history)
+        tuning_rows += [
+            tuning_row(spec, split, method, sweeps[split, method], runs) for method in spec.methods
+        ]
+    runs = pd.concat(run_frames, ignore_index=True) if run_frames else pd.DataFrame()
+    tuning = pd.DataFrame(tuning_rows)
+    table = summary_table(runs, spec.methods, tuning=tuning, splits=spec.splits)
+    comparisons = paired_table(
+        runs, spec.schedulers, spec.baselines, primary=spec.primary, splits=spec.splits
+    )
+    tracker.log_metrics(comparison_run, {"wall_seconds": time.perf_counter() - started})
+    return CompareResult(
+        runs, table, comparisons, tuning, sweeps, best_configs, comparison_run, histories
+    )
+
+
+def _best_config(base: Config, result: SweepResult) -> Config:
+    searched = {
+        key.removeprefix("config."): value
+        for key, value in result.best.items()
+        if key.startswith("config.")
+    }
+    return apply_overrides(base, {k: v for k, v in searched.items() if v == v})
+
+
+def final_columns(spec: CompareSpec) -> list[str]:
+    """What each re-training contributes: the primary validation metric at its last epoch, then
+    every test metric and the verification counts."""
+    return [
+        spec.metric,
+        *(f"test_{name}" for name in TEST_METRICS),
+        *(f"test_{name}" for name in TEST_COUNTS),
+    ]
+
+
+def _run_final(
+    spec: CompareSpec,
+    split: int,
+    options: SweepOptions,
+    directory: Path,
+    tracker: Tracker,
+    comparison_run: str,
+    configs: dict[str, Config],
+    dataset: Dataset,
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Re-train each chosen config of one split with every re-training seed."""
+    columns = ["split", "method", "seed", "status", TRIAL_ID_TAG, *final_columns(spec)]
+    if not configs:
+        return pd.DataFrame(columns=columns), {}
+    points = GridPointConfig(
+        {method: config.to_dict() for method, config in configs.items()}, fixed={"split": split}
+    )
+    synced = run_grid_trials(
+        run_final_trial,
+        points,
+        seeds=spec.final_seeds,
+        dataset=dataset,
+        options=options,
+        directory=directory / FINAL_DIR,
+        tracker=tracker,
+        parent_run_id=comparison_run,
+        tags=FINAL_TAGS,
+    )
+    rows = []
+    histories: dict[str, pd.DataFrame] = {}
+    for trial in synced:
+        params = trial.result.config or {}
+        if params.get("seed") == spec.final_seeds[0] and trial.history is not None:
+            histories[str(params["method"])] = trial.history
+        rows.append(
+            {
+                "split": split,
+                "method": params.get("method"),
+                "seed": params.get("seed"),
+                "status": trial.status,
+                TRIAL_ID_TAG: trial.trial_id,
+                **completed_metrics(trial.status, trial.result.metrics or {}, final_columns(spec)),
+            }
+        )
+    runs = pd.DataFrame(rows, columns=columns).sort_values(["method", "seed"])
+    return runs.reset_index(drop=True), histories
+
+
+def tuning_row(
+    spec: CompareSpec, split: int, method: str, sweep: SweepResult, runs: pd.DataFrame
+) -> dict[str, Any]:
+    """What one method's sweep on one split chose and spent, beside its re-trainings' mean."""
+    best = sweep.best
+    mine = runs[runs["method"] == method] if not runs.empty else runs
+    retrained = mine[spec.metric].mean() if not mine.empty else np.nan
+    return {
+        "split": split,
+        "method": method,
+        "chosen_trial": best.get(TRIAL_ID_TAG) if best else None,
+        "chosen_run_id": best.get("run_id") if best else None,
+        "chosen_epochs": best.get("epochs") if best else None,
+        "tuning_score": best.get(spec.metric, np.nan) if best else np.nan,
+        "retrained_val": retrained,
+        **sweep.budget,
+    }

@@ -1,0 +1,138 @@
+"""Output directories: created only after every input was checked, never overwritten."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import json
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from margin_tune.pipeline.runtime.interrupts import InterruptedRunError
+from margin_tune.trainables.errors import ConfigError
+
+#: The lock file of an output directory in use (see :func:`output_lock`).
+LOCK_FILE = ".margin-tune.lock"
+
+
+def check_output_dir(path: Path, *, field: str = "--out") -> None:
+    """Refuse a non-empty existing directory (or a file) before anything is computed."""
+    if path.exists() and (not path.is_dir() or any(p.name != LOCK_FILE for p in path.iterdir())):
+        raise ConfigError(field, f"{path} already exists and is not empty; choose a new directory")
+
+
+def create_output_dir(path: Path, *, field: str = "--out") -> Path:
+    check_output_dir(path, field=field)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(field, f"cannot create {path}: {error.strerror}") from None
+    return path
+
+
+@contextlib.contextmanager
+def new_output_dir(path: Path, *, field: str = "--out") -> Iterator[Path]:
+    """Create ``path`` and hold it for the block; a refusal inside leaves no trace.
+
+    The folder exists and is locked before Ray or MLflow start, so a path that cannot be
+    written is refused first. When the block is refused with a :class:`ConfigError` (a store
+    check, a cluster too small) while the folder still holds nothing but the lock, the folder
+    is removed again if this call created it: bad input leaves nothing half-written.
+    """
+    existed = path.exists()
+    created = create_output_dir(path, field=field)
+    try:
+        with output_lock(created, field=field, new=True):
+            yield created
+    except ConfigError:
+        if not existed and [p.name for p in created.iterdir()] == [LOCK_FILE]:
+            with contextlib.suppress(OSError):
+                (created / LOCK_FILE).unlink()
+                created.rmdir()
+        raise
+
+
+@contextlib.contextmanager
+def output_lock(path: Path, *, field: str = "DIR", new: bool = False) -> Iterator[None]:
+    """Hold ``path`` for one command: a second command on it is refused, naming the holder.
+
+    An advisory ``flock`` on ``path/.margin-tune.lock``, which also records the holder's PID.
+    The kernel releases it when the holder exits, however it exits, so a lock left by a killed
+    command is free and the next command takes it over. ``new``: the directory was just created
+    for this command, and must still hold nothing but the lock once it is taken (another
+    command may have filled it between the check and the lock).
+    """
+    lock = path / LOCK_FILE
+    try:
+        handle = open(lock, "a+", encoding="utf-8")  # noqa: SIM115  # held for the whole block
+    except OSError as error:
+        raise ConfigError(field, f"cannot write in {path}: {error.strerror}") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise ConfigError(
+                field,
+                f"{path} is in use by another margin-tune command (PID {holder}); wait for it "
+                "to end or stop it, then try again",
+            ) from None
+        if new:
+            check_output_dir(path, field="--out")
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        except InterruptedRunError as stop:
+            stop.out = stop.out or path  # what `margin-tune resume` continues
+            raise
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def write_yaml(path: Path, data: Mapping[str, Any]) -> None:
+    path.write_text(yaml.safe_dump(dict(data), sort_keys=False), encoding="utf-8")
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    path.write_text(json.dumps(_json_safe(data), indent=2) + "\n", encoding="utf-8")
+
+
+class CsvAppender:
+    """Appends rows as they come, so an interrupted run keeps every finished epoch on disk."""
+
+    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+        self.path = path
+        self.columns = list(columns)
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerow(self.columns)
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        with self.path.open("a", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerow([_csv_value(row.get(name)) for name in self.columns])
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
+def _json_safe(value: Any) -> Any:
+    """JSON has no NaN: write null, which every reader understands."""
+    if isinstance(value, Mapping):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,1 @@
+"""What a sweep searches: declarative spaces, Optuna searchers, coordinate descent."""

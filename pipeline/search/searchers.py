@@ -1,0 +1,151 @@
+"""Searchers: config names to Ray Tune search algorithms, one registry.
+
+Every searcher sees the same validated :class:`SearchSpace`; Optuna-backed ones keep their study
+in memory or, with ``storage``, in an RDB under a unique study name so sweeps never mix.
+
+A sweep's winner is chosen among the trials that trained the whole epoch budget (see
+:mod:`margin_tune.pipeline.sweep.tuner`), so every searcher learns only from those as finished
+results: a
+trial
+stopped early (by ASHA or a collapse) reaches Optuna as PRUNED, with its last reported value as
+its intermediate value, and an errored one as FAILED, whatever it reported before.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from margin_tune.pipeline.search.coordinate import CoordinateSearch
+from margin_tune.pipeline.search.space import SearchSpace
+from margin_tune.trainables.registry import Registry
+
+
+@dataclass(frozen=True)
+class SearcherRequest:
+    """What a searcher factory is given."""
+
+    space: SearchSpace
+    seed: int
+    study_name: str
+    storage: str | None = None
+    #: The base config, flattened to dotted paths: where a searcher that needs a start begins.
+    start: Mapping[str, Any] = field(default_factory=dict)
+    #: Epochs a trial must report to count as finished; shorter ones were stopped early.
+    epochs: int = 1
+    #: The sweep's number of trials, which sizes TPE's random start-up.
+    trials: int = 1
+
+
+#: TPE draws this share of the budget at random before it models anything ...
+STARTUP_SHARE = 0.25
+#: ... at least this many trials (TPE needs two observations to split them) ...
+MIN_STARTUP_TRIALS = 2
+#: ... and at most Optuna's default, which it reaches at 40 trials.
+MAX_STARTUP_TRIALS = 10
+
+
+def startup_trials(trials: int) -> int:
+    """Random trials before TPE models: ``clip(ceil(trials / 4), 2, 10)``.
+
+    Optuna's default of 10 makes any budget up to 10 trials pure random search, and 16 trials
+    mostly so: 4 trials → 2, 16 → 4, 50 → 10 (Optuna's default from 40 trials on).
+    """
+    wanted = math.ceil(STARTUP_SHARE * trials)
+    return min(MAX_STARTUP_TRIALS, max(MIN_STARTUP_TRIALS, wanted))
+
+
+class BudgetOptunaSearch(OptunaSearch):
+    """``OptunaSearch`` that tells a trial short of the epoch budget as PRUNED.
+
+    Ray's ``OptunaSearch`` tells Optuna COMPLETE with the last reported value whenever a trial
+    reported anything, also when ASHA stopped it at epoch 2 or it errored later: TPE would then
+    model truncated values that the sweep never accepts as a winner. Here a trial's state is
+    decided by what it ran: errored → FAIL, fewer than ``epochs`` epochs → PRUNED (with its last
+    value as the intermediate value at the epoch it stopped, which TPE ranks below every
+    complete trial), else COMPLETE.
+    Plain attributes only, so the searcher pickles with the experiment for ``resume``.
+    """
+
+    def __init__(self, *args: Any, epochs: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.budget_epochs = epochs
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        if trial_id in self._completed_trials:
+            return
+        ran = int((result or {}).get("epoch", (result or {}).get("training_iteration", 0)))
+        if not error and ran >= self.budget_epochs:
+            super().on_trial_complete(trial_id, result, error=False)
+            return
+        trial = self._ot_trials[trial_id]
+        value = (result or {}).get(self.metric)
+        if not error and isinstance(value, int | float) and ran > 0:
+            # Tune hands the last result to on_trial_complete, not on_trial_result: report it,
+            # so that Optuna ranks the pruned trial by the value it was stopped at (Optuna
+            # ignores a step reported before).
+            trial.report(float(value), ran)
+        state = TrialState.FAIL if error else TrialState.PRUNED
+        assert self._ot_study is not None  # set up before any trial was suggested
+        self._ot_study.tell(trial, None, state=state)
+        self._completed_trials.add(trial_id)
+
+
+SearcherFactory = Callable[[SearcherRequest], Searcher]
+SEARCHERS: Registry[SearcherFactory] = Registry("searcher")
+
+
+def _optuna(request: SearcherRequest, sampler: optuna.samplers.BaseSampler) -> Searcher:
+    storage = optuna.storages.RDBStorage(request.storage) if request.storage else None
+    return BudgetOptunaSearch(
+        space=request.space.optuna_space(),
+        metric=request.space.metric,
+        mode=request.space.mode,
+        sampler=sampler,
+        study_name=request.study_name,
+        storage=storage,
+        epochs=request.epochs,
+    )
+
+
+@SEARCHERS.register("tpe")
+def tpe_searcher(request: SearcherRequest) -> Searcher:
+    """Optuna's TPE, seeded, with :func:`startup_trials` random trials for the budget; with
+    concurrency > 1 the order of suggestions is not reproducible."""
+    sampler = optuna.samplers.TPESampler(
+        seed=request.seed, n_startup_trials=startup_trials(request.trials)
+    )
+    return _optuna(request, sampler)
+
+
+@SEARCHERS.register("random")
+def random_searcher(request: SearcherRequest) -> Searcher:
+    """Uniform random search: the budget-matched reference every smarter searcher must beat."""
+    return _optuna(request, optuna.samplers.RandomSampler(seed=request.seed))
+
+
+@SEARCHERS.register("qmc")
+def qmc_searcher(request: SearcherRequest) -> Searcher:
+    """Scrambled Sobol points: random search with better coverage of small budgets."""
+    return _optuna(request, optuna.samplers.QMCSampler(seed=request.seed, scramble=True))
+
+
+@SEARCHERS.register("coordinate")
+def coordinate_searcher(request: SearcherRequest) -> Searcher:
+    """Coordinate descent from the base config: one parameter at a time, shrinking steps."""
+    return CoordinateSearch(
+        request.space, seed=request.seed, start=request.start, epochs=request.epochs
+    )
+
+
+def build_searcher(name: str, request: SearcherRequest) -> Searcher:
+    return SEARCHERS.get(name)(request)

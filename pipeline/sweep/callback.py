@@ -1,0 +1,359 @@
+"""Bridges Ray Tune's trial events to the tracker, in the driver process.
+
+Trials only call ``tune.report``; this callback turns what the driver receives into one MLflow
+child run per trial. Logging is queued by the tracker, so neither trials nor Tune's event loop
+wait on the store, and a trial that starts while the store is down gets its run once the store
+is back (:meth:`Tracker.child_run` never raises for an unreachable store). After a sweep, and in
+``margin-tune sync``, :func:`sync_results` makes the runs hold what Ray Tune's results hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray.tune import Callback, Result
+
+from margin_tune.pipeline.search.space import apply_overrides
+from margin_tune.pipeline.tracking.tracker import Tracker, flatten_params
+from margin_tune.pipeline.tracking.vocabulary import STATUS_TAG, TRIAL_ID_TAG
+from margin_tune.trainables.config import Config, config_from_dict
+from margin_tune.trainables.metric_names import EPOCH_COLUMNS
+from margin_tune.trainables.schedulers import SCHEDULERS
+
+
+def run_name(config: Config, *, seed: bool = False) -> str:
+    """Scheduler and its key parameters, e.g. ``dams μ0=0.20 target=0.95 step=0.050 lr=1e-03``.
+
+    A pair loss leads with its name and balance (``contrastive λ=0.5 dams …``); ``seed`` appends
+    the training seed, what tells a method's re-trainings apart.
+    """
+    short = {
+        "initial_margin": "μ0",
+        "target_easy_ratio": "target",
+        "step_size": "step",
+        "rate": "rate",
+        "tolerance": "tol",
+        "kp": "kp",
+        "ki": "ki",
+    }
+    margin, loss = config.margin, config.loss
+    parts = [] if loss.name == "triplet" else [loss.name, f"λ={loss.balance:.3g}"]
+    if loss.name == "ntxent":
+        parts.append(f"τ={loss.temperature:.3g}")
+    parts.append(margin.scheduler)
+    for name in SCHEDULERS.get(margin.scheduler).parameters:
+        if name in short:
+            parts.append(f"{short[name]}={getattr(margin, name):.3g}")
+    parts.append(f"lr={config.train.lr:.0e}")
+    if seed:
+        parts.append(f"seed={config.seed}")
+    return " ".join(parts)
+
+
+def trial_status(config: Config, last: dict[str, Any] | None, failed: bool) -> str:
+    """completed / early_stopped / failed / collapsed, from what the trial last reported."""
+    if failed:
+        return "failed"
+    if last is None:
+        return "early_stopped"
+    if last.get("collapsed"):
+        return "collapsed"
+    return "completed" if int(last.get("epoch", 0)) >= config.train.epochs else "early_stopped"
+
+
+_BOUND_TRACKER: Tracker | None = None
+
+
+@contextmanager
+def bind_tracker(tracker: Tracker) -> Iterator[None]:
+    """Make ``tracker`` the one every TrackingCallback of this process logs through.
+
+    Tune pickles its callbacks into the experiment state and unpickles them on
+    ``Tuner.restore``; a live tracker (a thread and a store connection) cannot travel that way,
+    so callbacks hold only plain data and find the tracker here while ``fit`` runs.
+    """
+    global _BOUND_TRACKER
+    previous, _BOUND_TRACKER = _BOUND_TRACKER, tracker
+    try:
+        yield
+    finally:
+        _BOUND_TRACKER = previous
+
+
+class SearchedConfig:
+    """A sweep trial's config: the searched values laid over the sweep's base."""
+
+    def __init__(self, base: Config) -> None:
+        # Plain data: Tune pickles this with the experiment state for ``resume``.
+        self.base = base.to_dict()
+
+    def __call__(self, params: Mapping[str, Any]) -> Config:
+        return apply_overrides(config_from_dict(self.base), params)
+
+
+class TrackingCallback(Callback):
+    """One nested MLflow child run per Tune trial, metrics at ``step=epoch``.
+
+    ``resolve_config`` turns a trial's Tune config into the trial config it runs (for params,
+    tags and the run name); ``tags`` are added to every child run; ``run_key`` names the Tune
+    config keys that identify a trial's run (see :func:`run_identity`).
+    """
+
+    def __init__(
+        self,
+        parent_run_id: str,
+        resolve_config: Callable[[Mapping[str, Any]], Config],
+        tags: Mapping[str, str] | None = None,
+        run_key: tuple[str, ...] = (),
+    ) -> None:
+        self.parent_run_id = parent_run_id
+        self.resolve_config = resolve_config
+        self.tags = dict(tags or {})
+        self.run_key = run_key
+        self.run_ids: dict[str, str] = {}
+        self.configs: dict[str, Config] = {}
+        self.last: dict[str, dict[str, Any]] = {}
+
+    @property
+    def tracker(self) -> Tracker:
+        if _BOUND_TRACKER is None:
+            raise RuntimeError("TrackingCallback used outside bind_tracker(...)")
+        return _BOUND_TRACKER
+
+    def _config(self, trial: Any) -> Config:
+        if trial.trial_id not in self.configs:
+            self.configs[trial.trial_id] = self.resolve_config(trial.config)
+        return self.configs[trial.trial_id]
+
+    def _ensure_run(self, trial: Any) -> str:
+        if trial.trial_id not in self.run_ids:
+            self.run_ids[trial.trial_id] = open_trial_run(
+                self.tracker,
+                self.parent_run_id,
+                run_identity(trial.trial_id, trial.config, self.run_key),
+                self._config(trial),
+                {**grid_point_tags(trial.config), **self.tags, STATUS_TAG: "running"},
+                wait=False,  # Tune's event loop must not wait on the store
+            )
+        return self.run_ids[trial.trial_id]
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ensure_run(trial)
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        run_id = self._ensure_run(trial)
+        self.tracker.log_epoch(run_id, epoch_metrics(result), step=int(result["epoch"]))
+        self.last[trial.trial_id] = result
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, error=None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        error = getattr(trial, "error_file", None)
+        message = _read_error(error) if error else "trial failed (no error file)"
+        self._finish(trial, error=message)
+
+    def _finish(self, trial: Any, error: str | None) -> None:
+        run_id = self._ensure_run(trial)
+        status = trial_status(self._config(trial), self.last.get(trial.trial_id), error is not None)
+        end_trial_run(self.tracker, run_id, status, error)
+
+
+def run_identity(trial_id: str, params: Mapping[str, Any], run_key: tuple[str, ...]) -> str:
+    """What a trial's run is found by (its ``margin_tune.trial_id`` tag): Tune's trial id, or
+    the values of the ``run_key`` config keys, e.g. ``method=dams,seed=1``.
+
+    A grid point (a comparison's re-training) that a crash kept out of Tune's last snapshot is
+    created again on resume under a new trial id; keyed by its values it re-opens its run
+    instead of leaving a second one.
+    """
+    if not run_key:
+        return trial_id
+    return ",".join(f"{key}={params[key]}" for key in run_key)
+
+
+#: Tune config keys that name a grid point: a comparison's class split and method, an
+#: ablation's cell.
+GRID_POINT_KEYS = ("split", "method", "cell")
+
+
+def grid_point_tags(params: Mapping[str, Any]) -> dict[str, str]:
+    """The ``split``, ``method`` or ``cell`` of a grid trial, as tags."""
+    return {key: str(params[key]) for key in GRID_POINT_KEYS if key in params}
+
+
+def epoch_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """What a trial run logs of one reported result: the epoch columns and any test metric."""
+    return {
+        name: float(value)
+        for name, value in result.items()
+        if (name in EPOCH_COLUMNS or name.startswith("test_"))
+        and name != "epoch"
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+    }
+
+
+def open_trial_run(
+    tracker: Tracker,
+    parent_run_id: str,
+    trial_id: str,
+    config: Config,
+    tags: Mapping[str, str],
+    *,
+    wait: bool = True,
+) -> str:
+    """The trial's child run, created or re-opened (found by its trial id under the parent).
+
+    An ablation's trial is named by its cell, what tells it apart from the other cells.
+    """
+    name = (
+        f"{tags['cell']} seed={config.seed}"
+        if "cell" in tags
+        else run_name(config, seed=tags.get("margin_tune.stage") == "final")
+    )
+    return tracker.child_run(
+        parent_run_id,
+        trial_id,
+        name=name,
+        params=flatten_params(config.to_dict()),
+        tags={
+            TRIAL_ID_TAG: trial_id,
+            "scheduler": config.margin.scheduler,
+            "dataset": config.dataset.name,
+            "seed": str(config.seed),
+            **tags,
+        },
+        wait=wait,
+    )
+
+
+#: The status of a trial a signal stopped: neither completed nor early-stopped; ``resume``
+#: continues it from its last checkpoint.
+INTERRUPTED = "interrupted"
+
+
+def end_trial_run(tracker: Tracker, run_id: str, status: str, error: str | None) -> None:
+    tags = {STATUS_TAG: status}
+    if error is not None:
+        tags["margin_tune.error"] = error
+    tracker.set_tags(run_id, tags)
+    if error is not None:
+        tracker.end_run(run_id, "FAILED")
+    else:
+        tracker.end_run(run_id, "KILLED" if status == INTERRUPTED else "FINISHED")
+
+
+def sync_trial_run(
+    tracker: Tracker,
+    parent_run_id: str,
+    trial_id: str,
+    config: Config,
+    history: list[dict[str, Any]],
+    status: str,
+    error: str | None,
+    tags: Mapping[str, str] | None = None,
+) -> str:
+    """Make a trial's run hold what Ray Tune holds for it; idempotent.
+
+    The driver's queue dies with the driver: a trial that ended, or epochs reported, just
+    before a crash can be in Tune's experiment state but not in MLflow, and Tune does not
+    replay events of trials that had already ended. Steps the run already holds are skipped.
+    A run that is missing is created with the tags, params and parent the live path gives.
+    """
+    run_id = open_trial_run(tracker, parent_run_id, trial_id, config, tags or {})
+    for row in history:
+        tracker.log_epoch(run_id, epoch_metrics(row), step=int(row["epoch"]))
+    end_trial_run(tracker, run_id, status, error)
+    return run_id
+
+
+def _read_error(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()[-5000:]
+    except OSError:
+        return f"trial failed; error file {path} unreadable"
+
+
+@dataclass
+class SyncedTrial:
+    """One trial of a Ray Tune experiment, as its results say and its run now holds."""
+
+    trial_id: str
+    result: Result
+    config: Config
+    status: str
+    run_id: str
+
+    @property
+    def history(self) -> pd.DataFrame | None:
+        """One row per reported epoch, or None if the trial reported nothing."""
+        history = self.result.metrics_dataframe
+        return None if history is None or history.empty else history
+
+
+def sync_results(
+    tracker: Tracker,
+    parent_run_id: str,
+    results: Iterable[Result],
+    resolve_config: Callable[[Mapping[str, Any]], Config],
+    tags: Mapping[str, str] | None = None,
+    run_key: tuple[str, ...] = (),
+    interrupted: Iterable[str] = (),
+) -> list[SyncedTrial]:
+    """Make the trial runs under ``parent_run_id`` hold what Ray Tune's results hold.
+
+    ``interrupted``: Tune trial ids a signal stopped; their runs end KILLED with status
+    ``interrupted``, whatever epoch they reached.
+
+    A run that is missing, still RUNNING or ended with another status than the results give is
+    written again from the trial's reported history (idempotent: steps already held are
+    skipped); runs that match are not touched, so a second call writes nothing. Runs of trials
+    the results no longer have (a trial that lived only in a killed driver) are kept but ended
+    KILLED with ``trial_status=abandoned``. ``tags`` (and a trial's ``method``) are given to
+    runs created here, as the live :class:`TrackingCallback` gives them; ``run_key`` must be
+    the callback's.
+    """
+    tracker.flush()
+    stored = tracker.child_runs(parent_run_id)
+    stopped = set(interrupted)
+    synced = []
+    for result in results:
+        params = result.config or {}
+        tune_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
+        trial_id = run_identity(tune_id, params, run_key)
+        config = resolve_config(params)
+        last = result.metrics or None
+        status = trial_status(config, last, result.error is not None)
+        if tune_id in stopped and result.error is None:
+            status = INTERRUPTED
+        known = stored.get(trial_id)
+        if known is None or known.status == "RUNNING" or known.trial_status != status:
+            history = result.metrics_dataframe
+            run_id = sync_trial_run(
+                tracker,
+                parent_run_id,
+                trial_id,
+                config,
+                history.to_dict("records") if history is not None else [],
+                status,
+                str(result.error) if result.error is not None else None,
+                {**grid_point_tags(params), **(tags or {})},
+            )
+        else:
+            run_id = known.run_id
+        synced.append(SyncedTrial(trial_id, result, config, status, run_id))
+    present = {trial.trial_id for trial in synced}
+    for trial_id, run in stored.items():
+        if trial_id not in present and run.trial_status != "abandoned":
+            tracker.set_tags(run.run_id, {STATUS_TAG: "abandoned"})
+            tracker.end_run(run.run_id, "KILLED")
+    return synced

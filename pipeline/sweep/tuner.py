@@ -1,0 +1,603 @@
+"""One sweep: Ray Tune runs the trials, Optuna suggests, ASHA stops early, MLflow records.
+
+``plan_sweep`` checks every input and builds nothing that lasts; ``run_sweep`` then starts (or
+joins) Ray, opens the sweep's parent run, fits the Tuner and returns the trials' results.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import ray
+from ray import tune
+from ray.tune.logger import JsonLoggerCallback
+from ray.tune.schedulers import ASHAScheduler
+
+from margin_tune.pipeline.outputs.names import check_experiment_name
+from margin_tune.pipeline.runtime.interrupts import (
+    InterruptedRunError,
+    fitting,
+    rearm,
+    unfinished_trial_ids,
+)
+from margin_tune.pipeline.search.searchers import SEARCHERS, SearcherRequest, build_searcher
+from margin_tune.pipeline.search.space import TUNABLE_METRICS, SearchSpace, apply_overrides
+from margin_tune.pipeline.sweep.callback import (
+    TRIAL_ID_TAG,
+    SearchedConfig,
+    TrackingCallback,
+    bind_tracker,
+    sync_results,
+)
+from margin_tune.pipeline.sweep.checkpoints import PruneEndedTrialCheckpoints, prune_to_newest
+from margin_tune.pipeline.sweep.ray_network import loopback_warning, release, token_exposure_warning
+from margin_tune.pipeline.sweep.trainable import DEFAULT_CHECKPOINT_INTERVAL_S, run_tune_trial
+from margin_tune.pipeline.tracking.tracker import Tracker, check_tracking_uri
+from margin_tune.trainables.config import Config, flatten
+from margin_tune.trainables.data import Dataset, load_dataset
+from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.trial import Trial
+
+EXPERIMENT_DIR = "tune"
+#: How a trial can end (see :func:`margin_tune.pipeline.sweep.callback.trial_status`).
+TRIAL_STATUSES = ("completed", "early_stopped", "collapsed", "failed")
+#: Tune snapshots its experiment state (what ``Tuner.restore`` reads) at most every 10 s by
+#: default; a trial that started and finished after the last snapshot is run again on resume,
+#: under a new trial id (seen here: 2 of 6 finished trials re-run after a SIGKILL). A period of
+#: 1 s leaves that window only to trials shorter than a second; a trial the snapshot knows
+#: continues from its last snapshotted checkpoint. Snapshotting on every controller step (period
+#: 0, ten times a second) cost the driver 8 s of CPU in a 65-s sweep, a core the trials share.
+#: ``TUNE_GLOBAL_CHECKPOINT_S`` set by the user wins.
+SNAPSHOT_PERIOD_S = "1"
+
+
+#: Tune settings read from the environment when ``fit`` starts; a user's own value wins.
+#: Tune's CSV and TensorBoard loggers duplicate what MLflow records and cost the driver CPU;
+#: only ``result.json`` (what ``ResultGrid`` reads back) is kept: pass ``JsonLoggerCallback``.
+TUNE_ENVIRONMENT = {
+    "TUNE_GLOBAL_CHECKPOINT_S": SNAPSHOT_PERIOD_S,
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+}
+
+
+@contextmanager
+def tune_environment() -> Iterator[None]:
+    """Our Tune settings for one ``fit``, then the environment as it was (no leak to others)."""
+    added = {k: v for k, v in TUNE_ENVIRONMENT.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """The common flags of ``tune``, ``compare`` and ``ablate``."""
+
+    trials: int
+    concurrency: int = 2
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    searcher: str = "tpe"
+    seed: int = 0
+    storage: str | None = None
+    grace_period: int = 2
+    reduction_factor: float = 2.0
+    early_stopping: bool = True
+    experiment: str = "margin-tune"
+    tracking_uri: str | None = None
+    address: str | None = None
+    max_failures: int = 0
+    checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise ConfigError("--trials", f"must be >= 1, got {self.trials}")
+        if self.concurrency < 1:
+            raise ConfigError("--concurrency", f"must be >= 1, got {self.concurrency}")
+        if not 0 < self.cpus_per_trial < math.inf:
+            raise ConfigError(
+                "--cpus-per-trial", f"must be a number > 0, got {self.cpus_per_trial}"
+            )
+        if not 0 <= self.gpus_per_trial < math.inf:
+            raise ConfigError(
+                "--gpus-per-trial", f"must be a number >= 0, got {self.gpus_per_trial}"
+            )
+        check_experiment_name(self.experiment)
+        if self.searcher not in SEARCHERS:
+            raise ConfigError(
+                "--searcher",
+                f"unknown value {self.searcher!r}; allowed: {', '.join(SEARCHERS.names())}",
+            )
+        if self.grace_period < 1:
+            raise ConfigError("--grace-period", f"must be >= 1, got {self.grace_period}")
+        if self.reduction_factor <= 1:
+            raise ConfigError("--reduction-factor", f"must be > 1, got {self.reduction_factor}")
+        if self.max_failures < 0:
+            raise ConfigError("--max-failures", f"must be >= 0, got {self.max_failures}")
+        if not 0 <= self.checkpoint_interval_s < float("inf"):
+            raise ConfigError(
+                "--checkpoint-interval",
+                f"must be a number of seconds >= 0, got {self.checkpoint_interval_s}",
+            )
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """A checked sweep: everything ``run_sweep`` needs, nothing started yet."""
+
+    name: str
+    base: Config
+    space: SearchSpace
+    options: SweepOptions
+    out: Path
+    dataset: Dataset
+    sweep_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+
+@dataclass
+class SweepResult:
+    """Per-trial rows (config values, status, last metrics) and the best trial.
+
+    ``best`` is the row of the best trial among those that trained the whole epoch budget
+    (status ``completed``), empty when none did: a trial stopped early by ASHA, collapsed or
+    failed is never the winner, since its last value was measured at fewer epochs than the
+    re-training will run.
+    """
+
+    plan: SweepPlan
+    parent_run_id: str
+    trials: pd.DataFrame
+    best: dict[str, Any]
+    histories: dict[str, pd.DataFrame]
+    errors: list[str] = field(default_factory=list)
+    """One line per failed trial: its id, the error's last line and where its files are."""
+
+    @property
+    def summary(self) -> str:
+        """``4 trials: 2 completed, 1 early-stopped, 0 collapsed, 1 failed``."""
+        budget = self.budget
+        counts = ", ".join(
+            f"{budget[f'trials_{name}']} {name.replace('_', '-')}" for name in TRIAL_STATUSES
+        )
+        return f"{budget['trials']} trials: {counts}"
+
+    @property
+    def budget(self) -> dict[str, Any]:
+        """The tuning budget as spent: trials, trial-epochs trained, searcher, dimensions."""
+        return realised_budget(self.plan, self.trials)
+
+
+def realised_budget(plan: SweepPlan, trials: pd.DataFrame) -> dict[str, Any]:
+    """What a sweep actually spent, for the tables: a budget of 16 trials that ASHA cut to 60
+    trial-epochs is not the budget of 16 full trials."""
+    status = trials["status"] if "status" in trials else pd.Series(dtype=str)
+    return {
+        "trials": len(trials),
+        **{f"trials_{name}": int((status == name).sum()) for name in TRIAL_STATUSES},
+        "trial_epochs": int(trials["epochs"].sum()) if "epochs" in trials else 0,
+        "searcher": plan.options.searcher,
+        "dimensions": len(plan.space.searched),
+    }
+
+
+def plan_sweep(
+    name: str,
+    base: Config,
+    space: SearchSpace,
+    options: SweepOptions,
+    out: Path,
+    *,
+    sweep_id: str | None = None,
+    dataset: Dataset | None = None,
+) -> SweepPlan:
+    """Validate the sweep end to end: a trial at every bound of the space must construct.
+
+    Building a ``Trial`` loads the data and checks split, sampler and model sizes against it,
+    so a bad input fails here, before Ray, MLflow or any output directory exists. Every extreme
+    of every parameter is built (the others at their first value), not only the first: a
+    ``classes_per_batch`` whose upper bound exceeds the training classes would otherwise fail
+    inside Ray, where the error is lost. The probes run on the CPU (the driver of a cluster may
+    have no GPU); ``train.device=cuda`` without a GPU is refused for a local sweep. ``dataset``:
+    the data ``base.dataset`` loads, when the caller has it already (a comparison plans every
+    split and method on one dataset: the class split is drawn by each trial, not by the loader).
+    """
+    if options.early_stopping and options.grace_period > base.train.epochs:
+        raise ConfigError(
+            "--grace-period",
+            f"must be <= train.epochs ({base.train.epochs}), got {options.grace_period}",
+        )
+    if base.train.device == "cuda" and not options.address and not _cuda_available():
+        raise ConfigError(
+            "train.device", "cuda, but this machine has no CUDA device; allowed here: auto, cpu"
+        )
+    if dataset is None:
+        dataset = load_dataset(base.dataset)
+    first = {p.path: p.extremes()[0] for p in space.parameters}
+    probes: list[tuple[str | None, Any, dict[str, Any]]] = [(None, None, first)]
+    for parameter in space.parameters:
+        for value in parameter.extremes()[1:]:
+            probes.append((parameter.path, value, {**first, parameter.path: value}))
+    for path, value, values in probes:
+        try:
+            Trial(apply_overrides(base, {**values, "train.device": "cpu"}), dataset=dataset)
+        except (ConfigError, ValueError) as error:
+            if path is None:
+                if isinstance(error, ConfigError):
+                    raise
+                raise ConfigError("dataset", f"{base.dataset.name}: {error}") from None
+            raise ConfigError(
+                f"space.parameters.{path}",
+                f"value {value!r} cannot run on dataset {base.dataset.name}: {error}",
+            ) from None
+    plan = SweepPlan(name=name, base=base, space=space, options=options, out=out, dataset=dataset)
+    return plan if sweep_id is None else replace(plan, sweep_id=sweep_id)
+
+
+@contextmanager
+def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[None]:
+    """Join ``address`` or start a local Ray that lives as long as the block."""
+    if ray.is_initialized():
+        yield
+        return
+    release()
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        warning = loopback_warning(ray.util.get_node_ip_address())
+        if warning:
+            print(warning, file=sys.stderr)
+        ray.init(
+            address="local",  # never join a cluster someone else started on this machine
+            num_cpus=num_cpus or os.cpu_count(),
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    rearm()
+    exposed = token_exposure_warning()
+    if exposed:
+        print(exposed, file=sys.stderr)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def local_resources() -> list[dict[str, Any]]:
+    """What ``ray_session`` without an address gives: this machine's CPUs and CUDA devices."""
+    import torch
+
+    return [
+        {"Alive": True, "Resources": {"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()}}
+    ]
+
+
+@contextmanager
+def sweep_cluster(options: SweepOptions) -> Iterator[None]:
+    """The Ray session a sweep runs in, once the trials' resources are known to fit.
+
+    Without ``--address`` the check runs before Ray starts, against what the local Ray will get,
+    so a bad request starts nothing; a joined cluster is checked once connected.
+    """
+    if options.tracking_uri is not None:
+        check_tracking_uri(options.tracking_uri)
+    if not options.address:
+        check_cluster_resources(options, local_resources())
+    with ray_session(options.address):
+        if options.address:
+            check_cluster_resources(options, [node for node in ray.nodes() if node.get("Alive")])
+        yield
+
+
+def check_cluster_resources(options: SweepOptions, nodes: list[dict[str, Any]]) -> None:
+    """Refuse trials no node can ever place, instead of letting them pend forever.
+
+    Ray Tune keeps a trial PENDING as long as no node offers its resources; on a fixed cluster
+    (the local one, or one joined without an autoscaler) that is forever.
+    """
+    gpus = sum(node["Resources"].get("GPU", 0) for node in nodes)
+    if options.gpus_per_trial > 0 and not any(
+        node["Resources"].get("GPU", 0) >= options.gpus_per_trial for node in nodes
+    ):
+        raise ConfigError(
+            "--gpus-per-trial",
+            f"{options.gpus_per_trial:g} GPU per trial, but no node of the Ray cluster has that "
+            f"many ({gpus:g} GPUs in all); use 0 on a CPU-only cluster",
+        )
+    most_cpus = max((node["Resources"].get("CPU", 0) for node in nodes), default=0)
+    if options.cpus_per_trial > most_cpus:
+        raise ConfigError(
+            "--cpus-per-trial",
+            f"{options.cpus_per_trial:g} CPUs per trial, but the largest node of the Ray "
+            f"cluster has {most_cpus:g}",
+        )
+
+
+def restored_or_new(experiment: Path, trainable: Any, new: Callable[[], tune.Tuner]) -> tune.Tuner:
+    """The experiment at ``experiment`` restored if Tune left one there, else ``new()``.
+
+    On restore, finished trials stay finished, unfinished and errored ones continue from their
+    last checkpoint, and a searcher's state (Optuna's history) comes back with the experiment.
+    """
+    if tune.Tuner.can_restore(str(experiment)):
+        return tune.Tuner.restore(
+            str(experiment), trainable, resume_unfinished=True, resume_errored=True
+        )
+    return new()
+
+
+def run_sweep(
+    plan: SweepPlan,
+    tracker: Tracker,
+    *,
+    parent_run_id: str | None = None,
+    function: Callable[..., None] = run_tune_trial,
+    tags: Mapping[str, str] | None = None,
+) -> SweepResult:
+    """Run the planned sweep inside an active Ray session; returns when every trial ended.
+
+    ``function`` is what each trial runs, given ``run_tune_trial``'s arguments; the bookkeeping
+    benchmark (P6) swaps in one that trains nothing, to time the machinery alone. ``tags`` are
+    added to the sweep's run (a comparison's split and method).
+    """
+    options, space, base = plan.options, plan.space, plan.base
+    sweep_run = tracker.sweep_run(
+        name=plan.name,
+        sweep_id=plan.sweep_id,
+        parent_run_id=parent_run_id,
+        params={
+            "space": space.name,
+            "trials": options.trials,
+            "searcher": options.searcher,
+            "metric": space.metric,
+            "mode": space.mode,
+            "epochs": base.train.epochs,
+            "concurrency": options.concurrency,
+            "asha": options.early_stopping,
+            "asha.grace_period": options.grace_period,
+            "asha.reduction_factor": options.reduction_factor,
+            "seed": options.seed,
+        },
+        tags={
+            "margin_tune.sweep_id": plan.sweep_id,
+            "margin_tune.kind": "sweep",
+            "git_commit": git_commit(),
+            "dataset": base.dataset.name,
+            "dataset_fingerprint": plan.dataset.fingerprint(),
+            **(tags or {}),
+        },
+    )
+    if space.source is not None:
+        tracker.log_artifact(sweep_run, str(space.source), artifact_path="space")
+    searcher = build_searcher(
+        options.searcher,
+        SearcherRequest(
+            space=space,
+            seed=options.seed,
+            study_name=f"margin-tune-{plan.name}-{plan.sweep_id}",
+            storage=options.storage,
+            start=flatten(base.to_dict()),
+            epochs=base.train.epochs,
+            trials=options.trials,
+        ),
+    )
+    scheduler = (
+        ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=base.train.epochs,
+            grace_period=options.grace_period,
+            reduction_factor=options.reduction_factor,
+        )
+        if options.early_stopping
+        else None
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            function,
+            base=base.to_dict(),
+            dataset=plan.dataset,
+            cpus=options.cpus_per_trial,
+            checkpoint_interval_s=options.checkpoint_interval_s,
+        ),
+        {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
+    )
+    experiment = plan.out.resolve() / EXPERIMENT_DIR
+    tuner = restored_or_new(
+        experiment,
+        trainable,
+        lambda: tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric=space.metric,
+                mode=space.mode,
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=options.trials,
+                max_concurrent_trials=options.concurrency,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=EXPERIMENT_DIR,
+                storage_path=str(plan.out.resolve()),
+                callbacks=[
+                    TrackingCallback(sweep_run, SearchedConfig(base)),
+                    PruneEndedTrialCheckpoints(),
+                    JsonLoggerCallback(),
+                ],
+                failure_config=tune.FailureConfig(max_failures=options.max_failures),
+                verbose=1,
+            ),
+        ),
+    )
+    started = time.perf_counter()
+    with bind_tracker(tracker), tune_environment(), fitting():
+        grid = tuner.fit()
+    elapsed = time.perf_counter() - started
+    stopped = unfinished_trial_ids(experiment)
+    if stopped:
+        # A signal stopped the fit: keep every checkpoint resume may need, record the stopped
+        # trials as interrupted (never as completed or early-stopped), choose no winner.
+        results = list(grid)  # type: ignore[call-overload]
+        sync_results(tracker, sweep_run, results, SearchedConfig(plan.base), interrupted=stopped)
+        tracker.end_run(sweep_run, "KILLED")
+        raise InterruptedRunError()
+    for result in grid:  # type: ignore[attr-defined]
+        # fit() ends with a forced snapshot: no resume needs an older checkpoint any more.
+        if Path(result.path).is_dir():
+            prune_to_newest(Path(result.path))
+    return _summarise(plan, tracker, sweep_run, grid, elapsed)
+
+
+def record_sweep_outputs(result: SweepResult, tracker: Tracker) -> list[Path]:
+    """``trials.csv`` and the sweep's plots, in its directory and as artifacts of its run."""
+    out = result.plan.out
+    result.trials.to_csv(out / "trials.csv", index=False)
+    from margin_tune.pipeline.analysis.plots import (
+        sweep_plots,  # pyplot only when a sweep has ended
+    )
+
+    space = result.plan.space
+    plots = sweep_plots(
+        result.trials,
+        result.histories,
+        metric=space.metric,
+        mode=space.mode,
+        distributions={p.path: p.optuna_distribution() for p in space.searched},
+        directory=out / "plots",
+    )
+    tracker.log_artifacts(result.parent_run_id, str(out / "plots"), artifact_path="plots")
+    tracker.log_artifact(result.parent_run_id, str(out / "trials.csv"))
+    return plots
+
+
+def _summarise(
+    plan: SweepPlan,
+    tracker: Tracker,
+    sweep_run: str,
+    grid: tune.ResultGrid,
+    elapsed: float,
+) -> SweepResult:
+    space = plan.space
+    rows = []
+    histories: dict[str, pd.DataFrame] = {}
+    results = list(grid)  # type: ignore[call-overload]  # ResultGrid iterates via __getitem__
+    errors: list[str] = []
+    for trial in sync_results(tracker, sweep_run, results, SearchedConfig(plan.base)):
+        if trial.result.error is not None:
+            errors.append(
+                f"trial {trial.trial_id}: {first_line(trial.result.error)} ({trial.result.path})"
+            )
+        if trial.history is not None:
+            histories[trial.trial_id] = trial.history
+        last = trial.result.metrics or None
+        rows.append(
+            {
+                TRIAL_ID_TAG: trial.trial_id,
+                "status": trial.status,
+                "epochs": int(last.get("epoch", 0)) if last else 0,
+                **{f"config.{k}": v for k, v in (trial.result.config or {}).items()},
+                **{
+                    k: v
+                    for k, v in (last or {}).items()
+                    if k.startswith(("val_", "margin", "easy_ratio"))
+                },
+                "run_id": trial.run_id,
+            }
+        )
+    table = pd.DataFrame(rows)
+    best = best_trial(table, space.metric, space.mode)
+    budget = realised_budget(plan, table)
+    tracker.log_metrics(
+        sweep_run,
+        {
+            **{
+                f"best_{key}": float(value)
+                for key, value in best.items()
+                if key in TUNABLE_METRICS and isinstance(value, int | float)
+            },
+            **{f"trials_{name}": float(budget[f"trials_{name}"]) for name in TRIAL_STATUSES},
+            "trial_epochs": float(budget["trial_epochs"]),
+            "wall_seconds": elapsed,
+        },
+    )
+    if best:
+        tracker.set_tags(
+            sweep_run,
+            {
+                "best_trial_id": str(best[TRIAL_ID_TAG]),
+                "best_run_id": str(best.get("run_id", "")),
+                "best_epochs": str(best["epochs"]),
+                "best_tuning_score": f"{best[space.metric]:.6g}",
+                **{
+                    f"best.{k.removeprefix('config.')}": str(v)
+                    for k, v in best.items()
+                    if k.startswith("config.")
+                },
+            },
+        )
+    else:
+        tracker.set_tags(sweep_run, {"best_trial_id": NO_COMPLETED_TRIAL})
+    # A sweep without a trial that trained its budget has no result: its run says so.
+    tracker.end_run(sweep_run, "FINISHED" if best else "FAILED")
+    return SweepResult(plan, sweep_run, table, best, histories, errors)
+
+
+def first_line(error: BaseException | str) -> str:
+    """The line of an error that says what went wrong: the last non-empty one of its text."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(error).__name__
+
+
+#: The ``best_trial_id`` tag of a sweep in which no trial trained its whole epoch budget.
+NO_COMPLETED_TRIAL = "none: no trial completed its epoch budget"
+
+
+def best_trial(table: pd.DataFrame, metric: str, mode: str) -> dict[str, Any]:
+    """The row of the best trial that trained the whole budget, or ``{}`` when none did.
+
+    Only ``completed`` trials compete: their ``metric`` was measured at the last epoch, the
+    epoch the re-training stops at. Early-stopped, collapsed and failed trials are excluded,
+    even with a better last value.
+    """
+    if table.empty or metric not in table:
+        return {}
+    scored = table[(table["status"] == "completed") & table[metric].notna()]
+    if scored.empty:
+        return {}
+    position = scored[metric].idxmax() if mode == "max" else scored[metric].idxmin()
+    return dict(scored.loc[position].to_dict())
+
+
+def git_commit() -> str:
+    """The commit of the code that ran, or ``unknown`` outside a git checkout."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

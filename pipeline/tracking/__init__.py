@@ -1,0 +1,1 @@
+"""MLflow: the tracker that writes runs, and the vocabulary of tags every reader shares."""
