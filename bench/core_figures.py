@@ -11,7 +11,7 @@ import argparse
 import statistics
 import time
 
-from margin_tune.trainables.config import load_config
+from margin_tune.trainables.parts import load_config
 from margin_tune.trainables.trial import Trial
 
 DATASETS = {

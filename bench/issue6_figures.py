@@ -20,8 +20,9 @@ import statistics
 from dataclasses import dataclass
 
 from margin_tune.trainables.collapse import CollapseMonitor
-from margin_tune.trainables.config import CollapseConfig, load_config
+from margin_tune.trainables.config import CollapseConfig
 from margin_tune.trainables.metrics import EmbeddingSpread
+from margin_tune.trainables.parts import load_config
 from margin_tune.trainables.trial import Trial
 
 SAMPLERS = {

@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 
 from bench.common import Figure
 from bench.tables import markdown_table
-from margin_tune.trainables.config import load_config
+from margin_tune.trainables.parts import load_config
 from margin_tune.trainables.trial import Trial
 
 TRIALS = 16

@@ -33,7 +33,7 @@ from margin_tune.pipeline.sweep.tuner import (
     sweep_cluster,
 )
 from margin_tune.pipeline.tracking.tracker import Tracker
-from margin_tune.trainables.config import load_config
+from margin_tune.trainables.parts import load_config
 
 SPACE = "dams"
 CONCURRENCY = 2

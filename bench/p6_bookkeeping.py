@@ -34,7 +34,7 @@ from bench.tables import markdown_table
 from margin_tune.pipeline.search.space import load_space
 from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, ray_session, run_sweep
 from margin_tune.pipeline.tracking.tracker import Tracker
-from margin_tune.trainables.config import load_config
+from margin_tune.trainables.parts import load_config
 
 TRIALS = 500
 CONCURRENCY = 2

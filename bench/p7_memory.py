@@ -26,7 +26,7 @@ import pandas as pd
 from bench.common import Figure
 from bench.p1_sweep_vs_pool import existing_store
 from bench.tables import markdown_table
-from margin_tune.trainables.config import load_config
+from margin_tune.trainables.parts import load_config
 
 TRIALS = 100
 GROWTH_LIMIT_MB = 20.0

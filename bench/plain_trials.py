@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from margin_tune.pipeline.search.space import apply_overrides
-from margin_tune.trainables.config import Config, load_config
+from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Dataset, load_dataset
+from margin_tune.trainables.parts import load_config
 from margin_tune.trainables.trial import EpochReport, Trial
 
 _dataset: Dataset | None = None

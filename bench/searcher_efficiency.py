@@ -24,7 +24,7 @@ from bench.tables import markdown_table
 from margin_tune.pipeline.search.space import load_space
 from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, run_sweep, sweep_cluster
 from margin_tune.pipeline.tracking.tracker import Tracker
-from margin_tune.trainables.config import load_config
+from margin_tune.trainables.parts import load_config
 
 SEARCHERS = ("coordinate", "tpe", "random")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from margin_tune.trainables.config import Config, load_config
+from margin_tune.trainables.config import Config
+from margin_tune.trainables.parts import load_config
 
 #: Overrides that shrink the packaged default without changing what runs.
 TINY = (

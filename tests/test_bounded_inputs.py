@@ -30,13 +30,13 @@ from margin_tune.trainables.config import (
     Config,
     DatasetConfig,
     ModelConfig,
-    load_config,
 )
 from margin_tune.trainables.data import limits as data_limits
 from margin_tune.trainables.data import load_dataset
 from margin_tune.trainables.data.image_folder import MAX_IMAGE_PIXELS
 from margin_tune.trainables.errors import MAX_MESSAGE, MAX_QUOTED, ConfigError, quote, shorten
 from margin_tune.trainables.models import build_model
+from margin_tune.trainables.parts import load_config
 from margin_tune.trainables.yaml_io import MAX_DEPTH, MAX_YAML_CHARS
 
 BAD = Path(__file__).parent / "bad_inputs"

@@ -15,9 +15,10 @@ from conftest import TINY
 from scipy.spatial.distance import pdist
 
 from margin_tune.trainables.collapse import PROBE_SIZE, CollapseMonitor, choose_probe
-from margin_tune.trainables.config import CollapseConfig, Config, load_config
+from margin_tune.trainables.config import CollapseConfig, Config
 from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.metrics import EmbeddingSpread, embedding_spread
+from margin_tune.trainables.parts import load_config
 from margin_tune.trainables.trial import EpochReport, TrialResult, train
 
 #: Overrides (on top of the tiny config) under which the tiny trial collapses for good: with

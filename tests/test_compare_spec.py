@@ -16,8 +16,8 @@ from margin_tune.pipeline.jobs.compare.spec import (
 )
 from margin_tune.pipeline.search.space import load_space
 from margin_tune.search_spaces import packaged_spaces
-from margin_tune.trainables.config import load_config
 from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.parts import load_config
 
 OWN_SPACE = """\
 metric: val_map_at_r

@@ -33,8 +33,9 @@ from margin_tune.pipeline.search.searchers import (
 from margin_tune.pipeline.search.space import SearchSpace, parse_space
 from margin_tune.pipeline.sweep.grid_trials import completed_metrics
 from margin_tune.pipeline.sweep.tuner import best_trial, ray_session
-from margin_tune.trainables.config import Config, load_config
+from margin_tune.trainables.config import Config
 from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.parts import load_config
 
 # --- 1. winners are chosen among trials that trained the whole budget --------------------------
 

@@ -6,14 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from margin_tune.trainables.config import (
-    Config,
-    config_fields,
-    config_from_dict,
-    default_config_path,
-    load_config,
-)
+from margin_tune.trainables.config import Config, config_fields, default_config_path
 from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.parts import config_from_dict, load_config
 
 
 def test_packaged_default_lists_every_field_with_the_dataclass_defaults() -> None:

@@ -1,4 +1,4 @@
-"""The direction of imports, written down: a wrong arrow fails here.
+"""The direction of imports, written down: a wrong arrow or an import circle fails here.
 
 ``trainables`` runs without Ray, MLflow or Optuna and never imports ``pipeline``. Inside
 ``pipeline``, each folder may import only the folders listed for it in :data:`ALLOWED`
@@ -144,6 +144,88 @@ def test_a_planted_wrong_import_fails_the_rules(
     assert check(copy) == []
     (copy / where).write_text(line)
     assert check(copy) == [expected]
+
+
+def module_graph(root: Path, package: str) -> dict[str, set[str]]:
+    """Module → the modules of ``package`` it imports (anywhere in it: a function-level or a
+    TYPE_CHECKING import runs in a circle as much as a top-level one)."""
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join([package, *parts])] = path
+
+    def resolve(name: str) -> str:
+        while name and name not in modules:
+            name = name.rsplit(".", 1)[0] if "." in name else ""
+        return name
+
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for target in imported_modules(path):
+            found = resolve(target)
+            if found and found != name:
+                graph[name].add(found)
+    return graph
+
+
+def import_cycles(root: Path, package: str) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan), sorted."""
+    graph = module_graph(root, package)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(cycles)
+
+
+TRAINABLES = Path(margin_tune.trainables.__file__).parent
+
+
+@pytest.mark.parametrize(
+    ("root", "package"),
+    [(TRAINABLES, "margin_tune.trainables"), (PIPELINE, "margin_tune.pipeline")],
+)
+def test_no_import_circle(root: Path, package: str) -> None:
+    assert import_cycles(root, package) == []
+
+
+def test_a_planted_circle_is_found(tmp_path: Path) -> None:
+    """config importing a registry again (as it did) closes a circle through every part."""
+    copy = tmp_path / "trainables"
+    shutil.copytree(TRAINABLES, copy)
+    assert import_cycles(copy, "margin_tune.trainables") == []
+    config = copy / "config.py"
+    config.write_text(config.read_text() + "\nfrom margin_tune.trainables.data import DATASETS\n")
+    (cycle,) = import_cycles(copy, "margin_tune.trainables")
+    assert {"margin_tune.trainables.config", "margin_tune.trainables.data"} <= set(cycle)
 
 
 def test_no_trainables_source_imports_ray_mlflow_or_the_pipeline() -> None:

@@ -14,7 +14,7 @@ from pytorch_metric_learning.utils.inference import CustomKNN
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sklearn_roc_curve
 
-from margin_tune.trainables.config import MIN_MAX_PAIRS, load_config
+from margin_tune.trainables.config import MIN_MAX_PAIRS
 from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.metrics import (
     Evaluator,
@@ -29,6 +29,7 @@ from margin_tune.trainables.metrics import (
     verification_pairs,
 )
 from margin_tune.trainables.metrics.pairs import MIN_NEGATIVE_PAIRS, VerificationPairs
+from margin_tune.trainables.parts import load_config
 
 METRIC_KEYS = {"roc_auc", "eer", "tar_at_far_1e-3", "recall_at_1", "map_at_r"}
 COUNT_KEYS = {"pairs", "false_accepts_at_far_1e-3"}

@@ -36,7 +36,7 @@ from margin_tune.pipeline.sweep.tuner import (
     ray_session,
     run_sweep,
 )
-from margin_tune.trainables.config import load_config
+from margin_tune.trainables.parts import load_config
 
 pytestmark = pytest.mark.slow
 

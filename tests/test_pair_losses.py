@@ -12,7 +12,7 @@ from gradients import assert_matches, loss_and_grad
 from pytorch_metric_learning import losses, reducers
 from torch import Tensor
 
-from margin_tune.trainables.config import LossConfig, load_config
+from margin_tune.trainables.config import LossConfig
 from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.losses import (
     LOSSES,
@@ -23,6 +23,7 @@ from margin_tune.trainables.losses import (
     triplet_terms,
 )
 from margin_tune.trainables.miners import build_miner
+from margin_tune.trainables.parts import load_config
 from margin_tune.trainables.trial import train
 
 SEEDS = (0, 1, 2)

@@ -10,8 +10,9 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist, pdist
 
-from margin_tune.trainables.config import Config, SamplerConfig, load_config
+from margin_tune.trainables.config import Config, SamplerConfig
 from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.parts import load_config
 from margin_tune.trainables.samplers import SAMPLERS, EpochContext, build_sampler
 from margin_tune.trainables.samplers.class_representative import (
     ClassRepresentativeSampler,

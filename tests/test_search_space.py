@@ -27,8 +27,9 @@ from margin_tune.pipeline.search.space import (
     parse_space,
 )
 from margin_tune.search_spaces import packaged_spaces
-from margin_tune.trainables.config import Config, config_fields, load_config
+from margin_tune.trainables.config import Config, config_fields
 from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.parts import load_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -18,8 +18,9 @@ from margin_tune.pipeline.jobs.compare.run import TEST_METRICS
 from margin_tune.pipeline.search.space import parse_space
 from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, ray_session, run_sweep
 from margin_tune.pipeline.tracking.tracker import Tracker
-from margin_tune.trainables.config import Config, load_config
+from margin_tune.trainables.config import Config
 from margin_tune.trainables.metric_names import EPOCH_COLUMNS
+from margin_tune.trainables.parts import load_config
 
 pytestmark = pytest.mark.slow
 

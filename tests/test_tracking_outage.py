@@ -30,7 +30,7 @@ from test_tracking import _Server
 
 from margin_tune.pipeline.search.space import parse_space
 from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, ray_session, run_sweep
-from margin_tune.trainables.config import load_config
+from margin_tune.trainables.parts import load_config
 
 pytestmark = pytest.mark.slow
 

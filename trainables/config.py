@@ -344,14 +344,17 @@ def default_config_path() -> Path:
     )
 
 
-def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+def read_config_data(
+    path: str | Path | None = None, overrides: Iterable[str] = ()
+) -> dict[str, Any]:
     """Read a YAML config (the packaged default when ``path`` is None) and apply overrides.
 
     The file may give any subset of the keys, none included: an empty file (or one holding only
-    comments, or ``null``) means every default.
+    comments, or ``null``) means every default. The result is plain data, not yet checked:
+    :func:`margin_tune.trainables.parts.load_config` builds and checks it.
 
     Raises:
-        ConfigError: unreadable file, YAML error, unknown key, wrong type or out-of-range value.
+        ConfigError: unreadable file, YAML error, not a mapping, malformed override.
     """
     source = Path(path) if path is not None else default_config_path()
     data = read_yaml(source, field_name="--config")
@@ -362,7 +365,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     for override in overrides:
         key, value = parse_override(override)
         set_dotted(data, key, value)
-    return config_from_dict(data)
+    return data
 
 
 def read_yaml(path: Path, *, field_name: str) -> Any:
@@ -396,47 +399,11 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def config_from_dict(data: Mapping[str, Any]) -> Config:
-    """Build and validate a Config; registry names are checked against the registries."""
-    config = _build(Config, data, prefix="")
-    check_registered_names(config)
+def build_config(data: Mapping[str, Any]) -> Config:
+    """Build a Config and check every field's type and range; part names are checked above,
+    in :func:`margin_tune.trainables.parts.config_from_dict`, which knows the registries."""
+    config: Config = _build(Config, data, prefix="")
     return config
-
-
-def check_registered_names(config: Config) -> None:
-    """Fail on a part name that no registry knows, listing the known names."""
-    from margin_tune.trainables.data import DATASETS
-    from margin_tune.trainables.losses import LOSSES
-    from margin_tune.trainables.miners import MINERS
-    from margin_tune.trainables.models import MODELS
-    from margin_tune.trainables.samplers import SAMPLERS
-    from margin_tune.trainables.schedulers import SCHEDULERS
-
-    for field_name, value, registry in (
-        ("dataset.name", config.dataset.name, DATASETS),
-        ("model.name", config.model.name, MODELS),
-        ("loss.name", config.loss.name, LOSSES),
-        ("miner.name", config.miner.name, MINERS),
-        ("sampler.name", config.sampler.name, SAMPLERS),
-        ("margin.scheduler", config.margin.scheduler, SCHEDULERS),
-    ):
-        if value not in registry:
-            raise ConfigError(
-                field_name, f"unknown value {value!r}; allowed: {', '.join(registry.names())}"
-            )
-    loss = LOSSES.get(config.loss.name)
-    if loss.miners is not None and config.miner.name not in loss.miners:
-        raise ConfigError(
-            "miner.name",
-            f"loss {config.loss.name!r} uses every pair of the batch and admits only miner "
-            f"{', '.join(loss.miners)}, got {config.miner.name!r}",
-        )
-    if not loss.uses_margin and config.margin.scheduler != "constant":
-        raise ConfigError(
-            "margin.scheduler",
-            f"loss {config.loss.name!r} has no margin to schedule and needs scheduler "
-            f"'constant', got {config.margin.scheduler!r}",
-        )
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

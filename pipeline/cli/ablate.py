@@ -34,8 +34,9 @@ from margin_tune.pipeline.outputs.folders import check_output_dir, new_output_di
 from margin_tune.pipeline.outputs.manifest import manifest_options, write_manifest
 from margin_tune.pipeline.sweep.tuner import SweepOptions, sweep_cluster
 from margin_tune.pipeline.tracking.tracker import Tracker, resolve_tracking_uri
-from margin_tune.trainables.config import Config, config_from_dict, load_config
+from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Dataset, load_dataset
+from margin_tune.trainables.parts import config_from_dict, load_config
 from margin_tune.trainables.trial import Trial
 
 #: The grid file, copied into the output directory: what ``resume`` and ``sync`` read.

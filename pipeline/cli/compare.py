@@ -40,8 +40,8 @@ from margin_tune.pipeline.runtime.exit_codes import EXIT_RUNS_FAILED
 from margin_tune.pipeline.search.space import load_space
 from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, sweep_cluster
 from margin_tune.pipeline.tracking.tracker import Tracker, resolve_tracking_uri
-from margin_tune.trainables.config import config_from_dict
 from margin_tune.trainables.data import load_dataset
+from margin_tune.trainables.parts import config_from_dict
 
 #: Where each method's space is copied, as ``<method>.yaml``.
 SPACES_DIR = "spaces"

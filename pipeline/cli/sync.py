@@ -35,8 +35,9 @@ from margin_tune.pipeline.sweep.callback import SearchedConfig, SyncedTrial, syn
 from margin_tune.pipeline.sweep.grid_trials import GridPointConfig
 from margin_tune.pipeline.sweep.tuner import EXPERIMENT_DIR
 from margin_tune.pipeline.tracking.tracker import Tracker
-from margin_tune.trainables.config import Config, config_from_dict, read_yaml
+from margin_tune.trainables.config import Config, read_yaml
 from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.parts import config_from_dict
 
 Syncer = Callable[[Path, dict[str, Any], Tracker], list[SyncedTrial]]
 

@@ -17,8 +17,8 @@ from margin_tune.pipeline.outputs.folders import (
     write_json,
     write_yaml,
 )
-from margin_tune.trainables.config import load_config
 from margin_tune.trainables.metric_names import COUNT_KEYS, EPOCH_COLUMNS
+from margin_tune.trainables.parts import load_config
 from margin_tune.trainables.trial import EpochReport, Trial
 
 

@@ -28,7 +28,7 @@ from margin_tune.pipeline.sweep.tuner import (
     sweep_cluster,
 )
 from margin_tune.pipeline.tracking.tracker import Tracker, resolve_tracking_uri
-from margin_tune.trainables.config import config_from_dict, load_config
+from margin_tune.trainables.parts import config_from_dict, load_config
 
 SPACE_COPY = "space.yaml"
 

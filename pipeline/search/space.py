@@ -27,16 +27,10 @@ from typing import Any, Literal
 import optuna
 
 from margin_tune.search_spaces import packaged_spaces
-from margin_tune.trainables.config import (
-    Config,
-    as_number,
-    config_fields,
-    config_from_dict,
-    read_yaml,
-    unflatten,
-)
+from margin_tune.trainables.config import Config, as_number, config_fields, read_yaml, unflatten
 from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.metric_names import COUNT_COLUMNS, EPOCH_COLUMNS
+from margin_tune.trainables.parts import config_from_dict
 
 Distribution = Literal["uniform", "log_uniform", "int", "categorical", "fixed"]
 DISTRIBUTIONS: tuple[str, ...] = ("uniform", "log_uniform", "int", "categorical", "fixed")

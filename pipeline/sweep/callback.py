@@ -21,8 +21,9 @@ from ray.tune import Callback, Result
 from margin_tune.pipeline.search.space import apply_overrides
 from margin_tune.pipeline.tracking.tracker import Tracker, flatten_params
 from margin_tune.pipeline.tracking.vocabulary import STATUS_TAG, TRIAL_ID_TAG
-from margin_tune.trainables.config import Config, config_from_dict
+from margin_tune.trainables.config import Config
 from margin_tune.trainables.metric_names import EPOCH_COLUMNS
+from margin_tune.trainables.parts import config_from_dict
 from margin_tune.trainables.schedulers import SCHEDULERS
 
 

@@ -32,8 +32,9 @@ from margin_tune.pipeline.sweep.checkpoints import PruneEndedTrialCheckpoints
 from margin_tune.pipeline.sweep.tuner import SweepOptions, restored_or_new, tune_environment
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import MEASURED_STATUSES
-from margin_tune.trainables.config import Config, config_from_dict
+from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Dataset
+from margin_tune.trainables.parts import config_from_dict
 
 
 class GridPointConfig:

@@ -17,8 +17,9 @@ import torch
 from ray import tune
 
 from margin_tune.pipeline.search.space import apply_overrides
-from margin_tune.trainables.config import Config, config_from_dict
+from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Dataset
+from margin_tune.trainables.parts import config_from_dict
 from margin_tune.trainables.trial import EpochReport, Trial
 
 CHECKPOINT_FILE = "trial.pt"

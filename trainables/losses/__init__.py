@@ -1,18 +1,17 @@
-"""Losses: one file per loss, one registry, and the batch geometry they share with the miners."""
+"""Losses: one file per loss and one registry; the batch geometry they share with the miners
+lies below both, in :mod:`margin_tune.trainables.geometry`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from margin_tune.trainables.config import LossConfig
-from margin_tune.trainables.losses.base import BalancedLoss, Loss, LossTerms
-from margin_tune.trainables.losses.contrastive import ContrastiveLoss, negative_pair_counts
-from margin_tune.trainables.losses.geometry import (
+from margin_tune.trainables.geometry import (
     BatchGeometry,
     DifficultyCounts,
     EffectiveMarginReservoir,
     difficulty_counts,
 )
+from margin_tune.trainables.losses.base import BalancedLoss, Loss, LossTerms
+from margin_tune.trainables.losses.contrastive import ContrastiveLoss, negative_pair_counts
 from margin_tune.trainables.losses.ntxent import NTXentLoss
 from margin_tune.trainables.losses.triplet import (
     Reduction,
@@ -22,10 +21,8 @@ from margin_tune.trainables.losses.triplet import (
     triplet_step,
     triplet_terms,
 )
+from margin_tune.trainables.miners.base import TripletMiner
 from margin_tune.trainables.registry import Registry
-
-if TYPE_CHECKING:
-    from margin_tune.trainables.miners.base import TripletMiner
 
 LOSSES: Registry[type[Loss]] = Registry("loss")
 LOSSES.register("triplet")(TripletLoss)

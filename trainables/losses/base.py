@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple
 
 from torch import Tensor
 
 from margin_tune.trainables.config import LossConfig
-from margin_tune.trainables.losses.geometry import (
+from margin_tune.trainables.geometry import (
     BatchGeometry,
     DifficultyCounts,
     difficulty_counts,
 )
-
-if TYPE_CHECKING:
-    # Annotation-only: miners build on the geometry, so a runtime import would be circular.
-    from margin_tune.trainables.miners.base import TripletMiner
+from margin_tune.trainables.miners.base import TripletMiner
 
 
 class LossTerms(NamedTuple):

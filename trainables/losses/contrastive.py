@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from margin_tune.trainables.geometry import BatchGeometry, DifficultyCounts
 from margin_tune.trainables.losses.base import BalancedLoss, masked_mean
-from margin_tune.trainables.losses.geometry import BatchGeometry, DifficultyCounts
 
 
 class ContrastiveLoss(BalancedLoss):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from margin_tune.trainables.geometry import BatchGeometry
 from margin_tune.trainables.losses.base import BalancedLoss, masked_mean
-from margin_tune.trainables.losses.geometry import BatchGeometry
 
 
 class NTXentLoss(BalancedLoss):

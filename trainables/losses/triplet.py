@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal, NamedTuple, get_args
+from typing import Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor
 
-from margin_tune.trainables.losses.base import Loss, LossTerms
-from margin_tune.trainables.losses.geometry import (
+from margin_tune.trainables.geometry import (
     BatchGeometry,
     DifficultyCounts,
     difficulty_counts,
 )
-
-if TYPE_CHECKING:
-    # Annotation-only: miners build on the geometry, so a runtime import would be circular.
-    from margin_tune.trainables.miners.base import TripletMiner, TripletSelection
+from margin_tune.trainables.losses.base import Loss, LossTerms
+from margin_tune.trainables.miners.base import TripletMiner, TripletSelection
 
 Reduction = Literal["mean_nonzero", "mean"]
 

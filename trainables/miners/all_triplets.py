@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from margin_tune.trainables.losses.geometry import BatchGeometry
+from margin_tune.trainables.geometry import BatchGeometry
 from margin_tune.trainables.miners.base import TripletMiner, TripletSelection
 
 

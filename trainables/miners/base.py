@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from margin_tune.trainables.losses.geometry import BatchGeometry
+from margin_tune.trainables.geometry import BatchGeometry
 
 
 @dataclass(frozen=True)

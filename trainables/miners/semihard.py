@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from margin_tune.trainables.losses.geometry import BatchGeometry
+from margin_tune.trainables.geometry import BatchGeometry
 from margin_tune.trainables.miners.base import TripletMiner, TripletSelection
 
 

@@ -32,8 +32,9 @@ from typing import Any, Literal
 
 from margin_tune.pipeline.jobs.compare.spec import LOWER_IS_BETTER
 from margin_tune.pipeline.search.space import DEFAULT_METRIC, TUNABLE_METRICS, apply_overrides
-from margin_tune.trainables.config import Config, config_fields, config_from_dict, read_yaml
+from margin_tune.trainables.config import Config, config_fields, read_yaml
 from margin_tune.trainables.errors import ConfigError, quote
+from margin_tune.trainables.parts import config_from_dict
 from margin_tune.trainables.schedulers import SCHEDULERS
 
 #: What a grid ranks its cells by: a validation column at the trial's last epoch. Test metrics

@@ -38,8 +38,9 @@ from margin_tune.pipeline.search.space import (
     load_space,
 )
 from margin_tune.search_spaces import packaged_spaces
-from margin_tune.trainables.config import MAX_SEED, Config, load_config, read_yaml
+from margin_tune.trainables.config import MAX_SEED, Config, read_yaml
 from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.parts import load_config
 
 DEFAULT_METHODS = {
     "dams": "dams",
