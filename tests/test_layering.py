@@ -254,3 +254,30 @@ def test_importing_every_trainables_module_loads_no_ray_or_mlflow() -> None:
     ).stdout
     assert len(modules) > 20
     assert output.strip() == "[]"
+
+
+def tag_literals(roots: list[Path]) -> list[str]:
+    """``"margin_tune.<name>"`` strings (MLflow tag keys) in code, outside the vocabulary."""
+    packages = ("margin_tune.pipeline", "margin_tune.trainables", "margin_tune.search_spaces")
+    found = []
+    for root in roots:
+        for path in sorted(root.rglob("*.py")):
+            if path.name == "vocabulary.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if (
+                    isinstance(node, ast.Constant)
+                    and isinstance(node.value, str)
+                    and node.value.startswith("margin_tune.")
+                    and " " not in node.value
+                    and not node.value.startswith(packages)
+                ):
+                    found.append(f"{path.name}:{node.lineno} {node.value}")
+    return found
+
+
+def test_every_tag_key_is_defined_once_in_the_vocabulary(tmp_path: Path) -> None:
+    assert tag_literals([PIPELINE, TRAINABLES]) == []
+    planted = tmp_path / "planted.py"
+    planted.write_text('TAGS = {"margin_tune.stage": "final"}\n')
+    assert tag_literals([tmp_path]) == ["planted.py:1 margin_tune.stage"]

@@ -28,6 +28,7 @@ from margin_tune.pipeline.sweep.tuner import (
     sweep_cluster,
 )
 from margin_tune.pipeline.tracking.tracker import Tracker, resolve_tracking_uri
+from margin_tune.pipeline.tracking.vocabulary import TRIAL_ID_TAG
 from margin_tune.trainables.parts import config_from_dict, load_config
 
 SPACE_COPY = "space.yaml"
@@ -88,7 +89,7 @@ def execute(plan: SweepPlan) -> int:
     print(f"\n{len(result.trials)} trials; sweep run {result.parent_run_id} in {tracker.shown_uri}")
     print(result.trials.drop(columns=["run_id"]).to_string(index=False, max_colwidth=24))
     if result.best:
-        best_id, best_value = result.best["margin_tune.trial_id"], result.best[space.metric]
+        best_id, best_value = result.best[TRIAL_ID_TAG], result.best[space.metric]
         print(f"\nbest trial {best_id} ({space.metric} {best_value:.4f}):")
         for key, value in result.best.items():
             if key.startswith("config."):

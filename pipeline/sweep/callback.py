@@ -20,7 +20,13 @@ from ray.tune import Callback, Result
 
 from margin_tune.pipeline.search.space import apply_overrides
 from margin_tune.pipeline.tracking.tracker import Tracker, flatten_params
-from margin_tune.pipeline.tracking.vocabulary import STATUS_TAG, TRIAL_ID_TAG
+from margin_tune.pipeline.tracking.vocabulary import (
+    ERROR_TAG,
+    FINAL_STAGE,
+    STAGE_TAG,
+    STATUS_TAG,
+    TRIAL_ID_TAG,
+)
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.metric_names import EPOCH_COLUMNS
 from margin_tune.trainables.parts import config_from_dict
@@ -218,7 +224,7 @@ def open_trial_run(
     name = (
         f"{tags['cell']} seed={config.seed}"
         if "cell" in tags
-        else run_name(config, seed=tags.get("margin_tune.stage") == "final")
+        else run_name(config, seed=tags.get(STAGE_TAG) == FINAL_STAGE)
     )
     return tracker.child_run(
         parent_run_id,
@@ -244,7 +250,7 @@ INTERRUPTED = "interrupted"
 def end_trial_run(tracker: Tracker, run_id: str, status: str, error: str | None) -> None:
     tags = {STATUS_TAG: status}
     if error is not None:
-        tags["margin_tune.error"] = error
+        tags[ERROR_TAG] = error
     tracker.set_tags(run_id, tags)
     if error is not None:
         tracker.end_run(run_id, "FAILED")

@@ -44,6 +44,7 @@ from margin_tune.pipeline.sweep.checkpoints import PruneEndedTrialCheckpoints, p
 from margin_tune.pipeline.sweep.ray_network import loopback_warning, release, token_exposure_warning
 from margin_tune.pipeline.sweep.trainable import DEFAULT_CHECKPOINT_INTERVAL_S, run_tune_trial
 from margin_tune.pipeline.tracking.tracker import Tracker, check_tracking_uri
+from margin_tune.pipeline.tracking.vocabulary import KIND_TAG, SWEEP_ID_TAG, SWEEP_KIND
 from margin_tune.trainables.config import Config, flatten
 from margin_tune.trainables.data import Dataset, load_dataset
 from margin_tune.trainables.errors import ConfigError
@@ -379,8 +380,8 @@ def run_sweep(
             "seed": options.seed,
         },
         tags={
-            "margin_tune.sweep_id": plan.sweep_id,
-            "margin_tune.kind": "sweep",
+            SWEEP_ID_TAG: plan.sweep_id,
+            KIND_TAG: SWEEP_KIND,
             "git_commit": git_commit(),
             "dataset": base.dataset.name,
             "dataset_fingerprint": plan.dataset.fingerprint(),

@@ -69,11 +69,10 @@ from mlflow.utils.validation import (
 )
 
 from margin_tune.pipeline.runtime.secrets import redact_uri
-from margin_tune.pipeline.tracking.vocabulary import SWEEP_ID_TAG, TRIAL_ID_TAG
+from margin_tune.pipeline.tracking.vocabulary import ERROR_TAG, SWEEP_ID_TAG, TRIAL_ID_TAG
 from margin_tune.trainables.errors import ConfigError
 
 DEFAULT_EXPERIMENT = "margin-tune"
-ERROR_TAG = "margin_tune.error"
 MAX_ERROR_CHARS = 5000
 
 RunEndStatus = Literal["FINISHED", "FAILED", "KILLED"]

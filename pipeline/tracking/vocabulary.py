@@ -13,9 +13,13 @@ TRIAL_ID_TAG = "margin_tune.trial_id"
 SWEEP_ID_TAG = "margin_tune.sweep_id"
 #: What a parent run is: ``sweep``, ``comparison``, ``ablation``.
 KIND_TAG = "margin_tune.kind"
+SWEEP_KIND = "sweep"
+#: The first line of the error that ended a run (failed trials, failed sweeps).
+ERROR_TAG = "margin_tune.error"
 #: Where a run stands in a comparison; re-training runs carry :data:`FINAL_STAGE`.
 STAGE_TAG = "margin_tune.stage"
 FINAL_STAGE = "final"
+ABLATION_STAGE = "ablation"
 FINAL_TAGS = {STAGE_TAG: FINAL_STAGE}
 #: How a trial ended (see :data:`TRIAL_STATUSES` in the sweep).
 STATUS_TAG = "trial_status"

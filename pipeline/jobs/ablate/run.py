@@ -36,12 +36,17 @@ from margin_tune.pipeline.sweep.grid_trials import (
 from margin_tune.pipeline.sweep.trainable import run_ablation_trial
 from margin_tune.pipeline.sweep.tuner import EXPERIMENT_DIR, SweepOptions, git_commit
 from margin_tune.pipeline.tracking.tracker import Tracker
-from margin_tune.pipeline.tracking.vocabulary import KIND_TAG
+from margin_tune.pipeline.tracking.vocabulary import (
+    ABLATION_STAGE,
+    KIND_TAG,
+    STAGE_TAG,
+    SWEEP_ID_TAG,
+)
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Dataset
 
 #: Tags of every ablation trial run, beside its ``cell``.
-ABLATION_TAGS = {"margin_tune.stage": "ablation"}
+ABLATION_TAGS = {STAGE_TAG: ABLATION_STAGE}
 
 
 @dataclass
@@ -89,7 +94,7 @@ def run_ablation(
             "split_seed": base.dataset.split_seed,
         },
         tags={
-            "margin_tune.sweep_id": ablation_id,
+            SWEEP_ID_TAG: ablation_id,
             KIND_TAG: "ablation",
             "git_commit": git_commit(),
             "dataset": base.dataset.name,

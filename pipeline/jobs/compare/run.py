@@ -61,7 +61,13 @@ from margin_tune.pipeline.sweep.tuner import (
     run_sweep,
 )
 from margin_tune.pipeline.tracking.tracker import Tracker
-from margin_tune.pipeline.tracking.vocabulary import FINAL_TAGS, KIND_TAG, SPLIT_TAG, TRIAL_ID_TAG
+from margin_tune.pipeline.tracking.vocabulary import (
+    FINAL_TAGS,
+    KIND_TAG,
+    SPLIT_TAG,
+    SWEEP_ID_TAG,
+    TRIAL_ID_TAG,
+)
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Dataset, load_dataset
 from margin_tune.trainables.errors import ConfigError
@@ -157,7 +163,7 @@ def run_compare(
             "retraining_seeds": ",".join(map(str, spec.final_seeds)),
         },
         tags={
-            "margin_tune.sweep_id": comparison_id,
+            SWEEP_ID_TAG: comparison_id,
             KIND_TAG: "comparison",
             "git_commit": git_commit(),
             "dataset": spec.base.dataset.name,
