@@ -51,8 +51,9 @@ def _listening_inodes() -> dict[int, tuple[str, int]]:
     return inodes
 
 
-def _parents() -> dict[int, int]:
-    parents: dict[int, int] = {}
+def processes() -> dict[int, tuple[int, int]]:
+    """Every process of this machine: pid → (parent pid, session id)."""
+    found: dict[int, tuple[int, int]] = {}
     for entry in PROC.iterdir():
         if not entry.name.isdigit():
             continue
@@ -60,15 +61,17 @@ def _parents() -> dict[int, int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        # the command name may hold spaces and parentheses: the ppid follows the last ')'
-        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    return parents
+        # The command name may hold spaces and parentheses: after the last ')' come
+        # state, ppid, pgrp, session, ...
+        fields = stat.rsplit(")", 1)[1].split()
+        found[int(entry.name)] = (int(fields[1]), int(fields[3]))
+    return found
 
 
 def descendants(root: int) -> set[int]:
     """``root`` and every process below it (Ray's processes stay under the driver)."""
     children: dict[int, list[int]] = {}
-    for pid, parent in _parents().items():
+    for pid, (parent, _) in processes().items():
         children.setdefault(parent, []).append(pid)
     tree, todo = {root}, [root]
     while todo:

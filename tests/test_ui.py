@@ -30,7 +30,7 @@ import matplotlib.image
 import optuna
 import pytest
 from conftest import TINY
-from sockets import listeners
+from sockets import listeners, processes
 from test_tracking import _free_port, _Server
 
 from margin_tune.pipeline.cli.main import main
@@ -248,23 +248,8 @@ def _answers(url: str) -> int:
         return response.status
 
 
-def _processes() -> dict[int, tuple[int, int]]:
-    """Every process of this machine: pid → (parent pid, session id)."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # After the parenthesised name: state ppid pgrp session ...
-            fields = stat.rsplit(")", 1)[1].split()
-            found[int(entry.name)] = (int(fields[1]), int(fields[3]))
-    return found
-
-
 def _in_sessions(sessions: set[int]) -> set[int]:
-    return {pid for pid, (_, session) in _processes().items() if session in sessions}
+    return {pid for pid, (_, session) in processes().items() if session in sessions}
 
 
 @pytest.mark.slow
@@ -305,7 +290,7 @@ def test_margin_tune_ui_prints_urls_that_answer_and_ctrl_c_stops_everything(
         # Each server leads its own session, started by the ui process.
         servers = {
             pid
-            for pid, (parent, session) in _processes().items()
+            for pid, (parent, session) in processes().items()
             if parent == process.pid and session == pid
         }
         assert len(servers) == (2 if dashboard is not None else 1)

@@ -21,22 +21,17 @@ from margin_tune.pipeline.runtime import interrupts
 from margin_tune.pipeline.runtime.exit_codes import EXIT_BAD_INPUT
 from margin_tune.trainables.errors import ConfigError
 
-#: Command name → (module with ``add_arguments`` and ``run``, one-line help).
-COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("train", "train one trial and evaluate it on test classes"),
-    "tune": ("tune", "sweep one search space with Ray Tune + Optuna"),
-    "resume": ("resume", "continue an interrupted tune, compare or ablate from its DIR"),
-    "compare": (
-        "compare",
-        "tune every method alike, re-train over seeds, compare on test classes",
-    ),
-    "ablate": (
-        "ablate",
-        "a factorial grid × training seeds as Ray Tune trials, with main effects",
-    ),
-    "sync": ("sync", "write what Ray Tune's results in DIR hold into MLflow (idempotent)"),
-    "report": ("report", "sweeps, trials and comparisons from MLflow"),
-    "ui": ("ui", "MLflow UI (and optuna-dashboard) on the project's stores, on 127.0.0.1"),
+#: Command name → its one-line help. Each is run by the module of the same name in this folder,
+#: which has ``add_arguments`` and ``run``.
+COMMANDS: dict[str, str] = {
+    "train": "train one trial and evaluate it on test classes",
+    "tune": "sweep one search space with Ray Tune + Optuna",
+    "resume": "continue an interrupted tune, compare or ablate from its DIR",
+    "compare": "tune every method alike, re-train over seeds, compare on test classes",
+    "ablate": "a factorial grid × training seeds as Ray Tune trials, with main effects",
+    "sync": "write what Ray Tune's results in DIR hold into MLflow (idempotent)",
+    "report": "sweeps, trials and comparisons from MLflow",
+    "ui": "MLflow UI (and optuna-dashboard) on the project's stores, on 127.0.0.1",
 }
 
 
@@ -54,18 +49,19 @@ def _chosen(argv: Sequence[str]) -> str | None:
     return word if word in COMMANDS else None
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser, with the arguments of ``command`` only (None: of every command)."""
+def build_parser(command: str | None) -> argparse.ArgumentParser:
+    """The parser, with the arguments of ``command`` only (None: of no command, for ``--help``,
+    ``--version`` and errors)."""
     parser = _Parser(
         prog="margin-tune",
         description="Margin schedulers for the triplet loss: train, tune and compare.",
     )
     parser.add_argument("--version", action="version", version=f"margin-tune {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module_name, help_line) in COMMANDS.items():
+    for name, help_line in COMMANDS.items():
         sub = commands.add_parser(name, help=help_line)
-        if command is None or name == command:
-            module = importlib.import_module(f"margin_tune.pipeline.cli.{module_name}")
+        if name == command:
+            module = importlib.import_module(f"margin_tune.pipeline.cli.{name}")
             module.add_arguments(sub)
             sub.set_defaults(handler=module.run)
     return parser
@@ -73,7 +69,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(_chosen(argv) or "")
+    parser = build_parser(_chosen(argv))
     args = parser.parse_args(argv)
     try:
         with interrupts.handled():

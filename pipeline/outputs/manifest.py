@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from margin_tune import __version__
 from margin_tune.pipeline.runtime.secrets import CREDENTIAL_VARIABLES, redact_uri, with_credentials
 from margin_tune.trainables.errors import ConfigError
 
@@ -39,8 +40,6 @@ def write_manifest(out: Path, command: str, data: dict[str, Any]) -> None:
     for key in CREDENTIAL_VARIABLES:
         if isinstance(options.get(key), str):
             options[key] = redact_uri(options[key])
-    from margin_tune import __version__
-
     content = {"format": FORMAT_VERSION, "margin_tune_version": __version__, "command": command}
     content.update(data)
     if "options" in data:
