@@ -18,6 +18,13 @@ from harness import kill_once_an_end_is_snapshotted, store_contents
 from mlflow import MlflowClient
 
 from margin_tune.pipeline.cli.main import main
+from margin_tune.pipeline.tracking.vocabulary import (
+    BEST_CELL_TAG,
+    CELL_TAG,
+    KIND_TAG,
+    STAGE_TAG,
+    STATUS_TAG,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -75,19 +82,19 @@ def test_ablation_killed_halfway_resumes_to_one_run_per_cell_and_seed(
     client = MlflowClient(uri)
     experiment_id = client.get_experiment_by_name("ablate-test").experiment_id
     runs = client.search_runs([experiment_id], max_results=1000)
-    (parent,) = [r for r in runs if r.data.tags.get("margin_tune.kind") == "ablation"]
+    (parent,) = [r for r in runs if r.data.tags.get(KIND_TAG) == "ablation"]
     assert parent.info.status == "FINISHED"
     assert parent.data.params["cells"] == str(len(CELLS))
-    assert parent.data.tags["best_cell"] in CELLS
+    assert parent.data.tags[BEST_CELL_TAG] in CELLS
     trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted((r.data.tags["cell"], r.data.params["seed"]) for r in trials) == sorted(
+    assert sorted((r.data.tags[CELL_TAG], r.data.params["seed"]) for r in trials) == sorted(
         (cell, str(seed)) for cell in CELLS for seed in range(SEEDS)
     )
     for run in trials:
         assert run.info.status == "FINISHED"
-        assert run.data.tags["trial_status"] == "completed"
-        assert run.data.tags["margin_tune.stage"] == "ablation"
-        assert run.info.run_name == f"{run.data.tags['cell']} seed={run.data.params['seed']}"
+        assert run.data.tags[STATUS_TAG] == "completed"
+        assert run.data.tags[STAGE_TAG] == "ablation"
+        assert run.info.run_name == f"{run.data.tags[CELL_TAG]} seed={run.data.params['seed']}"
         for key in ("val_roc_auc", "margin", "easy_ratio"):
             steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
             assert steps == list(range(1, EPOCHS + 1)), (key, steps)

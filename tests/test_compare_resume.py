@@ -18,6 +18,7 @@ from harness import kill_once_an_end_is_snapshotted, store_contents
 from mlflow import MlflowClient
 
 from margin_tune.pipeline.cli.main import main
+from margin_tune.pipeline.tracking.vocabulary import KIND_TAG, METHOD_TAG, STAGE_TAG, STATUS_TAG
 
 pytestmark = pytest.mark.slow
 
@@ -79,22 +80,22 @@ def test_compare_killed_during_retrainings_resumes_without_duplicates(
     client = MlflowClient(uri)
     experiment_id = client.get_experiment_by_name("compare-resume").experiment_id
     runs = client.search_runs([experiment_id], max_results=1000)
-    (comparison,) = [r for r in runs if r.data.tags.get("margin_tune.kind") == "comparison"]
+    (comparison,) = [r for r in runs if r.data.tags.get(KIND_TAG) == "comparison"]
     assert comparison.info.status == "FINISHED"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == comparison.info.run_id]
-    sweeps = [r for r in children if r.data.tags.get("margin_tune.kind") == "sweep"]
+    sweeps = [r for r in children if r.data.tags.get(KIND_TAG) == "sweep"]
     assert sorted(r.info.run_name for r in sweeps) == sorted(METHODS)
     for sweep in sweeps:
         assert sweep.info.status == "FINISHED"
         trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep.info.run_id]
-        assert [r.data.tags["trial_status"] for r in trials] == ["completed"] * TRIALS
-    finals = [r for r in children if r.data.tags.get("margin_tune.stage") == "final"]
-    assert sorted((r.data.tags["method"], int(r.data.params["seed"])) for r in finals) == sorted(
+        assert [r.data.tags[STATUS_TAG] for r in trials] == ["completed"] * TRIALS
+    finals = [r for r in children if r.data.tags.get(STAGE_TAG) == "final"]
+    assert sorted((r.data.tags[METHOD_TAG], int(r.data.params["seed"])) for r in finals) == sorted(
         (method, seed) for method in METHODS for seed in range(1, SEEDS + 1)
     )
-    for run in [*finals, *(r for r in runs if r not in finals and "trial_status" in r.data.tags)]:
+    for run in [*finals, *(r for r in runs if r not in finals and STATUS_TAG in r.data.tags)]:
         assert run.info.status == "FINISHED"
-        assert run.data.tags["trial_status"] == "completed"
+        assert run.data.tags[STATUS_TAG] == "completed"
         for key in ("val_roc_auc", "margin", "train_loss"):
             steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
             assert steps == list(range(1, EPOCHS + 1)), (key, steps)

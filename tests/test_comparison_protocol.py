@@ -33,6 +33,13 @@ from margin_tune.pipeline.search.searchers import (
 from margin_tune.pipeline.search.space import SearchSpace, parse_space
 from margin_tune.pipeline.sweep.grid_trials import completed_metrics
 from margin_tune.pipeline.sweep.tuner import best_trial, ray_session
+from margin_tune.pipeline.tracking.vocabulary import (
+    BEST_EPOCHS_TAG,
+    KIND_TAG,
+    STAGE_TAG,
+    STATUS_TAG,
+    TRIAL_ID_TAG,
+)
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.parts import load_config
@@ -41,7 +48,7 @@ from margin_tune.trainables.parts import load_config
 
 
 def trials_frame(rows: list[tuple[str, str, int, float]]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["margin_tune.trial_id", "status", "epochs", "val_map_at_r"])
+    return pd.DataFrame(rows, columns=[TRIAL_ID_TAG, "status", "epochs", "val_map_at_r"])
 
 
 def test_an_early_stopped_trial_never_wins_even_with_a_better_value() -> None:
@@ -54,8 +61,8 @@ def test_an_early_stopped_trial_never_wins_even_with_a_better_value() -> None:
             ("full-better", "completed", 8, 0.60),
         ]
     )
-    assert best_trial(table, "val_map_at_r", "max")["margin_tune.trial_id"] == "full-better"
-    assert best_trial(table, "val_map_at_r", "min")["margin_tune.trial_id"] == "full"
+    assert best_trial(table, "val_map_at_r", "max")[TRIAL_ID_TAG] == "full-better"
+    assert best_trial(table, "val_map_at_r", "min")[TRIAL_ID_TAG] == "full"
 
 
 def test_a_sweep_without_a_completed_trial_has_no_winner() -> None:
@@ -354,7 +361,7 @@ def test_compare_selects_full_budget_winners_and_retrains_them_on_unseen_seeds(
         trials = pd.read_csv(split_dir(out, 0) / "sweeps" / method / "trials.csv")
         stopped += int((trials["status"] == "early_stopped").sum())
         chosen = tuning.set_index("method").loc[method]
-        winner = trials.set_index("margin_tune.trial_id").loc[chosen["chosen_trial"]]
+        winner = trials.set_index(TRIAL_ID_TAG).loc[chosen["chosen_trial"]]
         assert winner["status"] == "completed" and winner["epochs"] == EPOCHS
         assert chosen["chosen_epochs"] == EPOCHS
         assert chosen["tuning_score"] == pytest.approx(winner["val_map_at_r"])
@@ -390,19 +397,19 @@ def test_compare_selects_full_budget_winners_and_retrains_them_on_unseen_seeds(
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("protocol").experiment_id
     every = client.search_runs([experiment], max_results=1000)
-    (comparison,) = [r for r in every if r.data.tags.get("margin_tune.kind") == "comparison"]
+    (comparison,) = [r for r in every if r.data.tags.get(KIND_TAG) == "comparison"]
     assert comparison.data.params["retraining_seeds"] == "1,2"
     assert comparison.data.params["tuning_seeds"] == "0"
-    sweeps = [r for r in every if r.data.tags.get("margin_tune.kind") == "sweep"]
+    sweeps = [r for r in every if r.data.tags.get(KIND_TAG) == "sweep"]
     for sweep in sweeps:
-        assert int(sweep.data.tags["best_epochs"]) == EPOCHS
+        assert int(sweep.data.tags[BEST_EPOCHS_TAG]) == EPOCHS
 
     def history(run_id: str) -> list[float]:
         points = client.get_metric_history(run_id, "val_map_at_r")
         return [m.value for m in sorted(points, key=lambda m: m.step)]
 
-    finals = [r for r in every if r.data.tags.get("margin_tune.stage") == "final"]
-    tuning_runs = [r for r in every if "trial_status" in r.data.tags and r not in finals]
+    finals = [r for r in every if r.data.tags.get(STAGE_TAG) == "final"]
+    tuning_runs = [r for r in every if STATUS_TAG in r.data.tags and r not in finals]
     assert len(finals) == 4 and len(tuning_runs) == 8
     tuning_histories = [history(r.info.run_id) for r in tuning_runs]
     for final in finals:

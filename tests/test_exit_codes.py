@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.runtime.exit_codes import EXIT_RUNS_FAILED
 from margin_tune.pipeline.sweep.tuner import ray_session
+from margin_tune.pipeline.tracking.vocabulary import KIND_TAG, METHOD_TAG, STAGE_TAG
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +61,7 @@ def test_a_sweep_whose_trials_all_fail_exits_1_naming_the_first_error(
     assert "no trial completed its 2-epoch budget" in line
     assert "train_loss became nan in epoch 1" in line
     assert "2 trials: 0 completed, 0 early-stopped, 0 collapsed, 2 failed" in captured.out
-    (sweep,) = [r for r in runs_of(uri, "failing") if r.data.tags.get("margin_tune.kind")]
+    (sweep,) = [r for r in runs_of(uri, "failing") if r.data.tags.get(KIND_TAG)]
     assert sweep.info.status == "FAILED"
 
 
@@ -97,7 +98,7 @@ def test_a_comparison_with_a_method_without_winner_writes_its_tables_and_exits_1
     assert table.loc["dams", "map_at_r_n"] == 2
     assert "no trial completed its budget on 1 of 1 split" in (out / "table.md").read_text()
     runs = runs_of(uri, "no-winner")
-    (comparison,) = [r for r in runs if r.data.tags.get("margin_tune.kind") == "comparison"]
+    (comparison,) = [r for r in runs if r.data.tags.get(KIND_TAG) == "comparison"]
     assert comparison.info.status == "FAILED"
-    finals = [r for r in runs if r.data.tags.get("margin_tune.stage") == "final"]
-    assert sorted(r.data.tags["method"] for r in finals) == ["dams", "dams"]
+    finals = [r for r in runs if r.data.tags.get(STAGE_TAG) == "final"]
+    assert sorted(r.data.tags[METHOD_TAG] for r in finals) == ["dams", "dams"]

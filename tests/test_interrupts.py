@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 
 from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.runtime.exit_codes import EXIT_SIGINT, EXIT_SIGTERM
+from margin_tune.pipeline.tracking.vocabulary import KIND_TAG, STATUS_TAG
 
 pytestmark = pytest.mark.slow
 
@@ -64,19 +65,19 @@ def test_a_signal_stops_the_sweep_honestly_and_resume_finishes_it(
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("signals").experiment_id
     runs = client.search_runs([experiment], max_results=100)
-    (sweep,) = [r for r in runs if r.data.tags.get("margin_tune.kind") == "sweep"]
+    (sweep,) = [r for r in runs if r.data.tags.get(KIND_TAG) == "sweep"]
     assert sweep.info.status == "KILLED"
-    trials = [r for r in runs if "trial_status" in r.data.tags]
-    stopped = [r for r in trials if r.data.tags["trial_status"] == "interrupted"]
-    assert stopped, [r.data.tags["trial_status"] for r in trials]
+    trials = [r for r in runs if STATUS_TAG in r.data.tags]
+    stopped = [r for r in trials if r.data.tags[STATUS_TAG] == "interrupted"]
+    assert stopped, [r.data.tags[STATUS_TAG] for r in trials]
     assert all(r.info.status == "KILLED" for r in stopped)
-    assert not [r for r in trials if r.data.tags["trial_status"] == "early_stopped"]
+    assert not [r for r in trials if r.data.tags[STATUS_TAG] == "early_stopped"]
 
     assert main(["resume", str(out)]) == 0
     runs = client.search_runs([experiment], max_results=100)
-    trials = [r for r in runs if "trial_status" in r.data.tags]
+    trials = [r for r in runs if STATUS_TAG in r.data.tags]
     assert len(trials) == TRIALS
     for run in trials:
-        assert run.data.tags["trial_status"] == "completed" and run.info.status == "FINISHED"
+        assert run.data.tags[STATUS_TAG] == "completed" and run.info.status == "FINISHED"
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_map_at_r")]
         assert sorted(steps) == list(range(1, EPOCHS + 1))

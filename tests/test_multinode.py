@@ -36,6 +36,7 @@ from margin_tune.pipeline.sweep.tuner import (
     ray_session,
     run_sweep,
 )
+from margin_tune.pipeline.tracking.vocabulary import STATUS_TAG, TRIAL_ID_TAG
 from margin_tune.trainables.parts import load_config
 
 pytestmark = pytest.mark.slow
@@ -280,7 +281,7 @@ def test_trial_on_a_killed_node_resumes_from_its_checkpoint_elsewhere(
     children = client.search_runs(
         [experiment.experiment_id], f"tags.mlflow.parentRunId = '{result.parent_run_id}'"
     )
-    assert sorted(run.data.tags["margin_tune.trial_id"] for run in children) == sorted(failures)
+    assert sorted(run.data.tags[TRIAL_ID_TAG] for run in children) == sorted(failures)
     # One request per trial, at its first start: the restart reused the run, and nothing had
     # to be repaired from Ray's results at the sweep's end.
     assert {trial: len(times) for trial, times in tracker.requests.items()} == dict.fromkeys(
@@ -288,7 +289,7 @@ def test_trial_on_a_killed_node_resumes_from_its_checkpoint_elsewhere(
     )
     for run in children:
         assert run.info.status == "FINISHED"
-        assert run.data.tags["trial_status"] == "completed"
+        assert run.data.tags[STATUS_TAG] == "completed"
         for key in ("val_roc_auc", "margin", "train_loss"):
             steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
-            assert steps == list(range(1, EPOCHS + 1)), (run.data.tags["margin_tune.trial_id"], key)
+            assert steps == list(range(1, EPOCHS + 1)), (run.data.tags[TRIAL_ID_TAG], key)

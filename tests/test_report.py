@@ -1,7 +1,9 @@
 """``margin-tune report`` against a real SQLite MLflow store written by the real Tracker.
 
 The store mimics what ``tune`` and ``compare`` log (parent runs, nested trials with per-epoch
-metrics, final runs), without Ray, so the whole file runs in seconds. Expected rows, orders and
+metrics, final runs), without Ray, so the whole file runs in seconds. Every test runs twice: on a
+store tagged as today's code tags it, and on one tagged with the bare names of before 0.2
+(``trial_status``, ``method``...), which a report reads the same. Expected rows, orders and
 bests are computed here from ``SWEEPS`` and ``FINALS``, never read back from the report.
 """
 
@@ -18,6 +20,20 @@ import pytest
 
 from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.tracking.tracker import Tracker
+from margin_tune.pipeline.tracking.vocabulary import (
+    BEST_TRIAL_TAG,
+    COMPARISON_KIND,
+    DATASET_TAG,
+    FINAL_STAGE,
+    KIND_TAG,
+    METHOD_TAG,
+    PREVIOUS_NAMES,
+    SCHEDULER_TAG,
+    SEED_TAG,
+    STAGE_TAG,
+    STATUS_TAG,
+    SWEEP_KIND,
+)
 
 EXPERIMENT = "report-tests"
 MAX_ONLY = "report-tests-max"
@@ -126,12 +142,14 @@ def _last(trial: LoggedTrial, metric: str) -> float:
     return trial.history[metric][-1] if metric in trial.history else math.nan
 
 
-def _write_sweep(tracker: Tracker, sweep: LoggedSweep, parent: str | None) -> str:
+def _write_sweep(
+    tracker: Tracker, sweep: LoggedSweep, parent: str | None, tag: dict[str, str]
+) -> str:
     run = tracker.sweep_run(
         sweep.name,
         params={"space": sweep.name, "trials": len(sweep.trials), "searcher": "tpe"}
         | {"metric": sweep.metric, "mode": sweep.mode},
-        tags={"margin_tune.kind": "sweep", "dataset": "synthetic"},
+        tags={KIND_TAG: SWEEP_KIND, tag[DATASET_TAG]: "synthetic"},
         parent_run_id=parent,
         sweep_id=sweep.sweep_id,
     )
@@ -141,25 +159,42 @@ def _write_sweep(tracker: Tracker, sweep: LoggedSweep, parent: str | None) -> st
             trial.trial_id,
             name=f"{sweep.scheduler} μ0={trial.params['margin.initial_margin']}",
             params={**trial.params, "margin.scheduler": sweep.scheduler, "train.epochs": 3},
-            tags={"scheduler": sweep.scheduler, "seed": "0", "trial_status": "running"},
+            tags={
+                tag[SCHEDULER_TAG]: sweep.scheduler,
+                tag[SEED_TAG]: "0",
+                tag[STATUS_TAG]: "running",
+            },
         )
         for epoch in range(len(next(iter(trial.history.values())))):
             values = {name: series[epoch] for name, series in trial.history.items()}
             tracker.log_epoch(child, values | {"train_loss": 1.0 / (epoch + 1)}, step=epoch + 1)
-        tracker.set_tags(child, {"trial_status": trial.status})
+        tracker.set_tags(child, {tag[STATUS_TAG]: trial.status})
         tracker.end_run(child, "FAILED" if trial.status == "failed" else "FINISHED")
     scored = [t for t in sweep.trials if t.status != "failed"]
     pick = max if sweep.mode == "max" else min
     best = pick(scored, key=lambda trial: _last(trial, sweep.metric))
     tracker.log_metrics(run, {f"best_{sweep.metric}": _last(best, sweep.metric)})
-    tracker.set_tags(run, {"best_trial_id": best.trial_id})
+    tracker.set_tags(run, {tag[BEST_TRIAL_TAG]: best.trial_id})
     tracker.end_run(run)
     return run
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+class _Names(dict[str, str]):
+    """Tag keys as one version of margin-tune wrote them: today's, or before 0.2."""
+
+    def __init__(self, before_namespace: bool) -> None:
+        super().__init__(PREVIOUS_NAMES if before_namespace else {})
+
+    def __missing__(self, key: str) -> str:
+        return key
+
+
+@pytest.fixture(scope="module", params=["current names", "names before 0.2"])
+def store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
     """The store's URI and the run id of every sweep and of the comparison, by sweep id."""
+    tag = _Names(before_namespace=request.param != "current names")
     root = tmp_path_factory.mktemp("report")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     run_ids: dict[str, str] = {}
@@ -167,20 +202,20 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         comparison = tracker.sweep_run(
             "compare dams vs constant",
             params={"methods": ",".join(METHODS), "metric": "val_roc_auc", "searcher": "tpe"},
-            tags={"margin_tune.kind": "comparison"},
+            tags={KIND_TAG: COMPARISON_KIND},
             sweep_id=COMPARISON_ID,
         )
         run_ids[COMPARISON_ID] = comparison
         for sweep in SWEEPS:
             parent = comparison if sweep.within == COMPARISON_ID else None
-            run_ids[sweep.sweep_id] = _write_sweep(tracker, sweep, parent)
+            run_ids[sweep.sweep_id] = _write_sweep(tracker, sweep, parent, tag)
         for index, (method, seed, status, roc_auc) in enumerate(FINALS):
             final = tracker.child_run(
                 comparison,
                 f"final-{index}",
                 params={"margin.scheduler": method, "seed": seed},
-                tags={"scheduler": method, "method": method, "seed": str(seed)}
-                | {"trial_status": status, "margin_tune.stage": "final"},
+                tags={tag[SCHEDULER_TAG]: method, tag[METHOD_TAG]: method, tag[SEED_TAG]: str(seed)}
+                | {tag[STATUS_TAG]: status, STAGE_TAG: FINAL_STAGE},
             )
             # A final run's validation score outranks every tuning trial: it must not count.
             tracker.log_epoch(final, {"val_roc_auc": 0.999, **_test_metrics(roc_auc)}, step=3)
@@ -188,7 +223,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         tracker.end_run(comparison)
     with Tracker(uri, MAX_ONLY) as tracker:
         for sweep in SWEEPS[:2]:
-            _write_sweep(tracker, sweep, None)
+            _write_sweep(tracker, sweep, None, tag)
     return {"uri": uri, **run_ids}
 
 

@@ -13,6 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from margin_tune.pipeline.cli.main import main
+from margin_tune.pipeline.tracking.vocabulary import KIND_TAG, STATUS_TAG, TRIAL_ID_TAG
 
 pytestmark = pytest.mark.slow
 
@@ -64,17 +65,17 @@ def test_resume_after_sigkill_finishes_exactly_the_planned_trials(
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("resume-test")
     runs = client.search_runs([experiment.experiment_id])
-    (sweep,) = [r for r in runs if r.data.tags.get("margin_tune.kind") == "sweep"]
+    (sweep,) = [r for r in runs if r.data.tags.get(KIND_TAG) == "sweep"]
     assert sweep.info.status == "FINISHED"
     trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep.info.run_id]
-    finished = [r for r in trials if r.data.tags.get("trial_status") == "completed"]
+    finished = [r for r in trials if r.data.tags.get(STATUS_TAG) == "completed"]
     assert len(finished) == TRIALS
-    assert len({r.data.tags["margin_tune.trial_id"] for r in finished}) == TRIALS
+    assert len({r.data.tags[TRIAL_ID_TAG] for r in finished}) == TRIALS
     # Trials that existed only in the killed driver are kept but closed, never left RUNNING.
     for run in trials:
         assert run.info.status in ("FINISHED", "KILLED")
         if run.info.status == "KILLED":
-            assert run.data.tags["trial_status"] == "abandoned"
+            assert run.data.tags[STATUS_TAG] == "abandoned"
     for run in finished:
         for key in ("val_roc_auc", "margin", "train_loss"):
             steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]

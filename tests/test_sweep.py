@@ -18,6 +18,15 @@ from margin_tune.pipeline.jobs.compare.run import TEST_METRICS
 from margin_tune.pipeline.search.space import parse_space
 from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, ray_session, run_sweep
 from margin_tune.pipeline.tracking.tracker import Tracker
+from margin_tune.pipeline.tracking.vocabulary import (
+    BEST_TRIAL_TAG,
+    ERROR_TAG,
+    KIND_TAG,
+    METHOD_TAG,
+    STAGE_TAG,
+    STATUS_TAG,
+    TRIAL_ID_TAG,
+)
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.metric_names import EPOCH_COLUMNS
 from margin_tune.trainables.parts import load_config
@@ -104,9 +113,7 @@ def test_sweep_records_one_child_run_per_trial_with_history(
     assert parent.data.params["searcher"] == "random"
     children = child_runs(client, experiment.experiment_id, result.parent_run_id)
     assert len(children) == trials == len(result.trials)
-    assert {run.data.tags["margin_tune.trial_id"] for run in children} == set(
-        result.trials["margin_tune.trial_id"]
-    )
+    assert {run.data.tags[TRIAL_ID_TAG] for run in children} == set(result.trials[TRIAL_ID_TAG])
 
     histories: dict[str, list[float]] = {}
     for run in children:
@@ -121,13 +128,13 @@ def test_sweep_records_one_child_run_per_trial_with_history(
         for column in EPOCH_COLUMNS:
             if column != "epoch":
                 assert column in run.data.metrics
-        status = tags["trial_status"]
+        status = tags[STATUS_TAG]
         assert status == ("completed" if len(steps) == EPOCHS else "early_stopped")
         assert run.info.status == "FINISHED"
-        histories[tags["margin_tune.trial_id"]] = [m.value for m in history]
+        histories[tags[TRIAL_ID_TAG]] = [m.value for m in history]
 
     ordered = sorted(children, key=lambda run: run.info.start_time)
-    start_order = [run.data.tags["margin_tune.trial_id"] for run in ordered]
+    start_order = [run.data.tags[TRIAL_ID_TAG] for run in ordered]
     expected = asha_expected_stops(histories, start_order)
     stopped = {t for t, values in histories.items() if len(values) < EPOCHS}
     assert stopped == expected
@@ -135,9 +142,9 @@ def test_sweep_records_one_child_run_per_trial_with_history(
 
     # The reported best is the arg-max of the logged metric at each trial's last epoch.
     last = {trial: values[-1] for trial, values in histories.items()}
-    assert last[result.best["margin_tune.trial_id"]] == max(last.values())  # ties: any of them
+    assert last[result.best[TRIAL_ID_TAG]] == max(last.values())  # ties: any of them
     assert parent.data.metrics["best_val_roc_auc"] == pytest.approx(max(last.values()))
-    assert parent.data.tags["best_trial_id"] == result.best["margin_tune.trial_id"]
+    assert parent.data.tags[BEST_TRIAL_TAG] == result.best[TRIAL_ID_TAG]
 
 
 def test_tune_command_end_to_end(
@@ -211,14 +218,14 @@ def test_compare_yields_every_method_and_seed_and_a_complete_table(
         [experiment.experiment_id], filter_string="tags.`margin_tune.kind` = 'comparison'"
     )
     nested = child_runs(client, experiment.experiment_id, comparison.info.run_id)
-    sweeps = [r for r in nested if r.data.tags.get("margin_tune.kind") == "sweep"]
-    finals = [r for r in nested if r.data.tags.get("margin_tune.stage") == "final"]
+    sweeps = [r for r in nested if r.data.tags.get(KIND_TAG) == "sweep"]
+    finals = [r for r in nested if r.data.tags.get(STAGE_TAG) == "final"]
     assert len(sweeps) == 2 and len(finals) == 6
     for sweep in sweeps:
         assert len(child_runs(client, experiment.experiment_id, sweep.info.run_id)) == 2
     for final in finals:
         assert "test_roc_auc" in final.data.metrics
-        assert final.data.tags["method"] in ("dams", "constant")
+        assert final.data.tags[METHOD_TAG] in ("dams", "constant")
 
 
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(
@@ -258,10 +265,10 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(
     assert len(failed) == 3 and len(healthy) == 1
     for run in failed:
         assert run.info.status == "FAILED"
-        assert run.data.tags["trial_status"] == "failed"
-        assert "train_loss became nan in epoch 1" in run.data.tags["margin_tune.error"]
+        assert run.data.tags[STATUS_TAG] == "failed"
+        assert "train_loss became nan in epoch 1" in run.data.tags[ERROR_TAG]
     for run in healthy:
-        assert run.info.status == "FINISHED" and run.data.tags["trial_status"] == "completed"
+        assert run.info.status == "FINISHED" and run.data.tags[STATUS_TAG] == "completed"
     assert set(result.trials.loc[result.trials["status"] == "failed", "config.train.lr"]) == {1e37}
     assert float(result.best["config.train.lr"]) == 0.003
     # The searcher was told: Optuna holds the failures as FAIL, not as good results.

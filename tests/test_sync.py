@@ -18,19 +18,20 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from margin_tune.pipeline.cli.main import main
+from margin_tune.pipeline.tracking.vocabulary import KIND_TAG, STATUS_TAG, TRIAL_ID_TAG
 
 pytestmark = pytest.mark.slow
 
 TRIALS = 3
 EPOCHS = 3
-KEPT_TAGS = ("margin_tune.trial_id", "mlflow.parentRunId", "scheduler", "dataset", "seed")
+KEPT_TAGS = (TRIAL_ID_TAG, "mlflow.parentRunId", "scheduler", "dataset", "seed")
 
 
 def trial_runs(client: MlflowClient, experiment_id: str) -> dict[str, Run]:
     runs = client.search_runs([experiment_id], max_results=1000)
-    (sweep,) = [r for r in runs if r.data.tags.get("margin_tune.kind") == "sweep"]
+    (sweep,) = [r for r in runs if r.data.tags.get(KIND_TAG) == "sweep"]
     return {
-        r.data.tags["margin_tune.trial_id"]: r
+        r.data.tags[TRIAL_ID_TAG]: r
         for r in runs
         if r.data.tags.get("mlflow.parentRunId") == sweep.info.run_id
     }
@@ -41,7 +42,7 @@ def recorded(client: MlflowClient, run: Run) -> dict[str, Any]:
     return {
         "name": run.info.run_name,
         "status": run.info.status,
-        "trial_status": run.data.tags["trial_status"],
+        "trial_status": run.data.tags[STATUS_TAG],
         "tags": {key: run.data.tags[key] for key in KEPT_TAGS},
         "params": run.data.params,
         "metrics": {
@@ -99,7 +100,7 @@ def test_sync_changes_nothing_twice_and_restores_what_the_store_lost(
     unended, lost, intact = sorted(runs)
     # The driver died before the trial's end reached the store ...
     client.update_run(runs[unended].info.run_id, "RUNNING")
-    client.set_tag(runs[unended].info.run_id, "trial_status", "running")
+    client.set_tag(runs[unended].info.run_id, STATUS_TAG, "running")
     # ... and before another trial's run was ever created.
     client.delete_run(runs[lost].info.run_id)
     mlflow = str(Path(sys.executable).with_name("mlflow"))

@@ -30,6 +30,7 @@ from test_tracking import _Server
 
 from margin_tune.pipeline.search.space import parse_space
 from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, ray_session, run_sweep
+from margin_tune.pipeline.tracking.vocabulary import STATUS_TAG, TRIAL_ID_TAG
 from margin_tune.trainables.parts import load_config
 
 pytestmark = pytest.mark.slow
@@ -194,8 +195,8 @@ def test_sweep_loses_nothing_when_the_tracking_server_restarts(
     children = client.search_runs(
         [tracker.experiment_id], f"tags.mlflow.parentRunId = '{result.parent_run_id}'"
     )
-    trial_ids = sorted(run.data.tags["margin_tune.trial_id"] for run in children)
-    assert trial_ids == sorted(result.trials["margin_tune.trial_id"])
+    trial_ids = sorted(run.data.tags[TRIAL_ID_TAG] for run in children)
+    assert trial_ids == sorted(result.trials[TRIAL_ID_TAG])
     assert len(trial_ids) == TRIALS
     # Each run was asked for once, at the trial's start: what the store holds came through
     # the live path (the late trial's run opened by the writer), none of it from the repair at
@@ -207,7 +208,7 @@ def test_sweep_loses_nothing_when_the_tracking_server_restarts(
     logged_while_down = 0
     for run in children:
         assert run.info.status == "FINISHED"
-        assert run.data.tags["trial_status"] == "completed"
+        assert run.data.tags[STATUS_TAG] == "completed"
         assert len(run.data.metrics) > 10
         for key in run.data.metrics:
             history = client.get_metric_history(run.info.run_id, key)

@@ -35,6 +35,7 @@ from test_tracking import _free_port, _Server
 
 from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.tracking.tracker import Tracker
+from margin_tune.pipeline.tracking.vocabulary import KIND_TAG, STAGE_TAG
 
 EXPERIMENT = "ui-test"
 METHODS = ("dams", "constant")
@@ -77,7 +78,7 @@ class Compared:
             return json.load(response)
 
     def by_kind(self, kind: str) -> list[dict[str, Any]]:
-        return [run for run in self.runs if tags(run).get("margin_tune.kind") == kind]
+        return [run for run in self.runs if tags(run).get(KIND_TAG) == kind]
 
     def children(self, parent: dict[str, Any]) -> list[dict[str, Any]]:
         parent_id = parent["info"]["run_id"]
@@ -143,8 +144,8 @@ def test_the_ui_server_shows_nesting_histories_and_artifacts(compared: Compared)
     (comparison,) = compared.by_kind("comparison")
     assert tags(comparison)["mlflow.runName"] == "compare dams vs constant"
     nested = compared.children(comparison)
-    sweeps = [run for run in nested if tags(run).get("margin_tune.kind") == "sweep"]
-    finals = [run for run in nested if tags(run).get("margin_tune.stage") == "final"]
+    sweeps = [run for run in nested if tags(run).get(KIND_TAG) == "sweep"]
+    finals = [run for run in nested if tags(run).get(STAGE_TAG) == "final"]
     assert sorted(tags(run)["mlflow.runName"] for run in sweeps) == sorted(METHODS)
     assert len(finals) == len(METHODS) * SEEDS
     for sweep in sweeps:
@@ -216,7 +217,7 @@ def _store_with_one_sweep(directory: Path) -> tuple[str, str]:
     """A SQLite MLflow store holding one sweep with one trial, and an Optuna RDB study."""
     uri = f"sqlite:///{directory / 'mlflow.db'}"
     with Tracker(uri, EXPERIMENT, artifact_location=(directory / "artifacts").as_uri()) as tracker:
-        sweep = tracker.sweep_run("dams", sweep_id="s1", tags={"margin_tune.kind": "sweep"})
+        sweep = tracker.sweep_run("dams", sweep_id="s1", tags={KIND_TAG: "sweep"})
         trial = tracker.child_run(sweep, "t1", name="dams μ0=0.2 target=0.95 step=0.05 lr=1e-03")
         for epoch in (1, 2):
             tracker.log_epoch(trial, {"margin": 0.2 * epoch}, step=epoch)

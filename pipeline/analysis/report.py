@@ -34,13 +34,22 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from margin_tune.pipeline.analysis.tables import TEST_METRICS, summary_table
 from margin_tune.pipeline.tracking.tracker import resolve_tracking_uri
 from margin_tune.pipeline.tracking.vocabulary import (
+    BEST_CELL_TAG,
+    BEST_TRIAL_TAG,
+    COMPARISON_KIND,
     FINAL_STAGE,
     KIND_TAG,
     MEASURED_STATUSES,
+    METHOD_TAG,
+    SCHEDULER_TAG,
+    SEED_TAG,
+    SPLIT_TAG,
     STAGE_TAG,
     STATUS_TAG,
     SWEEP_ID_TAG,
+    SWEEP_KIND,
     TRIAL_ID_TAG,
+    tag_value,
 )
 from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.metric_names import EPOCH_COLUMNS
@@ -131,7 +140,7 @@ class ExperimentRuns:
         return [
             run
             for run in self.parents
-            if _kind(run) == "sweep"
+            if _kind(run) == SWEEP_KIND
             and (comparison is None or _parent_id(run) == comparison.info.run_id)
         ]
 
@@ -161,7 +170,7 @@ def build_report(
     if sweep is None:
         return overview(runs, sort)
     parent = runs.find(sweep)
-    if _kind(parent) == "comparison":
+    if _kind(parent) == COMPARISON_KIND:
         return comparison_report(runs, parent, sort)
     return [sweep_trials(runs, parent, sort)]
 
@@ -183,7 +192,7 @@ def parents_table(runs: ExperimentRuns, parents: Iterable[Run]) -> pd.DataFrame:
     for parent in sorted(parents, key=lambda run: run.info.start_time or 0):
         tags, params, metrics = parent.data.tags, parent.data.params, parent.data.metrics
         outer = runs.by_id.get(_parent_id(parent))
-        if _kind(parent) == "comparison":
+        if _kind(parent) == COMPARISON_KIND:
             trials = sum(len(runs.trials(sweep)) for sweep in runs.sweeps(parent))
         else:
             trials = len(runs.trials(parent))
@@ -200,7 +209,7 @@ def parents_table(runs: ExperimentRuns, parents: Iterable[Run]) -> pd.DataFrame:
                 "metric": metric,
                 # A sweep's best trial; an ablation's best cell (mean over seeds).
                 "best": metrics.get(f"best_{metric}", metrics.get(f"best_cell_{metric}", math.nan)),
-                "best_trial_id": tags.get("best_trial_id", tags.get("best_cell", "")),
+                "best_trial_id": tag_value(tags, BEST_TRIAL_TAG) or tag_value(tags, BEST_CELL_TAG),
                 "parent": _id(outer) if outer is not None else "",
             }
         )
@@ -221,7 +230,7 @@ def best_per_method(runs: ExperimentRuns) -> pd.DataFrame:
             tags, metrics = trial.data.tags, trial.data.metrics
             rows.append(
                 {
-                    "method": tags.get("method") or tags.get("scheduler", ""),
+                    "method": _method(tags),
                     "metric": metric,
                     "mode": mode,
                     "best": metrics.get(metric, math.nan) if metric else math.nan,
@@ -229,7 +238,7 @@ def best_per_method(runs: ExperimentRuns) -> pd.DataFrame:
                     "run_name": trial.info.run_name,
                     "sweep": sweep.info.run_name,
                     "sweep_id": _id(sweep),
-                    "failed": tags.get(STATUS_TAG) == "failed",
+                    "failed": tag_value(tags, STATUS_TAG) == "failed",
                     **_shown_metrics(metrics),
                 }
             )
@@ -258,7 +267,7 @@ def sweep_trials(runs: ExperimentRuns, sweep: Run, sort: str | None) -> Table:
             {
                 "trial_id": trial.data.tags[TRIAL_ID_TAG],
                 "run_name": trial.info.run_name,
-                "status": trial.data.tags.get(STATUS_TAG, ""),
+                "status": tag_value(trial.data.tags, STATUS_TAG),
                 "epochs": _epochs(runs.client, trial, metric),
             }
             for trial in trials
@@ -299,25 +308,24 @@ def comparison_report(runs: ExperimentRuns, comparison: Run, sort: str | None) -
 
 
 def final_runs(runs: ExperimentRuns, comparison: Run) -> pd.DataFrame:
-    """The comparison's re-training runs as
-    :func:`margin_tune.pipeline.jobs.compare.run.summary_table`
-    takes them.
+    """The comparison's re-training runs, as
+    :func:`~margin_tune.pipeline.analysis.tables.summary_table` takes them.
 
     As in :mod:`margin_tune.pipeline.jobs.compare.run`, a completed or collapsed run contributes
-    its test
-    metrics; a
-    failed or unfinished one is counted and has none.
+    its test metrics; a failed or unfinished one is counted and has none.
     """
     rows = []
     for run in runs.children(comparison):
         tags, metrics = run.data.tags, run.data.metrics
         if tags.get(STAGE_TAG) != FINAL_STAGE:
             continue
-        status = tags.get(STATUS_TAG, "")
+        status = tag_value(tags, STATUS_TAG)
         row: dict[str, Any] = {
-            "split": int(tags.get("split", run.data.params.get("dataset.split_seed", 0))),
-            "method": tags.get("method") or tags.get("scheduler", ""),
-            "seed": int(tags.get("seed", -1)),
+            "split": int(
+                tag_value(tags, SPLIT_TAG) or run.data.params.get("dataset.split_seed", "0")
+            ),
+            "method": _method(tags),
+            "seed": int(tag_value(tags, SEED_TAG, "-1")),
             "status": status,
         }
         for name in TEST_METRICS:
@@ -455,7 +463,12 @@ def _parent_id(run: Run) -> str:
 
 
 def _kind(run: Run) -> str:
-    return run.data.tags.get(KIND_TAG, "sweep")
+    return run.data.tags.get(KIND_TAG, SWEEP_KIND)
+
+
+def _method(tags: dict[str, str]) -> str:
+    """A comparison's method; outside one, the trial's scheduler."""
+    return tag_value(tags, METHOD_TAG) or tag_value(tags, SCHEDULER_TAG)
 
 
 def _id(run: Run) -> str:

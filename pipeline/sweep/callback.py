@@ -21,8 +21,13 @@ from ray.tune import Callback, Result
 from margin_tune.pipeline.search.space import apply_overrides
 from margin_tune.pipeline.tracking.tracker import Tracker, flatten_params
 from margin_tune.pipeline.tracking.vocabulary import (
+    CELL_TAG,
+    DATASET_TAG,
     ERROR_TAG,
     FINAL_STAGE,
+    GRID_POINT_TAGS,
+    SCHEDULER_TAG,
+    SEED_TAG,
     STAGE_TAG,
     STATUS_TAG,
     TRIAL_ID_TAG,
@@ -186,14 +191,9 @@ def run_identity(trial_id: str, params: Mapping[str, Any], run_key: tuple[str, .
     return ",".join(f"{key}={params[key]}" for key in run_key)
 
 
-#: Tune config keys that name a grid point: a comparison's class split and method, an
-#: ablation's cell.
-GRID_POINT_KEYS = ("split", "method", "cell")
-
-
 def grid_point_tags(params: Mapping[str, Any]) -> dict[str, str]:
     """The ``split``, ``method`` or ``cell`` of a grid trial, as tags."""
-    return {key: str(params[key]) for key in GRID_POINT_KEYS if key in params}
+    return {tag: str(params[key]) for key, tag in GRID_POINT_TAGS.items() if key in params}
 
 
 def epoch_metrics(result: Mapping[str, Any]) -> dict[str, float]:
@@ -222,8 +222,8 @@ def open_trial_run(
     An ablation's trial is named by its cell, what tells it apart from the other cells.
     """
     name = (
-        f"{tags['cell']} seed={config.seed}"
-        if "cell" in tags
+        f"{tags[CELL_TAG]} seed={config.seed}"
+        if CELL_TAG in tags
         else run_name(config, seed=tags.get(STAGE_TAG) == FINAL_STAGE)
     )
     return tracker.child_run(
@@ -233,9 +233,9 @@ def open_trial_run(
         params=flatten_params(config.to_dict()),
         tags={
             TRIAL_ID_TAG: trial_id,
-            "scheduler": config.margin.scheduler,
-            "dataset": config.dataset.name,
-            "seed": str(config.seed),
+            SCHEDULER_TAG: config.margin.scheduler,
+            DATASET_TAG: config.dataset.name,
+            SEED_TAG: str(config.seed),
             **tags,
         },
         wait=wait,

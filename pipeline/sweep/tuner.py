@@ -44,7 +44,19 @@ from margin_tune.pipeline.sweep.checkpoints import PruneEndedTrialCheckpoints, p
 from margin_tune.pipeline.sweep.ray_network import loopback_warning, release, token_exposure_warning
 from margin_tune.pipeline.sweep.trainable import DEFAULT_CHECKPOINT_INTERVAL_S, run_tune_trial
 from margin_tune.pipeline.tracking.tracker import Tracker, check_tracking_uri
-from margin_tune.pipeline.tracking.vocabulary import KIND_TAG, SWEEP_ID_TAG, SWEEP_KIND
+from margin_tune.pipeline.tracking.vocabulary import (
+    BEST_CONFIG_PREFIX,
+    BEST_EPOCHS_TAG,
+    BEST_RUN_TAG,
+    BEST_SCORE_TAG,
+    BEST_TRIAL_TAG,
+    DATASET_FINGERPRINT_TAG,
+    DATASET_TAG,
+    GIT_COMMIT_TAG,
+    KIND_TAG,
+    SWEEP_ID_TAG,
+    SWEEP_KIND,
+)
 from margin_tune.trainables.config import Config, flatten
 from margin_tune.trainables.data import Dataset, load_dataset
 from margin_tune.trainables.errors import ConfigError
@@ -382,9 +394,9 @@ def run_sweep(
         tags={
             SWEEP_ID_TAG: plan.sweep_id,
             KIND_TAG: SWEEP_KIND,
-            "git_commit": git_commit(),
-            "dataset": base.dataset.name,
-            "dataset_fingerprint": plan.dataset.fingerprint(),
+            GIT_COMMIT_TAG: git_commit(),
+            DATASET_TAG: base.dataset.name,
+            DATASET_FINGERPRINT_TAG: plan.dataset.fingerprint(),
             **(tags or {}),
         },
     )
@@ -545,19 +557,19 @@ def _summarise(
         tracker.set_tags(
             sweep_run,
             {
-                "best_trial_id": str(best[TRIAL_ID_TAG]),
-                "best_run_id": str(best.get("run_id", "")),
-                "best_epochs": str(best["epochs"]),
-                "best_tuning_score": f"{best[space.metric]:.6g}",
+                BEST_TRIAL_TAG: str(best[TRIAL_ID_TAG]),
+                BEST_RUN_TAG: str(best.get("run_id", "")),
+                BEST_EPOCHS_TAG: str(best["epochs"]),
+                BEST_SCORE_TAG: f"{best[space.metric]:.6g}",
                 **{
-                    f"best.{k.removeprefix('config.')}": str(v)
+                    BEST_CONFIG_PREFIX + k.removeprefix("config."): str(v)
                     for k, v in best.items()
                     if k.startswith("config.")
                 },
             },
         )
     else:
-        tracker.set_tags(sweep_run, {"best_trial_id": NO_COMPLETED_TRIAL})
+        tracker.set_tags(sweep_run, {BEST_TRIAL_TAG: NO_COMPLETED_TRIAL})
     # A sweep without a trial that trained its budget has no result: its run says so.
     tracker.end_run(sweep_run, "FINISHED" if best else "FAILED")
     return SweepResult(plan, sweep_run, table, best, histories, errors)

@@ -69,7 +69,13 @@ from mlflow.utils.validation import (
 )
 
 from margin_tune.pipeline.runtime.secrets import redact_uri
-from margin_tune.pipeline.tracking.vocabulary import ERROR_TAG, SWEEP_ID_TAG, TRIAL_ID_TAG
+from margin_tune.pipeline.tracking.vocabulary import (
+    ERROR_TAG,
+    STATUS_TAG,
+    SWEEP_ID_TAG,
+    TRIAL_ID_TAG,
+    tag_value,
+)
 from margin_tune.trainables.errors import ConfigError
 
 DEFAULT_EXPERIMENT = "margin-tune"
@@ -524,7 +530,7 @@ class Tracker:
         )
         return {
             run.data.tags[TRIAL_ID_TAG]: StoredRun(
-                run.info.run_id, run.info.status, run.data.tags.get("trial_status")
+                run.info.run_id, run.info.status, tag_value(run.data.tags, STATUS_TAG) or None
             )
             for run in found
             if TRIAL_ID_TAG in run.data.tags

@@ -37,7 +37,12 @@ from margin_tune.pipeline.sweep.trainable import run_ablation_trial
 from margin_tune.pipeline.sweep.tuner import EXPERIMENT_DIR, SweepOptions, git_commit
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import (
+    ABLATION_KIND,
     ABLATION_STAGE,
+    BEST_CELL_TAG,
+    DATASET_FINGERPRINT_TAG,
+    DATASET_TAG,
+    GIT_COMMIT_TAG,
     KIND_TAG,
     STAGE_TAG,
     SWEEP_ID_TAG,
@@ -95,10 +100,10 @@ def run_ablation(
         },
         tags={
             SWEEP_ID_TAG: ablation_id,
-            KIND_TAG: "ablation",
-            "git_commit": git_commit(),
-            "dataset": base.dataset.name,
-            "dataset_fingerprint": dataset.fingerprint(),
+            KIND_TAG: ABLATION_KIND,
+            GIT_COMMIT_TAG: git_commit(),
+            DATASET_TAG: base.dataset.name,
+            DATASET_FINGERPRINT_TAG: dataset.fingerprint(),
         },
     )
     if grid.source is not None:
@@ -214,4 +219,4 @@ def _log_summary(
         return
     best = ranked.sort_values("rank").iloc[0]
     tracker.log_metrics(parent, {f"best_cell_{grid.metric}": float(best[f"{grid.metric}_mean"])})
-    tracker.set_tags(parent, {"best_cell": str(best["cell"])})
+    tracker.set_tags(parent, {BEST_CELL_TAG: str(best["cell"])})

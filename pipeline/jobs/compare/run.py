@@ -62,8 +62,12 @@ from margin_tune.pipeline.sweep.tuner import (
 )
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import (
+    COMPARISON_KIND,
+    DATASET_TAG,
     FINAL_TAGS,
+    GIT_COMMIT_TAG,
     KIND_TAG,
+    METHOD_TAG,
     SPLIT_TAG,
     SWEEP_ID_TAG,
     TRIAL_ID_TAG,
@@ -164,9 +168,9 @@ def run_compare(
         },
         tags={
             SWEEP_ID_TAG: comparison_id,
-            KIND_TAG: "comparison",
-            "git_commit": git_commit(),
-            "dataset": spec.base.dataset.name,
+            KIND_TAG: COMPARISON_KIND,
+            GIT_COMMIT_TAG: git_commit(),
+            DATASET_TAG: spec.base.dataset.name,
         },
     )
     started = time.perf_counter()
@@ -194,7 +198,7 @@ def run_compare(
                 plan,
                 tracker,
                 parent_run_id=comparison_run,
-                tags={SPLIT_TAG: str(split), "method": method},
+                tags={SPLIT_TAG: str(split), METHOD_TAG: method},
             )
             record_sweep_outputs(sweeps[split, method], tracker)
         chosen = {
