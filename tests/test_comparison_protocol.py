@@ -17,12 +17,7 @@ from mlflow import MlflowClient
 
 from margin_tune.pipeline.analysis.statistics import holm_bonferroni
 from margin_tune.pipeline.cli.main import main
-from margin_tune.pipeline.jobs.compare.run import (
-    TEST_METRICS,
-    paired_table,
-    split_dir,
-    summary_table,
-)
+from margin_tune.pipeline.jobs.compare.run import paired_table, split_dir, summary_table
 from margin_tune.pipeline.jobs.compare.spec import PRESETS, parse_compare_spec, retraining_seeds
 from margin_tune.pipeline.search.searchers import (
     BudgetOptunaSearch,
@@ -42,6 +37,7 @@ from margin_tune.pipeline.tracking.vocabulary import (
 )
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.metric_names import EVALUATION_METRICS
 from margin_tune.trainables.parts import load_config
 
 # --- 1. winners are chosen among trials that trained the whole budget --------------------------
@@ -176,7 +172,7 @@ def runs_frame(values: dict[tuple[int, str, int], tuple[str, float]]) -> pd.Data
                 "method": method,
                 "seed": seed,
                 "status": status,
-                **{f"test_{name}": value for name in TEST_METRICS},
+                **{f"test_{name}": value for name in EVALUATION_METRICS},
             }
         )
     return pd.DataFrame(rows)
@@ -276,7 +272,7 @@ def test_holm_adjusts_the_primary_metric_over_every_scheduler_and_baseline() -> 
         holm_bonferroni(primary["t_test_p"].to_numpy())
     )
     secondary = pairs[pairs["role"] == "secondary"]
-    assert len(secondary) == 4 * (len(TEST_METRICS) - 1) and secondary["holm_p"].isna().all()
+    assert len(secondary) == 4 * (len(EVALUATION_METRICS) - 1) and secondary["holm_p"].isna().all()
     assert list(pairs["role"][:4]) == ["primary"] * 4
 
 

@@ -281,3 +281,57 @@ def test_every_tag_key_is_defined_once_in_the_vocabulary(tmp_path: Path) -> None
     planted = tmp_path / "planted.py"
     planted.write_text('TAGS = {"margin_tune.stage": "final"}\n')
     assert tag_literals([tmp_path]) == ["planted.py:1 margin_tune.stage"]
+
+
+#: Metric names that are also other words of the house: the ``margin`` config section, the
+#: ``collapsed`` trial status, an ``epoch`` in Tune's own results, a paired test's ``pairs``.
+#: A check by value cannot tell those uses apart, so it leaves these names out.
+SHARED_WORDS = {"margin", "collapsed", "epoch", "pairs"}
+
+
+def metric_literals(roots: list[Path]) -> list[str]:
+    """Strings in code that spell a metric name or its ``val_`` / ``test_`` prefix, outside
+    :mod:`margin_tune.trainables.metric_names`."""
+    from margin_tune.trainables import metric_names as names
+
+    evaluated = (*names.EVALUATION_METRICS, *names.COUNT_KEYS)
+    spelled = {
+        *names.EPOCH_COLUMNS,
+        *evaluated,
+        *(names.on_test(name) for name in evaluated),
+        names.VALIDATION_PREFIX,
+        names.TEST_PREFIX,
+    } - SHARED_WORDS
+    found = []
+    for root in roots:
+        for path in sorted(root.rglob("*.py")):
+            if path.name == "metric_names.py":
+                continue
+            tree = ast.parse(path.read_text(), filename=str(path))
+            exported = {
+                id(element)
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
+                for element in ast.walk(node.value)
+            }
+            for node in ast.walk(tree):
+                if (
+                    isinstance(node, ast.Constant)
+                    and node.value in spelled
+                    and id(node) not in exported
+                ):
+                    found.append(f"{path.name}:{node.lineno} {node.value}")
+    return found
+
+
+def test_every_metric_name_is_defined_once(tmp_path: Path) -> None:
+    assert metric_literals([PIPELINE, TRAINABLES]) == []
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        '__all__ = ["roc_auc"]\n'
+        'best = row["val_roc_auc"]\n'
+        'tested = {f"test_{name}" for name in NAMES}\n'
+        'message = "val_roc_auc rose"\n'
+    )
+    assert metric_literals([tmp_path]) == ["planted.py:2 val_roc_auc", "planted.py:3 test_"]

@@ -19,7 +19,6 @@ from margin_tune.pipeline.search.space import (
     DISTRIBUTIONS,
     PROTOCOL_KEYS,
     PROTOCOL_PREFIXES,
-    TUNABLE_METRICS,
     OptunaDefineByRun,
     SearchSpace,
     apply_overrides,
@@ -29,6 +28,7 @@ from margin_tune.pipeline.search.space import (
 from margin_tune.search_spaces import packaged_spaces
 from margin_tune.trainables.config import Config, config_fields
 from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.metric_names import TUNABLE_METRICS
 from margin_tune.trainables.parts import load_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

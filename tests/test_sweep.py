@@ -14,7 +14,6 @@ import ray
 from mlflow import MlflowClient
 
 from margin_tune.pipeline.cli.main import main
-from margin_tune.pipeline.jobs.compare.run import TEST_METRICS
 from margin_tune.pipeline.search.space import parse_space
 from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, ray_session, run_sweep
 from margin_tune.pipeline.tracking.tracker import Tracker
@@ -28,7 +27,7 @@ from margin_tune.pipeline.tracking.vocabulary import (
     TRIAL_ID_TAG,
 )
 from margin_tune.trainables.config import Config
-from margin_tune.trainables.metric_names import EPOCH_COLUMNS
+from margin_tune.trainables.metric_names import EPOCH_COLUMNS, EVALUATION_METRICS
 from margin_tune.trainables.parts import load_config
 
 pytestmark = pytest.mark.slow
@@ -201,7 +200,7 @@ def test_compare_yields_every_method_and_seed_and_a_complete_table(
     ]
     table = pd.read_csv(out / "table.csv")
     assert list(table["method"]) == ["dams", "constant"]
-    for metric in TEST_METRICS:
+    for metric in EVALUATION_METRICS:
         assert table[f"{metric}_n"].tolist() == [3, 3]
         for method, row in table.set_index("method").iterrows():
             assert row[f"{metric}_mean"] == pytest.approx(

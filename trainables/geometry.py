@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from margin_tune.trainables.metric_names import EFFECTIVE_MARGIN_LEVELS, EFFECTIVE_MARGIN_QUANTILES
+
 
 @dataclass(frozen=True)
 class BatchGeometry:
@@ -230,12 +232,9 @@ class EffectiveMarginReservoir:
     def quantiles(self) -> dict[str, float]:
         """p10, p50 and p90 of δ over the epoch; NaN when no valid triplet was seen."""
         deltas = self._deltas[self._keys > -torch.inf]
-        levels = (0.1, 0.5, 0.9)
+        levels = tuple(level / 100 for level in EFFECTIVE_MARGIN_LEVELS)
         if len(deltas) == 0:
             values = [torch.nan] * len(levels)
         else:
             values = torch.quantile(deltas, torch.tensor(levels, device=deltas.device)).tolist()
-        return {
-            f"effective_margin_p{round(level * 100)}": value
-            for level, value in zip(levels, values, strict=True)
-        }
+        return dict(zip(EFFECTIVE_MARGIN_QUANTILES, values, strict=True))

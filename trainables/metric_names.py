@@ -1,38 +1,94 @@
 """Every metric name a trial reports, defined once: what ``metrics.csv``, Ray Tune's results and
 MLflow call the same quantity. Imports nothing, so a report can name metrics without torch.
+
+An evaluation's names are bare (``roc_auc``); the classes it ran on prefix them: ``val_roc_auc``
+on validation classes (:func:`on_validation`), ``test_roc_auc`` on test classes (:func:`on_test`).
+Code names a metric through these constants, never by a string of its own: a test fails on a
+metric-name literal anywhere else.
 """
 
 from __future__ import annotations
 
-#: What one evaluation measures on a set of classes, in this order; ``val_`` / ``test_``
-#: prefixes say on which classes.
-EVALUATION_METRICS = ("roc_auc", "eer", "tar_at_far_1e-3", "recall_at_1", "map_at_r")
+# What one evaluation measures.
+ROC_AUC = "roc_auc"
+EER = "eer"
+TAR_AT_FAR = "tar_at_far_1e-3"
+RECALL_AT_1 = "recall_at_1"
+MAP_AT_R = "map_at_r"
+#: What one evaluation measures on a set of classes, in this order.
+EVALUATION_METRICS = (ROC_AUC, EER, TAR_AT_FAR, RECALL_AT_1, MAP_AT_R)
+#: Metrics where lower is better; every other one is maximised.
+LOWER_IS_BETTER = (EER,)
 
-#: Keys of an evaluation that are counts (what the metrics rest on), not metrics: pairs scored,
-#: and false accepts at the FAR = 1e-3 operating point (what TAR@FAR=1e-3 rests on).
-COUNT_KEYS = ("pairs", "false_accepts_at_far_1e-3")
+#: Counts an evaluation reports beside its metrics (what they rest on): pairs scored, and false
+#: accepts at the FAR = 1e-3 operating point (what TAR@FAR=1e-3 rests on). Never optimised.
+PAIRS = "pairs"
+FALSE_ACCEPTS = "false_accepts_at_far_1e-3"
+COUNT_KEYS = (PAIRS, FALSE_ACCEPTS)
+
+VALIDATION_PREFIX = "val_"
+TEST_PREFIX = "test_"
+
+
+def on_validation(name: str) -> str:
+    """An evaluation's ``name`` measured on validation classes: ``val_<name>``."""
+    return VALIDATION_PREFIX + name
+
+
+def on_test(name: str) -> str:
+    """An evaluation's ``name`` measured on test classes: ``test_<name>``."""
+    return TEST_PREFIX + name
+
+
+def best_mode(metric: str) -> str:
+    """``"min"`` for a metric where lower is better (EER, on any classes), else ``"max"``."""
+    bare = metric.removeprefix(VALIDATION_PREFIX).removeprefix(TEST_PREFIX)
+    return "min" if bare in LOWER_IS_BETTER else "max"
+
+
+# What one epoch of training reports beside its validation evaluation.
+EPOCH = "epoch"
+MARGIN = "margin"
+EASY_RATIO = "easy_ratio"
+SEMIHARD_RATIO = "semihard_ratio"
+HARD_RATIO = "hard_ratio"
+VALID_TRIPLETS = "valid_triplets"
+TRAIN_LOSS = "train_loss"
+LOSS_POSITIVE = "loss_positive"
+LOSS_ENTROPY = "loss_entropy"
+#: Quantiles of the effective margin δ = d(a,n) − d(a,p) over an epoch's triplets.
+EFFECTIVE_MARGIN_LEVELS = (10, 50, 90)
+EFFECTIVE_MARGIN_QUANTILES = tuple(
+    f"effective_margin_p{level}" for level in EFFECTIVE_MARGIN_LEVELS
+)
+EPOCH_SECONDS = "epoch_seconds"
+EMBEDDING_SPREAD = "embedding_spread"
+TOP_DIRECTION_VARIANCE = "top_direction_variance"
+COLLAPSED = "collapsed"
 
 #: Columns of ``metrics.csv``, in order: what a tracker logs per epoch under the same names.
 EPOCH_COLUMNS = (
-    "epoch",
-    "margin",
-    "easy_ratio",
-    "semihard_ratio",
-    "hard_ratio",
-    "valid_triplets",
-    "train_loss",
-    "loss_positive",
-    "loss_entropy",
-    "effective_margin_p10",
-    "effective_margin_p50",
-    "effective_margin_p90",
-    *(f"val_{name}" for name in EVALUATION_METRICS),
-    *(f"val_{key}" for key in COUNT_KEYS),
-    "epoch_seconds",
-    "embedding_spread",
-    "top_direction_variance",
-    "collapsed",
+    EPOCH,
+    MARGIN,
+    EASY_RATIO,
+    SEMIHARD_RATIO,
+    HARD_RATIO,
+    VALID_TRIPLETS,
+    TRAIN_LOSS,
+    LOSS_POSITIVE,
+    LOSS_ENTROPY,
+    *EFFECTIVE_MARGIN_QUANTILES,
+    *(on_validation(name) for name in EVALUATION_METRICS),
+    *(on_validation(key) for key in COUNT_KEYS),
+    EPOCH_SECONDS,
+    EMBEDDING_SPREAD,
+    TOP_DIRECTION_VARIANCE,
+    COLLAPSED,
 )
 
 #: Columns of EPOCH_COLUMNS that are counts, not metrics to optimise.
-COUNT_COLUMNS = tuple(f"val_{key}" for key in COUNT_KEYS)
+COUNT_COLUMNS = tuple(on_validation(key) for key in COUNT_KEYS)
+#: Validation metrics a sweep may optimise.
+TUNABLE_METRICS = tuple(on_validation(name) for name in EVALUATION_METRICS)
+#: What each test evaluation of a re-training run reports: its metrics, then their counts.
+TEST_COLUMNS = tuple(on_test(name) for name in (*EVALUATION_METRICS, *COUNT_KEYS))

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from margin_tune.trainables import metric_names as names
 from margin_tune.trainables.collapse import CollapseMonitor, choose_probe
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import ClassSplit, Dataset, load_dataset, split_classes
@@ -300,21 +301,21 @@ class Trial:
                 self.collapse.epochs_below,
             )
         return {
-            "epoch": float(self.epoch),
-            "margin": margin,
-            "easy_ratio": stats.easy_ratio,
-            "semihard_ratio": stats.semihard_ratio,
-            "hard_ratio": stats.hard_ratio,
-            "valid_triplets": float(valid),
-            "train_loss": train_loss,
-            "loss_positive": loss_positive,
-            "loss_entropy": loss_entropy,
+            names.EPOCH: float(self.epoch),
+            names.MARGIN: margin,
+            names.EASY_RATIO: stats.easy_ratio,
+            names.SEMIHARD_RATIO: stats.semihard_ratio,
+            names.HARD_RATIO: stats.hard_ratio,
+            names.VALID_TRIPLETS: float(valid),
+            names.TRAIN_LOSS: train_loss,
+            names.LOSS_POSITIVE: loss_positive,
+            names.LOSS_ENTROPY: loss_entropy,
             **reservoir.quantiles(),
-            **{f"val_{name}": value for name, value in validation.items()},
-            "epoch_seconds": time.perf_counter() - started,
-            "embedding_spread": spread.mean_pairwise_distance,
-            "top_direction_variance": spread.top_direction_variance,
-            "collapsed": float(collapsed),
+            **{names.on_validation(name): value for name, value in validation.items()},
+            names.EPOCH_SECONDS: time.perf_counter() - started,
+            names.EMBEDDING_SPREAD: spread.mean_pairwise_distance,
+            names.TOP_DIRECTION_VARIANCE: spread.top_direction_variance,
+            names.COLLAPSED: float(collapsed),
         }
 
 

@@ -14,6 +14,8 @@ import matplotlib.pyplot as plt
 import optuna
 import pandas as pd
 
+from margin_tune.trainables.metric_names import EASY_RATIO, EFFECTIVE_MARGIN_QUANTILES, MARGIN
+
 
 def epoch_curves(
     histories: Mapping[str, pd.DataFrame], column: str, title: str, path: Path
@@ -66,12 +68,12 @@ def sweep_plots(
     """
     directory.mkdir(parents=True, exist_ok=True)
     made = [
-        epoch_curves(histories, "margin", "margin μ per epoch", directory / "margin.png"),
-        epoch_curves(histories, "easy_ratio", "easy-triplet ratio", directory / "easy_ratio.png"),
+        epoch_curves(histories, MARGIN, "margin μ per epoch", directory / "margin.png"),
+        epoch_curves(histories, EASY_RATIO, "easy-triplet ratio", directory / "easy_ratio.png"),
         epoch_curves(histories, metric, f"{metric} per epoch", directory / f"{metric}.png"),
         epoch_curves(
             histories,
-            "effective_margin_p50",
+            EFFECTIVE_MARGIN_QUANTILES[1],
             "median effective margin d(a,n) − d(a,p)",
             directory / "effective_margin.png",
         ),

@@ -31,7 +31,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from margin_tune.pipeline.analysis.tables import TEST_METRICS, summary_table
+from margin_tune.pipeline.analysis.tables import summary_table
 from margin_tune.pipeline.tracking.tracker import resolve_tracking_uri
 from margin_tune.pipeline.tracking.vocabulary import (
     BEST_CELL_TAG,
@@ -52,7 +52,15 @@ from margin_tune.pipeline.tracking.vocabulary import (
     tag_value,
 )
 from margin_tune.trainables.errors import ConfigError
-from margin_tune.trainables.metric_names import EPOCH_COLUMNS
+from margin_tune.trainables.metric_names import (
+    EASY_RATIO,
+    EPOCH_COLUMNS,
+    EVALUATION_METRICS,
+    MARGIN,
+    TEST_PREFIX,
+    VALIDATION_PREFIX,
+    on_test,
+)
 
 FORMATS = ("table", "csv", "markdown")
 Format = Literal["table", "csv", "markdown"]
@@ -60,7 +68,7 @@ Format = Literal["table", "csv", "markdown"]
 _PAGE = 1000
 _MAX_LISTED = 20
 _SQLITE = "sqlite:///"
-_TRIAL_METRICS = ("margin", "easy_ratio")
+_TRIAL_METRICS = (MARGIN, EASY_RATIO)
 """Shown beside the ``val_*`` metrics: the margin a scheduler ended at, and what drove it."""
 _PARENT_COLUMNS = [
     "kind",
@@ -297,7 +305,7 @@ def comparison_report(runs: ExperimentRuns, comparison: Run, sort: str | None) -
     table = summary_table(finals, methods, splits=splits)
     sweeps = runs.sweeps(comparison)
     if sort is not None:
-        allowed = [f"{name}_mean" for name in TEST_METRICS]
+        allowed = [f"{name}_mean" for name in EVALUATION_METRICS]
         mode = _shared_mode(sweep.data.params.get("mode", "max") for sweep in sweeps)
         table = sort_by(table, sort, allowed, mode)
     title = (
@@ -328,11 +336,11 @@ def final_runs(runs: ExperimentRuns, comparison: Run) -> pd.DataFrame:
             "seed": int(tag_value(tags, SEED_TAG, "-1")),
             "status": status,
         }
-        for name in TEST_METRICS:
-            value = metrics.get(f"test_{name}", math.nan)
-            row[f"test_{name}"] = value if status in MEASURED_STATUSES else math.nan
+        for name in EVALUATION_METRICS:
+            value = metrics.get(on_test(name), math.nan)
+            row[on_test(name)] = value if status in MEASURED_STATUSES else math.nan
         rows.append(row)
-    columns = ["split", "method", "seed", "status", *(f"test_{name}" for name in TEST_METRICS)]
+    columns = ["split", "method", "seed", "status", *(on_test(name) for name in EVALUATION_METRICS)]
     return pd.DataFrame(rows, columns=columns).sort_values(["split", "method", "seed"])
 
 
@@ -427,7 +435,7 @@ def _shown_metrics(metrics: dict[str, float]) -> dict[str, float]:
 
 def _is_shown(name: str) -> bool:
     """Validation metrics, and test metrics: only an ablation's or a re-training's have them."""
-    return name.startswith(("val_", "test_")) or name in _TRIAL_METRICS
+    return name.startswith((VALIDATION_PREFIX, TEST_PREFIX)) or name in _TRIAL_METRICS
 
 
 def _ordered_metrics(names: Iterable[str]) -> list[str]:

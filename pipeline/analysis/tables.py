@@ -15,10 +15,9 @@ from margin_tune.pipeline.analysis.statistics import (
     paired_comparison,
     split_unit_values,
 )
-from margin_tune.trainables.metric_names import EVALUATION_METRICS
+from margin_tune.trainables.metric_names import EVALUATION_METRICS, on_test
 
 #: The test metrics of every re-training, as ``test_<name>`` columns.
-TEST_METRICS = EVALUATION_METRICS
 
 
 def summary_table(
@@ -35,7 +34,7 @@ def summary_table(
     tuning outcome as well as the seed. Counts of runs, collapsed and failed runs are over all
     runs; ``tuning`` adds the realised budget and the chosen trials' record.
     """
-    columns = {name: f"test_{name}" for name in TEST_METRICS}
+    columns = {name: on_test(name) for name in EVALUATION_METRICS}
     if runs.empty:
         runs = pd.DataFrame(columns=["split", "method", "seed", "status", *columns.values()])
     counts = interval_table(runs, "method", methods, {})
@@ -102,8 +101,8 @@ def paired_table(
     """
     unit = "split" if splits > 1 else "seed"
     rows = []
-    for name in TEST_METRICS:
-        column = f"test_{name}"
+    for name in EVALUATION_METRICS:
+        column = on_test(name)
         if runs.empty:
             continue
         units = split_unit_values(runs, column, by="method", unit="split") if splits > 1 else runs

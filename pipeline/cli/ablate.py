@@ -36,6 +36,7 @@ from margin_tune.pipeline.sweep.tuner import SweepOptions, sweep_cluster
 from margin_tune.pipeline.tracking.tracker import Tracker, resolve_tracking_uri
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Dataset, load_dataset
+from margin_tune.trainables.metric_names import EASY_RATIO, MARGIN
 from margin_tune.trainables.parts import config_from_dict, load_config
 from margin_tune.trainables.trial import Trial
 
@@ -130,8 +131,8 @@ def write_ablation(
     files += epoch_curve_files(
         result.histories,
         {
-            "margin": "margin μ per cell (seed 0)",
-            "easy_ratio": "easy-triplet ratio per cell (seed 0)",
+            MARGIN: "margin μ per cell (seed 0)",
+            EASY_RATIO: "easy-triplet ratio per cell (seed 0)",
             grid.metric: f"{grid.metric} per cell (seed 0)",
         },
         out / "cells",

@@ -26,8 +26,6 @@ from margin_tune.pipeline.cli.flags import (
     sweep_options,
 )
 from margin_tune.pipeline.jobs.compare.run import (
-    TEST_COUNTS,
-    TEST_METRICS,
     CompareResult,
     check_split_layout,
     run_compare,
@@ -41,6 +39,13 @@ from margin_tune.pipeline.search.space import load_space
 from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, sweep_cluster
 from margin_tune.pipeline.tracking.tracker import Tracker, resolve_tracking_uri
 from margin_tune.trainables.data import load_dataset
+from margin_tune.trainables.metric_names import (
+    COUNT_KEYS,
+    EASY_RATIO,
+    EVALUATION_METRICS,
+    MARGIN,
+    on_test,
+)
 from margin_tune.trainables.parts import config_from_dict
 
 #: Where each method's space is copied, as ``<method>.yaml``.
@@ -182,12 +187,12 @@ def write_comparison(
     result.tuning.to_csv(files[2], index=False)
     result.runs.to_csv(files[3], index=False)
     files[4].write_text(render_markdown(result, spec, indicative=indicative), encoding="utf-8")
-    files.append(comparison_bars(result.table, TEST_METRICS, out / "test_metrics.png"))
+    files.append(comparison_bars(result.table, EVALUATION_METRICS, out / "test_metrics.png"))
     files += epoch_curve_files(
         result.final_histories,
         {
-            "margin": "margin μ of each method's chosen config (first re-training)",
-            "easy_ratio": "easy-triplet ratio (first re-training)",
+            MARGIN: "margin μ of each method's chosen config (first re-training)",
+            EASY_RATIO: "easy-triplet ratio (first re-training)",
         },
         out / "final",
     )
@@ -240,7 +245,7 @@ def render_markdown(result: CompareResult, spec: CompareSpec, *, indicative: boo
             "> Quick preset: few trials, epochs and seeds. Its p-values are indicative only.",
             "",
         ]
-    ordered = [spec.primary, *(m for m in TEST_METRICS if m != spec.primary)]
+    ordered = [spec.primary, *(m for m in EVALUATION_METRICS if m != spec.primary)]
     names = [f"{m} (primary)" if m == spec.primary else m for m in ordered]
     header = ["method", "runs", "collapsed", "failed", "n", *names]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -279,7 +284,7 @@ def render_markdown(result: CompareResult, spec: CompareSpec, *, indicative: boo
             f"{_number(row['tuning_score'])} | {_number(row['retrained_val'])} | {row['trials']} | "
             f"{row['trial_epochs']} | {row['searcher']} | {row['dimensions']} |"
         )
-    counts = [c for c in (f"test_{n}" for n in TEST_COUNTS) if c in result.runs]
+    counts = [c for c in map(on_test, COUNT_KEYS) if c in result.runs]
     if counts and not result.runs.empty:
         pairs = result.runs[counts[0]].dropna()
         accepts = result.runs[counts[-1]].dropna()

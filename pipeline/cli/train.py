@@ -17,7 +17,19 @@ from margin_tune.pipeline.outputs.folders import (
     write_json,
     write_yaml,
 )
-from margin_tune.trainables.metric_names import COUNT_KEYS, EPOCH_COLUMNS
+from margin_tune.trainables.metric_names import (
+    COUNT_KEYS,
+    EASY_RATIO,
+    EPOCH_COLUMNS,
+    EPOCH_SECONDS,
+    HARD_RATIO,
+    MAP_AT_R,
+    MARGIN,
+    ROC_AUC,
+    TRAIN_LOSS,
+    on_test,
+    on_validation,
+)
 from margin_tune.trainables.parts import load_config
 from margin_tune.trainables.trial import EpochReport, Trial
 
@@ -60,10 +72,10 @@ def run(args: argparse.Namespace) -> int:
             "epochs": len(result.history),
             "wall_seconds": time.perf_counter() - started,
             "dataset_fingerprint": trial.dataset.fingerprint(),
-            **{f"test_{name}": value for name, value in result.test_metrics.items()},
+            **{on_test(name): value for name, value in result.test_metrics.items()},
             "final": result.history[-1] if result.history else {},
             "reference": {
-                name: {f"test_{key}": value for key, value in metrics.items()}
+                name: {on_test(key): value for key, value in metrics.items()}
                 for name, metrics in result.reference_metrics.items()
             },
         }
@@ -81,16 +93,17 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stdout,
         )
         for name, metrics in result.reference_metrics.items():
-            print(f"  ({name}: roc_auc {metrics['roc_auc']:.4f})")
+            print(f"  ({name}: {ROC_AUC} {metrics[ROC_AUC]:.4f})")
         print(f"wrote {out}")
     return 0
 
 
 def _progress_line(report: EpochReport, epochs: int) -> str:
     m = report.metrics
+    roc_auc, map_at_r = on_validation(ROC_AUC), on_validation(MAP_AT_R)
     return (
-        f"epoch {report.epoch:>3}/{epochs}  margin {m['margin']:.3f}  easy {m['easy_ratio']:.3f}  "
-        f"hard {m['hard_ratio']:.3f}  loss {m['train_loss']:.4f}  "
-        f"val_roc_auc {m['val_roc_auc']:.4f}  val_map_at_r {m['val_map_at_r']:.4f}  "
-        f"({m['epoch_seconds']:.1f} s)"
+        f"epoch {report.epoch:>3}/{epochs}  margin {m[MARGIN]:.3f}  easy {m[EASY_RATIO]:.3f}  "
+        f"hard {m[HARD_RATIO]:.3f}  loss {m[TRAIN_LOSS]:.4f}  "
+        f"{roc_auc} {m[roc_auc]:.4f}  {map_at_r} {m[map_at_r]:.4f}  "
+        f"({m[EPOCH_SECONDS]:.1f} s)"
     )

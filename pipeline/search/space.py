@@ -29,7 +29,11 @@ import optuna
 from margin_tune.search_spaces import packaged_spaces
 from margin_tune.trainables.config import Config, as_number, config_fields, read_yaml, unflatten
 from margin_tune.trainables.errors import ConfigError
-from margin_tune.trainables.metric_names import COUNT_COLUMNS, EPOCH_COLUMNS
+from margin_tune.trainables.metric_names import (
+    MAP_AT_R,
+    TUNABLE_METRICS,
+    on_validation,
+)
 from margin_tune.trainables.parts import config_from_dict
 
 Distribution = Literal["uniform", "log_uniform", "int", "categorical", "fixed"]
@@ -62,11 +66,7 @@ PROTOCOL_KEYS: tuple[str, ...] = (
 )
 #: What a space optimises when it names no metric: MAP@R, the Reality Check's primary metric
 #: (random-pair ROC-AUC saturates near 0.96 on these tasks, where MAP@R still separates methods).
-DEFAULT_METRIC = "val_map_at_r"
-#: Metrics a space may optimise: the per-epoch validation columns (tuning never sees test).
-TUNABLE_METRICS = tuple(
-    name for name in EPOCH_COLUMNS if name.startswith("val_") and name not in COUNT_COLUMNS
-)
+DEFAULT_METRIC = on_validation(MAP_AT_R)
 
 
 @dataclass(frozen=True)

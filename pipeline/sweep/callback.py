@@ -33,7 +33,7 @@ from margin_tune.pipeline.tracking.vocabulary import (
     TRIAL_ID_TAG,
 )
 from margin_tune.trainables.config import Config
-from margin_tune.trainables.metric_names import EPOCH_COLUMNS
+from margin_tune.trainables.metric_names import COLLAPSED, EPOCH, EPOCH_COLUMNS, TEST_PREFIX
 from margin_tune.trainables.parts import config_from_dict
 from margin_tune.trainables.schedulers import SCHEDULERS
 
@@ -73,7 +73,7 @@ def trial_status(config: Config, last: dict[str, Any] | None, failed: bool) -> s
         return "failed"
     if last is None:
         return "early_stopped"
-    if last.get("collapsed"):
+    if last.get(COLLAPSED):
         return "collapsed"
     return "completed" if int(last.get("epoch", 0)) >= config.train.epochs else "early_stopped"
 
@@ -201,8 +201,8 @@ def epoch_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     return {
         name: float(value)
         for name, value in result.items()
-        if (name in EPOCH_COLUMNS or name.startswith("test_"))
-        and name != "epoch"
+        if (name in EPOCH_COLUMNS or name.startswith(TEST_PREFIX))
+        and name != EPOCH
         and isinstance(value, int | float)
         and not isinstance(value, bool)
     }

@@ -19,6 +19,7 @@ from ray import tune
 from margin_tune.pipeline.search.space import apply_overrides
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Dataset
+from margin_tune.trainables.metric_names import COLLAPSED, on_test
 from margin_tune.trainables.parts import config_from_dict
 from margin_tune.trainables.trial import EpochReport, Trial
 
@@ -107,8 +108,8 @@ def run_final_trial(
 
     def report(epoch: EpochReport) -> None:
         metrics = dict(epoch.metrics)
-        if epoch.epoch == config.train.epochs or epoch.metrics.get("collapsed"):
-            metrics.update({f"test_{k}": v for k, v in trial.evaluate_test().items()})
+        if epoch.epoch == config.train.epochs or epoch.metrics.get(COLLAPSED):
+            metrics.update({on_test(k): v for k, v in trial.evaluate_test().items()})
         _report(epoch, metrics, clock.due(epoch.epoch))
 
     trial.run(report)

@@ -32,7 +32,7 @@ from margin_tune.pipeline.runtime.interrupts import (
     unfinished_trial_ids,
 )
 from margin_tune.pipeline.search.searchers import SEARCHERS, SearcherRequest, build_searcher
-from margin_tune.pipeline.search.space import TUNABLE_METRICS, SearchSpace, apply_overrides
+from margin_tune.pipeline.search.space import SearchSpace, apply_overrides
 from margin_tune.pipeline.sweep.callback import (
     TRIAL_ID_TAG,
     SearchedConfig,
@@ -60,6 +60,12 @@ from margin_tune.pipeline.tracking.vocabulary import (
 from margin_tune.trainables.config import Config, flatten
 from margin_tune.trainables.data import Dataset, load_dataset
 from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.metric_names import (
+    EASY_RATIO,
+    MARGIN,
+    TUNABLE_METRICS,
+    VALIDATION_PREFIX,
+)
 from margin_tune.trainables.trial import Trial
 
 EXPERIMENT_DIR = "tune"
@@ -532,7 +538,7 @@ def _summarise(
                 **{
                     k: v
                     for k, v in (last or {}).items()
-                    if k.startswith(("val_", "margin", "easy_ratio"))
+                    if k.startswith((VALIDATION_PREFIX, MARGIN, EASY_RATIO))
                 },
                 "run_id": trial.run_id,
             }

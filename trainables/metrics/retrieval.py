@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from margin_tune.trainables.metric_names import MAP_AT_R, RECALL_AT_1
+
 
 def retrieval_metrics(
     embeddings: torch.Tensor, labels: torch.Tensor, chunk_size: int = 1024
@@ -54,8 +56,8 @@ def retrieval_metrics(
         ap_sum += ((precision * match).sum(dim=1)[answerable] / r[answerable]).sum()
     num_queries = int((relevant > 0).sum())
     if num_queries == 0:
-        return {"recall_at_1": float("nan"), "map_at_r": float("nan")}
+        return {RECALL_AT_1: float("nan"), MAP_AT_R: float("nan")}
     return {
-        "recall_at_1": hits_at_1.item() / num_queries,
-        "map_at_r": ap_sum.item() / num_queries,
+        RECALL_AT_1: hits_at_1.item() / num_queries,
+        MAP_AT_R: ap_sum.item() / num_queries,
     }

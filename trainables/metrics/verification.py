@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from margin_tune.trainables.metric_names import EER, FALSE_ACCEPTS, PAIRS, ROC_AUC, TAR_AT_FAR
 from margin_tune.trainables.metrics.pairs import VerificationPairs
 
 #: Floats per gathered chunk in :func:`pair_scores` (4 MiB of float32).
@@ -184,9 +185,9 @@ def verification_metrics(scores: np.ndarray, same: np.ndarray) -> dict[str, floa
     curve = roc_curve(scores, same)
     point = _operating_point_at_far(curve, 1e-3)
     return {
-        "roc_auc": roc_auc(curve),
-        "eer": equal_error_rate(curve),
-        "tar_at_far_1e-3": float(curve.tar[point]),
-        "pairs": float(curve.num_same + curve.num_different),
-        "false_accepts_at_far_1e-3": float(curve.false_accepts[point]),
+        ROC_AUC: roc_auc(curve),
+        EER: equal_error_rate(curve),
+        TAR_AT_FAR: float(curve.tar[point]),
+        PAIRS: float(curve.num_same + curve.num_different),
+        FALSE_ACCEPTS: float(curve.false_accepts[point]),
     }

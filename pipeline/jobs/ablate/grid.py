@@ -30,17 +30,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from margin_tune.pipeline.jobs.compare.spec import LOWER_IS_BETTER
-from margin_tune.pipeline.search.space import DEFAULT_METRIC, TUNABLE_METRICS, apply_overrides
+from margin_tune.pipeline.search.space import DEFAULT_METRIC, apply_overrides
 from margin_tune.trainables.config import Config, config_fields, read_yaml
 from margin_tune.trainables.errors import ConfigError, quote
+from margin_tune.trainables.metric_names import TEST_PREFIX, TUNABLE_METRICS, best_mode
 from margin_tune.trainables.parts import config_from_dict
 from margin_tune.trainables.schedulers import SCHEDULERS
 
 #: What a grid ranks its cells by: a validation column at the trial's last epoch. Test metrics
 #: are reported beside it for every cell but never rank or pick one: choosing the best cell by
 #: its test value would select on the data the table is meant to test on.
-GRID_METRICS: tuple[str, ...] = TUNABLE_METRICS
 DEFAULT_SEEDS = 3
 #: Most training seeds a grid may run each cell with (``seeds`` in the file, or ``--seeds``).
 MAX_SEEDS = 1_000
@@ -138,18 +137,18 @@ def parse_grid(
     if unknown:
         raise ConfigError(f"grid.{unknown[0]}", f"unknown key; allowed: {', '.join(_KEYS)}")
     metric = data.get("metric", DEFAULT_METRIC)
-    if isinstance(metric, str) and metric.startswith("test_"):
+    if isinstance(metric, str) and metric.startswith(TEST_PREFIX):
         raise ConfigError(
             "grid.metric",
             f"{metric!r} is a test metric: cells are ranked on validation classes, and test "
             f"metrics are reported for every cell without ranking; allowed: "
-            f"{', '.join(GRID_METRICS)}",
+            f"{', '.join(TUNABLE_METRICS)}",
         )
-    if metric not in GRID_METRICS:
+    if metric not in TUNABLE_METRICS:
         raise ConfigError(
-            "grid.metric", f"unknown metric {metric!r}; allowed: {', '.join(GRID_METRICS)}"
+            "grid.metric", f"unknown metric {metric!r}; allowed: {', '.join(TUNABLE_METRICS)}"
         )
-    mode = data.get("mode", "min" if metric in LOWER_IS_BETTER else "max")
+    mode = data.get("mode", best_mode(metric))
     if mode not in ("max", "min"):
         raise ConfigError("grid.mode", f"unknown value {mode!r}; allowed: max, min")
     seed_count = data.get("seeds", DEFAULT_SEEDS) if seeds is None else seeds

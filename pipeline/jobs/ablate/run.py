@@ -25,7 +25,6 @@ import pandas as pd
 from ray import tune
 
 from margin_tune.pipeline.analysis.statistics import interval_table, mean_interval
-from margin_tune.pipeline.analysis.tables import TEST_METRICS
 from margin_tune.pipeline.jobs.ablate.grid import AblationGrid
 from margin_tune.pipeline.sweep.callback import TRIAL_ID_TAG
 from margin_tune.pipeline.sweep.grid_trials import (
@@ -49,6 +48,7 @@ from margin_tune.pipeline.tracking.vocabulary import (
 )
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Dataset
+from margin_tune.trainables.metric_names import EVALUATION_METRICS, on_test
 
 #: Tags of every ablation trial run, beside its ``cell``.
 ABLATION_TAGS = {STAGE_TAG: ABLATION_STAGE}
@@ -156,7 +156,7 @@ def run_row(
 
 def summary_columns(grid: AblationGrid) -> dict[str, str]:
     """The metric the grid summarises, then every test metric, each once."""
-    names = dict.fromkeys((grid.metric, *(f"test_{name}" for name in TEST_METRICS)))
+    names = dict.fromkeys((grid.metric, *map(on_test, EVALUATION_METRICS)))
     return {name: name for name in names}
 
 

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from margin_tune.pipeline.analysis.tables import TEST_METRICS, paired_table, summary_table
+from margin_tune.pipeline.analysis.tables import paired_table, summary_table
 from margin_tune.pipeline.jobs.compare.spec import CompareSpec
 from margin_tune.pipeline.outputs.folders import write_yaml
 from margin_tune.pipeline.search.space import apply_overrides
@@ -75,10 +75,8 @@ from margin_tune.pipeline.tracking.vocabulary import (
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Dataset, load_dataset
 from margin_tune.trainables.errors import ConfigError
-from margin_tune.trainables.metric_names import COUNT_KEYS
+from margin_tune.trainables.metric_names import TEST_COLUMNS
 
-#: Counts behind the verification metrics of each test evaluation.
-TEST_COUNTS = COUNT_KEYS
 #: Where each split's directories live: ``splits/<split seed>/sweeps/<method>`` and ``…/final``.
 SPLITS_DIR = "splits"
 SWEEPS_DIR = "sweeps"
@@ -243,8 +241,7 @@ def final_columns(spec: CompareSpec) -> list[str]:
     every test metric and the verification counts."""
     return [
         spec.metric,
-        *(f"test_{name}" for name in TEST_METRICS),
-        *(f"test_{name}" for name in TEST_COUNTS),
+        *TEST_COLUMNS,
     ]
 
 

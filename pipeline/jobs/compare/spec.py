@@ -33,13 +33,13 @@ from typing import Any
 from margin_tune.pipeline.outputs.names import check_file_name
 from margin_tune.pipeline.search.space import (
     DEFAULT_METRIC,
-    TUNABLE_METRICS,
     SearchSpace,
     load_space,
 )
 from margin_tune.search_spaces import packaged_spaces
 from margin_tune.trainables.config import MAX_SEED, Config, read_yaml
 from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.metric_names import TUNABLE_METRICS, VALIDATION_PREFIX, best_mode
 from margin_tune.trainables.parts import load_config
 
 DEFAULT_METHODS = {
@@ -54,8 +54,6 @@ BASELINE_SCHEDULERS = ("constant", "linear")
 #: Bounds on what one comparison repeats: re-training seeds per split, and class splits.
 MAX_SEEDS = 1000
 MAX_SPLITS = 100
-#: Validation metrics where lower is better.
-LOWER_IS_BETTER = ("val_eer",)
 # The primary metric when compare.yaml names none is the spaces' default, DEFAULT_METRIC (MAP@R):
 # random-pair ROC-AUC saturates on these tasks (0.953-0.964 across methods in one quick
 # comparison where MAP@R spanned 0.384-0.447) and is reported beside it.
@@ -101,12 +99,12 @@ class CompareSpec:
 
     @property
     def mode(self) -> str:
-        return "min" if self.metric in LOWER_IS_BETTER else "max"
+        return best_mode(self.metric)
 
     @property
     def primary(self) -> str:
         """The test metric the table's corrected tests are about, e.g. ``map_at_r``."""
-        return self.metric.removeprefix("val_")
+        return self.metric.removeprefix(VALIDATION_PREFIX)
 
     @property
     def split_seeds(self) -> tuple[int, ...]:
@@ -212,7 +210,7 @@ def parse_compare_spec(
             "compare.metric",
             f"unknown metric {metric!r}; allowed: {', '.join(TUNABLE_METRICS)}",
         )
-    mode = "min" if metric in LOWER_IS_BETTER else "max"
+    mode = best_mode(metric)
     for name, space in spaces.items():
         if space.metric != metric or space.mode != mode:
             raise ConfigError(
