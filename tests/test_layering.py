@@ -335,3 +335,20 @@ def test_every_metric_name_is_defined_once(tmp_path: Path) -> None:
         'message = "val_roc_auc rose"\n'
     )
     assert metric_literals([tmp_path]) == ["planted.py:2 val_roc_auc", "planted.py:3 test_"]
+
+
+def test_no_module_imports_a_private_name_of_another_package() -> None:
+    """A private name (MLflow's ``_validate_*``, say) may change in any release."""
+    found = []
+    for root in (PIPELINE, TRAINABLES):
+        for path in sorted(root.rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, ast.ImportFrom) and not (node.module or "").startswith(
+                    "margin_tune"
+                ):
+                    found += [
+                        f"{path.name}: {node.module}.{alias.name}"
+                        for alias in node.names
+                        if alias.name.startswith("_") and alias.name != "__version__"
+                    ]
+    assert found == []

@@ -16,7 +16,8 @@ from test_tracking import _Server
 from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.outputs.manifest import manifest_options, write_manifest
 from margin_tune.pipeline.runtime.secrets import redact_uri, with_credentials
-from margin_tune.pipeline.tracking.tracker import Tracker, check_tracking_uri
+from margin_tune.pipeline.tracking.store import check_tracking_uri
+from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.trainables.errors import ConfigError
 
 

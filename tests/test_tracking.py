@@ -22,15 +22,10 @@ import requests
 from mlflow import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-from margin_tune.pipeline.tracking.tracker import (
-    ERROR_TAG,
-    MAX_ERROR_CHARS,
-    SWEEP_ID_TAG,
-    TRIAL_ID_TAG,
-    Tracker,
-    flatten_params,
-    resolve_tracking_uri,
-)
+from margin_tune.pipeline.tracking.records import MAX_ERROR_CHARS, check_name, flatten_params
+from margin_tune.pipeline.tracking.store import resolve_tracking_uri
+from margin_tune.pipeline.tracking.tracker import Tracker
+from margin_tune.pipeline.tracking.vocabulary import ERROR_TAG, SWEEP_ID_TAG, TRIAL_ID_TAG
 
 EPOCH_KEYS = [f"metric_{index}" for index in range(16)]
 OPEN_TIMEOUT = 1.0
@@ -466,3 +461,43 @@ def test_records_survive_a_tracking_server_outage(
     assert opened_late.data.tags["k"] == "v"
     for key in EPOCH_KEYS:
         assert _steps(client, opened_late.info.run_id, key) == list(range(10))
+
+
+NAMES = [
+    "val_roc_auc",
+    "margin_tune.trial_status",
+    "loss/train step 1",
+    "a-b.c_d",
+    "bad%name",
+    "semi;colon",
+    "time:12",
+    "",
+    "/absolute",
+    "../up",
+    "a/../b",
+    "a//b",
+    ".",
+    "trailing/",
+    "x" * 251,
+    "ünïcode_wörd",
+]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_tracker_refuses_every_name_mlflow_refuses(name: str) -> None:
+    """The caller-side check, checked against MLflow's own (private) validator as an oracle:
+    what MLflow would refuse in the writer is refused in the caller, where the error helps."""
+    from mlflow.utils.validation import _validate_metric_name, _validate_tag_name
+
+    def refused(check: Any) -> bool:
+        try:
+            check(name)
+        except Exception:
+            return True
+        return len(name) > 250
+
+    mlflow_refuses = refused(_validate_metric_name) or refused(_validate_tag_name)
+    ours = refused(lambda key: check_name("metric", key))
+    assert ours or not mlflow_refuses
+    if ours and not mlflow_refuses:  # stricter only where a Windows-read store would break
+        assert ":" in name

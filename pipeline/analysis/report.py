@@ -21,24 +21,25 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
-from mlflow.exceptions import MlflowException
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from margin_tune.pipeline.analysis.tables import summary_table
-from margin_tune.pipeline.tracking.tracker import resolve_tracking_uri
+from margin_tune.pipeline.tracking.reader import (
+    ExperimentRuns,
+    listed,
+    parent_id,
+    run_kind,
+    sweep_id_of,
+)
 from margin_tune.pipeline.tracking.vocabulary import (
     BEST_CELL_TAG,
     BEST_TRIAL_TAG,
     COMPARISON_KIND,
     FINAL_STAGE,
-    KIND_TAG,
     MEASURED_STATUSES,
     METHOD_TAG,
     SCHEDULER_TAG,
@@ -46,8 +47,6 @@ from margin_tune.pipeline.tracking.vocabulary import (
     SPLIT_TAG,
     STAGE_TAG,
     STATUS_TAG,
-    SWEEP_ID_TAG,
-    SWEEP_KIND,
     TRIAL_ID_TAG,
     tag_value,
 )
@@ -65,9 +64,6 @@ from margin_tune.trainables.metric_names import (
 FORMATS = ("table", "csv", "markdown")
 Format = Literal["table", "csv", "markdown"]
 
-_PAGE = 1000
-_MAX_LISTED = 20
-_SQLITE = "sqlite:///"
 _TRIAL_METRICS = (MARGIN, EASY_RATIO)
 """Shown beside the ``val_*`` metrics: the margin a scheduler ended at, and what drove it."""
 _PARENT_COLUMNS = [
@@ -93,83 +89,6 @@ class Table:
     frame: pd.DataFrame
 
 
-def open_client(tracking_uri: str | None) -> MlflowClient:
-    """A client on the store, refusing a SQLite file or a file-store folder that does not exist.
-
-    MLflow would silently create an empty database (or ``mlruns`` folder) at a mistyped path, and
-    a report of an empty store hides the typo, so the path is checked before any client touches
-    it; a store MLflow itself refuses to open is reported as bad input too.
-    """
-    uri = resolve_tracking_uri(tracking_uri)
-    if uri.startswith(_SQLITE):
-        path = uri.removeprefix(_SQLITE).partition("?")[0]
-        if path != ":memory:" and not Path(path).is_file():
-            raise ConfigError("--tracking-uri", f"no MLflow database at {path} ({uri})")
-    else:
-        parsed = urlparse(uri)
-        if parsed.scheme in ("", "file"):  # a file store: MLflow would create the folder
-            folder = Path(parsed.path if parsed.scheme else uri)
-            if not folder.is_dir():
-                raise ConfigError("--tracking-uri", f"no MLflow file store at {folder} ({uri})")
-    try:
-        return MlflowClient(tracking_uri=uri)
-    except MlflowException as error:  # e.g. a file store, refused by MLflow 3 by default
-        message = " ".join(str(error.message).split())
-        raise ConfigError("--tracking-uri", f"cannot open {uri}: {message}") from None
-
-
-class ExperimentRuns:
-    """Every active run of one experiment, read once and indexed by role.
-
-    One paged search costs far less than a query per sweep, and every table of a report is a
-    different view of the same runs.
-    """
-
-    def __init__(self, client: MlflowClient, experiment: str) -> None:
-        self.client = client
-        self.experiment = experiment
-        self.runs = _search_all(client, _experiment_id(client, experiment))
-        self.by_id = {run.info.run_id: run for run in self.runs}
-        self.parents = [run for run in self.runs if SWEEP_ID_TAG in run.data.tags]
-
-    def children(self, parent: Run) -> list[Run]:
-        return [run for run in self.runs if _parent_id(run) == parent.info.run_id]
-
-    def trials(self, sweep: Run) -> list[Run]:
-        """The sweep's tuning trials (a final run is never one)."""
-        return [
-            run
-            for run in self.children(sweep)
-            if TRIAL_ID_TAG in run.data.tags and run.data.tags.get(STAGE_TAG) != FINAL_STAGE
-        ]
-
-    def sweeps(self, comparison: Run | None = None) -> list[Run]:
-        """Sweep parents, all of them or those nested under ``comparison``."""
-        return [
-            run
-            for run in self.parents
-            if _kind(run) == SWEEP_KIND
-            and (comparison is None or _parent_id(run) == comparison.info.run_id)
-        ]
-
-    def find(self, key: str) -> Run:
-        """The sweep or comparison named by sweep id or run id, exactly or by unique prefix."""
-        exact = [run for run in self.parents if key in _ids(run)]
-        matches = exact or [
-            run for run in self.parents if any(i.startswith(key) for i in _ids(run))
-        ]
-        if len(matches) == 1:
-            return matches[0]
-        if not matches:
-            known = _listed(f"{_id(r)} ({_kind(r)} {r.info.run_name})" for r in self.parents)
-            raise ConfigError(
-                "--sweep", f"no sweep or comparison {key!r} in {self.experiment!r}; known: {known}"
-            )
-        raise ConfigError(
-            "--sweep", f"{key!r} is ambiguous; it matches {_listed(_id(r) for r in matches)}"
-        )
-
-
 def build_report(
     client: MlflowClient, experiment: str, sweep: str | None = None, sort: str | None = None
 ) -> list[Table]:
@@ -178,7 +97,7 @@ def build_report(
     if sweep is None:
         return overview(runs, sort)
     parent = runs.find(sweep)
-    if _kind(parent) == COMPARISON_KIND:
+    if run_kind(parent) == COMPARISON_KIND:
         return comparison_report(runs, parent, sort)
     return [sweep_trials(runs, parent, sort)]
 
@@ -199,17 +118,17 @@ def parents_table(runs: ExperimentRuns, parents: Iterable[Run]) -> pd.DataFrame:
     rows = []
     for parent in sorted(parents, key=lambda run: run.info.start_time or 0):
         tags, params, metrics = parent.data.tags, parent.data.params, parent.data.metrics
-        outer = runs.by_id.get(_parent_id(parent))
-        if _kind(parent) == COMPARISON_KIND:
+        outer = runs.by_id.get(parent_id(parent))
+        if run_kind(parent) == COMPARISON_KIND:
             trials = sum(len(runs.trials(sweep)) for sweep in runs.sweeps(parent))
         else:
             trials = len(runs.trials(parent))
         metric = params.get("metric", "")
         rows.append(
             {
-                "kind": _kind(parent),
+                "kind": run_kind(parent),
                 "name": parent.info.run_name,
-                "sweep_id": _id(parent),
+                "sweep_id": sweep_id_of(parent),
                 "started": _time(parent.info.start_time),
                 "status": parent.info.status,
                 "trials": trials,
@@ -218,7 +137,7 @@ def parents_table(runs: ExperimentRuns, parents: Iterable[Run]) -> pd.DataFrame:
                 # A sweep's best trial; an ablation's best cell (mean over seeds).
                 "best": metrics.get(f"best_{metric}", metrics.get(f"best_cell_{metric}", math.nan)),
                 "best_trial_id": tag_value(tags, BEST_TRIAL_TAG) or tag_value(tags, BEST_CELL_TAG),
-                "parent": _id(outer) if outer is not None else "",
+                "parent": sweep_id_of(outer) if outer is not None else "",
             }
         )
     return pd.DataFrame(rows, columns=_PARENT_COLUMNS)
@@ -245,7 +164,7 @@ def best_per_method(runs: ExperimentRuns) -> pd.DataFrame:
                     "trial_id": tags[TRIAL_ID_TAG],
                     "run_name": trial.info.run_name,
                     "sweep": sweep.info.run_name,
-                    "sweep_id": _id(sweep),
+                    "sweep_id": sweep_id_of(sweep),
                     "failed": tag_value(tags, STATUS_TAG) == "failed",
                     **_shown_metrics(metrics),
                 }
@@ -290,7 +209,7 @@ def sweep_trials(runs: ExperimentRuns, sweep: Run, sort: str | None) -> Table:
     if sort is not None or key in frame:
         frame = sort_by(frame, key, list(metrics.columns), mode)
     title = (
-        f"sweep {sweep.info.run_name} ({_id(sweep)}, run {sweep.info.run_id}): "
+        f"sweep {sweep.info.run_name} ({sweep_id_of(sweep)}, run {sweep.info.run_id}): "
         f"{len(trials)} trials, sorted by {key if key in frame else 'trial order'} ({mode})"
     )
     return Table(title, frame)
@@ -309,7 +228,7 @@ def comparison_report(runs: ExperimentRuns, comparison: Run, sort: str | None) -
         mode = _shared_mode(sweep.data.params.get("mode", "max") for sweep in sweeps)
         table = sort_by(table, sort, allowed, mode)
     title = (
-        f"comparison {comparison.info.run_name} ({_id(comparison)}): test metrics of "
+        f"comparison {comparison.info.run_name} ({sweep_id_of(comparison)}): test metrics of "
         f"{len(finals)} final runs, mean ± 95% CI half-width per method"
     )
     return [Table(title, table), Table("its sweeps", parents_table(runs, sweeps))]
@@ -348,7 +267,7 @@ def sort_by(frame: pd.DataFrame, column: str, allowed: Iterable[str], mode: str)
     """Best first by ``mode``, missing values last; an unknown column lists the allowed ones."""
     allowed = list(allowed)
     if column not in allowed:
-        raise ConfigError("--sort", f"unknown metric {column!r}; available: {_listed(allowed)}")
+        raise ConfigError("--sort", f"unknown metric {column!r}; available: {listed(allowed)}")
     ordered = frame.sort_values(column, ascending=mode == "min", na_position="last", kind="stable")
     return ordered.reset_index(drop=True)
 
@@ -395,25 +314,6 @@ def _plain(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "(none)"
     return frame.to_string(index=False, max_colwidth=40)
-
-
-def _experiment_id(client: MlflowClient, name: str) -> str:
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None or experiment.lifecycle_stage != "active":
-        names = sorted(e.name for e in client.search_experiments())
-        raise ConfigError("--experiment", f"no experiment {name!r}; existing: {_listed(names)}")
-    return experiment.experiment_id
-
-
-def _search_all(client: MlflowClient, experiment_id: str) -> list[Run]:
-    runs: list[Run] = []
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], max_results=_PAGE, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
 
 
 def _searched_params(trials: list[Run]) -> pd.DataFrame:
@@ -466,38 +366,12 @@ def _shared_mode(modes: Iterable[str]) -> str:
     return distinct.pop() if distinct else "max"
 
 
-def _parent_id(run: Run) -> str:
-    return run.data.tags.get(MLFLOW_PARENT_RUN_ID, "")
-
-
-def _kind(run: Run) -> str:
-    return run.data.tags.get(KIND_TAG, SWEEP_KIND)
-
-
 def _method(tags: dict[str, str]) -> str:
     """A comparison's method; outside one, the trial's scheduler."""
     return tag_value(tags, METHOD_TAG) or tag_value(tags, SCHEDULER_TAG)
-
-
-def _id(run: Run) -> str:
-    return run.data.tags[SWEEP_ID_TAG]
-
-
-def _ids(run: Run) -> tuple[str, str]:
-    return _id(run), run.info.run_id
 
 
 def _time(milliseconds: int | None) -> str:
     if milliseconds is None:
         return ""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(milliseconds / 1000))
-
-
-def _listed(items: Iterable[str]) -> str:
-    """Names for a one-line error: all of them, or the first few and how many more."""
-    names = list(items)
-    if not names:
-        return "(none)"
-    shown = ", ".join(names[:_MAX_LISTED])
-    extra = len(names) - _MAX_LISTED
-    return f"{shown} and {extra} more" if extra > 0 else shown

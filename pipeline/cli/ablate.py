@@ -33,7 +33,8 @@ from margin_tune.pipeline.jobs.ablate.run import AblationResult, run_ablation
 from margin_tune.pipeline.outputs.folders import check_output_dir, new_output_dir, write_yaml
 from margin_tune.pipeline.outputs.manifest import manifest_options, write_manifest
 from margin_tune.pipeline.sweep.tuner import SweepOptions, sweep_cluster
-from margin_tune.pipeline.tracking.tracker import Tracker, resolve_tracking_uri
+from margin_tune.pipeline.tracking.store import resolve_tracking_uri
+from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Dataset, load_dataset
 from margin_tune.trainables.metric_names import EASY_RATIO, MARGIN

@@ -37,7 +37,8 @@ from margin_tune.pipeline.outputs.manifest import manifest_options, write_manife
 from margin_tune.pipeline.runtime.exit_codes import EXIT_RUNS_FAILED
 from margin_tune.pipeline.search.space import load_space
 from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, sweep_cluster
-from margin_tune.pipeline.tracking.tracker import Tracker, resolve_tracking_uri
+from margin_tune.pipeline.tracking.store import resolve_tracking_uri
+from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.trainables.data import load_dataset
 from margin_tune.trainables.metric_names import (
     COUNT_KEYS,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from margin_tune.pipeline.analysis.report import FORMATS, build_report, open_client, render
-from margin_tune.pipeline.tracking.tracker import DEFAULT_EXPERIMENT
+from margin_tune.pipeline.analysis.report import FORMATS, build_report, render
+from margin_tune.pipeline.tracking.reader import open_client
+from margin_tune.pipeline.tracking.store import DEFAULT_EXPERIMENT
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -27,7 +27,8 @@ from margin_tune.pipeline.sweep.tuner import (
     run_sweep,
     sweep_cluster,
 )
-from margin_tune.pipeline.tracking.tracker import Tracker, resolve_tracking_uri
+from margin_tune.pipeline.tracking.store import resolve_tracking_uri
+from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import TRIAL_ID_TAG
 from margin_tune.trainables.parts import config_from_dict, load_config
 

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from margin_tune.pipeline.analysis.report import open_client
 from margin_tune.pipeline.outputs.manifest import MANIFEST_FILE
 from margin_tune.pipeline.runtime.secrets import redact_uri
-from margin_tune.pipeline.tracking.tracker import DEFAULT_EXPERIMENT, resolve_tracking_uri
+from margin_tune.pipeline.tracking.reader import open_client
+from margin_tune.pipeline.tracking.store import DEFAULT_EXPERIMENT, resolve_tracking_uri
 from margin_tune.trainables.errors import ConfigError
 
 DEFAULT_HOST = "127.0.0.1"

@@ -19,7 +19,8 @@ import pandas as pd
 from ray.tune import Callback, Result
 
 from margin_tune.pipeline.search.space import apply_overrides
-from margin_tune.pipeline.tracking.tracker import Tracker, flatten_params
+from margin_tune.pipeline.tracking.records import flatten_params
+from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import (
     CELL_TAG,
     DATASET_TAG,
@@ -41,26 +42,19 @@ from margin_tune.trainables.schedulers import SCHEDULERS
 def run_name(config: Config, *, seed: bool = False) -> str:
     """Scheduler and its key parameters, e.g. ``dams μ0=0.20 target=0.95 step=0.050 lr=1e-03``.
 
-    A pair loss leads with its name and balance (``contrastive λ=0.5 dams …``); ``seed`` appends
-    the training seed, what tells a method's re-trainings apart.
+    The parameters shown, and their short names, are the scheduler's ``labels``. A pair loss
+    leads with its name and balance (``contrastive λ=0.5 dams …``); ``seed`` appends the
+    training seed, what tells a method's re-trainings apart.
     """
-    short = {
-        "initial_margin": "μ0",
-        "target_easy_ratio": "target",
-        "step_size": "step",
-        "rate": "rate",
-        "tolerance": "tol",
-        "kp": "kp",
-        "ki": "ki",
-    }
     margin, loss = config.margin, config.loss
     parts = [] if loss.name == "triplet" else [loss.name, f"λ={loss.balance:.3g}"]
     if loss.name == "ntxent":
         parts.append(f"τ={loss.temperature:.3g}")
     parts.append(margin.scheduler)
-    for name in SCHEDULERS.get(margin.scheduler).parameters:
-        if name in short:
-            parts.append(f"{short[name]}={getattr(margin, name):.3g}")
+    scheduler = SCHEDULERS.get(margin.scheduler)
+    for name in scheduler.parameters:
+        if name in scheduler.labels:
+            parts.append(f"{scheduler.labels[name]}={getattr(margin, name):.3g}")
     parts.append(f"lr={config.train.lr:.0e}")
     if seed:
         parts.append(f"seed={config.seed}")
@@ -75,7 +69,7 @@ def trial_status(config: Config, last: dict[str, Any] | None, failed: bool) -> s
         return "early_stopped"
     if last.get(COLLAPSED):
         return "collapsed"
-    return "completed" if int(last.get("epoch", 0)) >= config.train.epochs else "early_stopped"
+    return "completed" if int(last.get(EPOCH, 0)) >= config.train.epochs else "early_stopped"
 
 
 _BOUND_TRACKER: Tracker | None = None

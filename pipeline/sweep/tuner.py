@@ -43,7 +43,8 @@ from margin_tune.pipeline.sweep.callback import (
 from margin_tune.pipeline.sweep.checkpoints import PruneEndedTrialCheckpoints, prune_to_newest
 from margin_tune.pipeline.sweep.ray_network import loopback_warning, release, token_exposure_warning
 from margin_tune.pipeline.sweep.trainable import DEFAULT_CHECKPOINT_INTERVAL_S, run_tune_trial
-from margin_tune.pipeline.tracking.tracker import Tracker, check_tracking_uri
+from margin_tune.pipeline.tracking.store import check_tracking_uri
+from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import (
     BEST_CONFIG_PREFIX,
     BEST_EPOCHS_TAG,

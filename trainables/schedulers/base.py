@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from margin_tune.trainables.config import MarginConfig
@@ -46,8 +48,14 @@ class MarginScheduler(ABC):
     An epoch without valid triplets (easy ratio NaN) leaves μ unchanged in every scheduler.
     """
 
-    #: Config fields (under ``margin.``) this scheduler reads: what run names and grids show.
+    #: Config fields (under ``margin.``) this scheduler reads: what grids and ablations vary.
     parameters: tuple[str, ...] = ("initial_margin",)
+    #: Short names of the parameters a run's name shows (``dams μ0=0.20 target=0.95 ...``);
+    #: a parameter without one (a bound, say) is left out of the name. The paper's three here;
+    #: a scheduler adds its own: ``labels = {**MarginScheduler.labels, "rate": "rate"}``.
+    labels: Mapping[str, str] = MappingProxyType(
+        {"initial_margin": "μ0", "target_easy_ratio": "target", "step_size": "step"}
+    )
 
     def __init__(self, config: MarginConfig) -> None:
         self.config = config

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from margin_tune.trainables.schedulers.base import EpochStats, MarginScheduler, clip_margin
 
 
@@ -12,6 +14,7 @@ class LinearMargin(MarginScheduler):
     """
 
     parameters = ("initial_margin", "rate", "max_margin")
+    labels = MappingProxyType({**MarginScheduler.labels, "rate": "rate"})
 
     def step(self, epoch: int, stats: EpochStats) -> float:
         config = self.config

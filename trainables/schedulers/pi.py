@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 from margin_tune.trainables.config import MarginConfig
@@ -18,6 +19,7 @@ class ProportionalIntegralMargin(MarginScheduler):
     """
 
     parameters = ("initial_margin", "target_easy_ratio", "kp", "ki", "min_margin", "max_margin")
+    labels = MappingProxyType({**MarginScheduler.labels, "kp": "kp", "ki": "ki"})
 
     def __init__(self, config: MarginConfig) -> None:
         super().__init__(config)

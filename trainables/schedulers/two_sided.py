@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from margin_tune.trainables.schedulers.base import EpochStats, MarginScheduler, clip_margin
 
 
@@ -21,6 +23,7 @@ class TwoSidedMargin(MarginScheduler):
         "min_margin",
         "max_margin",
     )
+    labels = MappingProxyType({**MarginScheduler.labels, "tolerance": "tol"})
 
     def step(self, epoch: int, stats: EpochStats) -> float:
         config = self.config

@@ -1,0 +1,458 @@
+"""The background writer: one thread that drains the tracker's queue into the MLflow store.
+
+Callers only append to a queue; this thread merges what is pending per run into ``log_batch``
+calls within MLflow's limits and keeps retrying with capped exponential backoff while the store
+is unreachable, so nothing recorded is lost while the process lives. Retrying is safe because
+every value carries the timestamp taken when it was logged, and MLflow ignores a metric it
+already holds with the same key, step, timestamp and value.
+
+A run opened while the store was down gets a provisional id (:data:`PROVISIONAL`); the writer
+opens the real run when the store is back and writes everything queued under the provisional
+id to it. A record the store rejects as invalid is written alone, so it loses only itself, and
+is counted in :attr:`Writer.dropped`.
+
+Private to :mod:`margin_tune.pipeline.tracking`: :class:`~.tracker.Tracker` is the API.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import shutil
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.utils.validation import (
+    MAX_BATCH_LOG_REQUEST_SIZE,
+    MAX_ENTITIES_PER_BATCH,
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAMS_TAGS_PER_BATCH,
+)
+
+# Error codes that mean the request itself is wrong: retrying cannot help.
+_PERMANENT_ERROR_CODES = frozenset(
+    {
+        "INVALID_PARAMETER_VALUE",
+        "BAD_REQUEST",
+        "RESOURCE_DOES_NOT_EXIST",
+        "RESOURCE_ALREADY_EXISTS",
+        "INVALID_STATE",
+    }
+)
+#: Prefix of the id a run gets while the store is down; MLflow's run ids are hexadecimal, so
+#: the two never collide.
+PROVISIONAL = "pending-"
+# The REST handler rejects a log-batch body over MAX_BATCH_LOG_REQUEST_SIZE bytes of JSON.
+_REQUEST_BUDGET = int(MAX_BATCH_LOG_REQUEST_SIZE * 0.9)
+_ENTITY_JSON_OVERHEAD = 96
+_BATCH_LIMITS = {
+    Metric: MAX_METRICS_PER_BATCH,
+    Param: MAX_PARAMS_TAGS_PER_BATCH,
+    RunTag: MAX_PARAMS_TAGS_PER_BATCH,
+}
+_BATCH_FIELDS = {Metric: "metrics", Param: "params", RunTag: "tags"}
+
+_logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+def is_permanent(exc: Exception) -> bool:
+    """Whether a failed store call was refused for what it asked (retrying cannot help)."""
+    if isinstance(exc, MlflowException):
+        return exc.error_code in _PERMANENT_ERROR_CODES
+    return isinstance(exc, TypeError | ValueError)
+
+
+class _AbandonedError(Exception):
+    """Raised inside the writer when close() gave up waiting on an unreachable store."""
+
+
+@dataclass(slots=True)
+class Log:
+    run_id: str
+    metrics: list[tuple[str, float, int, int]] = field(default_factory=list)
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    epoch: bool = False
+    """The metrics are one epoch of ``Tracker.log_epoch`` (dropped if the run holds it)."""
+
+
+@dataclass(slots=True)
+class Status:
+    run_id: str
+    status: str
+    end_time: int | None
+
+
+@dataclass(slots=True)
+class Artifact:
+    run_id: str
+    staged: Path
+    artifact_path: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """How to find a run by its tags, and what to create when none exists."""
+
+    query: str
+    name: str
+    tags: dict[str, str]
+
+
+@dataclass(slots=True)
+class Open:
+    """Open ``opening`` in the writer and write what was queued under ``provisional_id`` to it."""
+
+    provisional_id: str
+    opening: Opening
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A run the store already held when it was opened."""
+
+    params: dict[str, str]
+    last_step: int | None
+
+
+Op = Log | Status | Artifact | Open
+
+
+def find_or_create(
+    client: MlflowClient, experiment_id: str, opening: Opening
+) -> tuple[str, Found | None]:
+    """One idempotent attempt to open a run: found by its tags, else created.
+
+    Searching before every create makes retries safe: a create that reached the store but
+    whose answer was lost is found by the next attempt instead of being made twice. A found
+    run comes with its params and the highest step it holds over all its metrics.
+    """
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=opening.query,
+        max_results=1,
+        order_by=["attributes.start_time ASC"],
+    )
+    if not found:
+        run = client.create_run(experiment_id, run_name=opening.name, tags=opening.tags)
+        return run.info.run_id, None
+    run = found[0]
+    steps = [
+        metric.step
+        for key in run.data.metrics
+        for metric in client.get_metric_history(run.info.run_id, key)
+    ]
+    return run.info.run_id, Found(dict(run.data.params), max(steps, default=None))
+
+
+class Writer:
+    """A queue of store operations and the thread that writes them, in order.
+
+    Args:
+        client: The store's client (shared with the tracker's synchronous calls).
+        experiment_id: Where deferred runs are opened.
+        retry_initial: First wait, in seconds, after a failed write.
+        retry_max: Cap on the doubling wait between retries.
+    """
+
+    def __init__(
+        self,
+        client: MlflowClient,
+        experiment_id: str,
+        *,
+        retry_initial: float,
+        retry_max: float,
+    ) -> None:
+        self._client = client
+        self._experiment_id = experiment_id
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._lock = threading.Lock()
+        self._has_work = threading.Condition(self._lock)
+        self._work_done = threading.Condition(self._lock)
+        self._ops: deque[Op] = deque()
+        self._submitted = 0
+        self._completed = 0
+        self._dropped = 0
+        self._closed = False
+        self._abandon = threading.Event()
+        self._outage_since: float | None = None
+        self._provisional = itertools.count()
+        self._aliases: dict[str, str | None] = {}
+        self._floors: dict[str, int] = {}
+        self._thread = threading.Thread(target=self._write_loop, name="mlflow-writer", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------------ callers
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def in_outage(self) -> bool:
+        """Whether the store last refused to answer (until a write gets through again)."""
+        return self._outage_since is not None
+
+    def note_outage(self) -> None:
+        """A caller found the store unreachable: later openings are deferred at once."""
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+
+    def submit(self, op: Op) -> None:
+        """Appends ``op`` to the queue; the one point where callers hand work to the writer."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the MLflow tracker is closed")
+            self._ops.append(op)
+            self._submitted += 1
+            self._has_work.notify()
+
+    def defer(self, opening: Opening) -> str:
+        """Queues the opening of a run; returns the provisional id that stands for it."""
+        with self._lock:
+            provisional_id = f"{PROVISIONAL}{next(self._provisional)}"
+        self.submit(Open(provisional_id, opening))
+        return provisional_id
+
+    @property
+    def pending(self) -> int:
+        """Queued operations not yet written (or given up as invalid)."""
+        with self._lock:
+            return self._submitted - self._completed
+
+    @property
+    def dropped(self) -> int:
+        """Records the store rejected as invalid, so they were given up; each was logged."""
+        with self._lock:
+            return self._dropped
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Waits until everything queued before this call is written; False on ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            target = self._submitted
+            while self._completed < target:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    _logger.warning(
+                        "MLflow flush timed out with %d operations pending",
+                        self._submitted - self._completed,
+                    )
+                    return False
+                self._work_done.wait(left)
+        return True
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Flushes, then stops the thread; returns False if records had to be abandoned."""
+        flushed = self.flush(timeout)
+        with self._lock:
+            self._closed = True
+            self._has_work.notify()
+        if not flushed:
+            self._abandon.set()
+            _logger.error("closing MLflow tracker: %d operations abandoned", self.pending)
+        self._thread.join()
+        return flushed
+
+    # ------------------------------------------------------------------------- thread
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._ops and not self._closed:
+                    self._has_work.wait()
+                if not self._ops:
+                    return
+                ops = list(self._ops)
+                self._ops.clear()
+            try:
+                self._write(ops)
+            except _AbandonedError:
+                return
+            except Exception:  # a bug here must not kill the writer and hang flush()
+                _logger.exception("MLflow writer gave up %d operations", len(ops))
+                with self._lock:
+                    self._dropped += len(ops)
+            with self._lock:
+                self._completed += len(ops)
+                self._work_done.notify_all()
+
+    def _write(self, ops: list[Op]) -> None:
+        """Writes ops in order, merging consecutive records per run into few batches."""
+        merged: dict[str, Log] = {}
+        for op in ops:
+            if isinstance(op, Log):
+                run_id = self._resolve(op.run_id)
+                if run_id is None:
+                    continue
+                metrics = op.metrics
+                floor = self._floors.get(op.run_id)
+                if op.epoch and floor is not None:
+                    metrics = [row for row in metrics if row[3] > floor]
+                into = merged.setdefault(run_id, Log(run_id))
+                into.metrics.extend(metrics)
+                into.params.update(op.params)
+                into.tags.update(op.tags)
+                continue
+            self._write_logs(merged)
+            merged = {}
+            if isinstance(op, Open):
+                self._write_open(op)
+                continue
+            run_id = self._resolve(op.run_id)
+            if run_id is None:
+                continue
+            if isinstance(op, Status):
+                self._write_status(Status(run_id, op.status, op.end_time))
+            else:
+                self._write_artifact(Artifact(run_id, op.staged, op.artifact_path))
+        self._write_logs(merged)
+
+    def _resolve(self, run_id: str) -> str | None:
+        """The store's id for ``run_id``; None (the record is dropped) if its opening failed."""
+        if not run_id.startswith(PROVISIONAL):
+            return run_id
+        resolved = self._aliases.get(run_id)
+        if resolved is None:
+            with self._lock:
+                self._dropped += 1
+        return resolved
+
+    def _write_open(self, op: Open) -> None:
+        """Opens a deferred run; a re-opened one is set RUNNING again and re-tagged, and the
+        epochs it already holds are not written twice."""
+        try:
+            run_id, found = self._retry(
+                find_or_create, self._client, self._experiment_id, op.opening
+            )
+            if found is not None:
+                self._retry(self._client.update_run, run_id, status="RUNNING")
+                tags = [RunTag(key, value) for key, value in op.opening.tags.items()]
+                self._retry(self._client.log_batch, run_id, tags=tags)
+                if found.last_step is not None:
+                    self._floors[op.provisional_id] = found.last_step
+        except _AbandonedError:
+            raise
+        except Exception as exc:
+            self._aliases[op.provisional_id] = None
+            self._drop(f"opening of run {op.opening.name!r}", exc)
+            return
+        self._aliases[op.provisional_id] = run_id
+
+    def _write_logs(self, merged: Mapping[str, Log]) -> None:
+        for log in merged.values():
+            for metrics, params, tags in chunks(log):
+                try:
+                    self._retry(self._client.log_batch, log.run_id, metrics, params, tags)
+                except _AbandonedError:
+                    raise
+                except Exception as exc:
+                    self._salvage(log.run_id, [*metrics, *params, *tags], exc)
+
+    def _salvage(
+        self, run_id: str, entities: list[Metric | Param | RunTag], exc: Exception
+    ) -> None:
+        """Writes a rejected batch one record at a time so one bad record loses only itself."""
+        lost = 0
+        for entity in entities:
+            single = {_BATCH_FIELDS[type(entity)]: [entity]}
+            try:
+                self._retry(self._client.log_batch, run_id, **single)
+            except _AbandonedError:
+                raise
+            except Exception:
+                lost += 1
+        _logger.error(
+            "MLflow rejected %d of %d records for run %s: %s", lost, len(entities), run_id, exc
+        )
+        with self._lock:
+            self._dropped += lost
+
+    def _write_status(self, op: Status) -> None:
+        try:
+            if op.end_time is None:
+                self._retry(self._client.update_run, op.run_id, status=op.status)
+            else:
+                self._retry(self._client.set_terminated, op.run_id, op.status, op.end_time)
+        except _AbandonedError:
+            raise
+        except Exception as exc:
+            self._drop(f"status {op.status} of run {op.run_id}", exc)
+
+    def _write_artifact(self, op: Artifact) -> None:
+        upload = self._client.log_artifacts if op.staged.is_dir() else self._client.log_artifact
+        try:
+            self._retry(upload, op.run_id, str(op.staged), op.artifact_path)
+        except _AbandonedError:
+            raise
+        except Exception as exc:
+            self._drop(f"artifact {op.staged.name} of run {op.run_id}", exc)
+        shutil.rmtree(op.staged.parent, ignore_errors=True)
+
+    def _drop(self, what: str, exc: Exception) -> None:
+        _logger.error("MLflow rejected %s: %s", what, exc)
+        with self._lock:
+            self._dropped += 1
+
+    def _retry(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Calls until the store accepts, with capped doubling waits; re-raises a bad request."""
+        delay = self._retry_initial
+        while True:
+            try:
+                result = function(*args, **kwargs)
+            except Exception as exc:
+                if is_permanent(exc):
+                    raise
+                if self._outage_since is None:
+                    self._outage_since = time.monotonic()
+                    _logger.warning("MLflow store unreachable, keeping records (%s)", exc)
+                if self._abandon.wait(delay):
+                    raise _AbandonedError from exc
+                delay = min(delay * 2, self._retry_max)
+                continue
+            if self._outage_since is not None:
+                _logger.warning(
+                    "MLflow store reachable again after %.1f s",
+                    time.monotonic() - self._outage_since,
+                )
+                self._outage_since = None
+            return result
+
+
+def chunks(log: Log) -> Iterator[tuple[list[Metric], list[Param], list[RunTag]]]:
+    """Splits one run's records into log_batch calls within every limit MLflow enforces."""
+    entities: Iterator[Metric | Param | RunTag] = itertools.chain(
+        (Param(key, value) for key, value in log.params.items()),
+        (RunTag(key, value) for key, value in log.tags.items()),
+        (Metric(key, value, timestamp, step) for key, value, timestamp, step in log.metrics),
+    )
+    parts: dict[type, list[Any]] = {kind: [] for kind in _BATCH_LIMITS}
+    count = size = 0
+    for entity in entities:
+        kind = type(entity)
+        value = entity.value if isinstance(entity, Param | RunTag) else 0
+        cost = _ENTITY_JSON_OVERHEAD + len(json.dumps(entity.key)) + len(json.dumps(value))
+        if count and (
+            len(parts[kind]) == _BATCH_LIMITS[kind]
+            or count == MAX_ENTITIES_PER_BATCH
+            or size + cost > _REQUEST_BUDGET
+        ):
+            yield parts[Metric], parts[Param], parts[RunTag]
+            parts = {kind: [] for kind in _BATCH_LIMITS}
+            count = size = 0
+        parts[kind].append(entity)
+        count += 1
+        size += cost
+    if count:
+        yield parts[Metric], parts[Param], parts[RunTag]
