@@ -1,5 +1,6 @@
-"""Issue-3 figures: test ROC-AUC on unseen classes for raw features, the untrained network, and
-training under ``constant`` and ``dams``, on ``synthetic`` (the default) and ``digits``.
+"""Figures of one trial: test ROC-AUC on unseen classes for raw features, the untrained
+network, and training under ``constant`` and ``dams``, on ``synthetic`` (the default) and
+``digits``.
 
 Run: ``python bench/core_figures.py [--seeds 3]``. Prints a markdown table; every figure comes
 from the real ``margin-tune train`` code path (``Trial.run(evaluate_test=True)``).

@@ -3,7 +3,7 @@
 Ours: one shared geometry gives the loss (all valid triplets, mean over non-zero terms), the
 easy / semi-hard / hard counts and a sample for the effective-margin quantiles, forward and
 backward, as the training loop runs it. PML: ``TripletMarginLoss`` on the triplets of
-``TripletMarginMiner("all")``, forward and backward (what the issue names); and, for the same
+``TripletMarginMiner("all")``, forward and backward (the reference); and, for the same
 information as ours, PML plus its miner once per difficulty to count them. Both sides are timed
 interleaved, so load from other processes hits both alike; values and gradients are checked
 equal first. Run: ``python -m bench.p3_fused_loss [--quick]``.

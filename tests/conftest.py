@@ -1,26 +1,19 @@
-"""Shared fixtures: the real default config, shrunk so a trial takes a second or two."""
+"""Shared fixtures: the real default config, shrunk so a trial takes a second or two.
+
+The suite mirrors the packages (``tests/trainables/``, ``tests/pipeline/<role>/``), with the
+house's own checks (``test_layering.py``, ``test_package.py``) here. Helpers the tests import
+by name (``harness``, ``sockets``, ``tiny``...) live in ``tests/support/``, which pytest puts on
+the path; test modules are imported by path (``--import-mode=importlib``), so two folders may
+hold files of one name and no test folder becomes an importable ``pipeline``.
+"""
 
 from __future__ import annotations
 
 import pytest
+from tiny import TINY
 
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.parts import load_config
-
-#: Overrides that shrink the packaged default without changing what runs.
-TINY = (
-    "dataset.num_classes=30",
-    "dataset.samples_per_class=16",
-    "dataset.train_fraction=0.5",
-    "dataset.val_fraction=0.2",
-    "model.hidden_dims=[32]",
-    "model.embedding_dim=16",
-    "sampler.classes_per_batch=6",
-    "sampler.samples_per_class=4",
-    "train.epochs=3",
-    "train.num_threads=1",
-    "train.device=cpu",
-)
 
 
 @pytest.fixture

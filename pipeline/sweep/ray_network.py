@@ -3,11 +3,12 @@
 Ray decides where its processes listen from the node IP it gives them. When that IP is
 127.0.0.1 the GCS server, the raylet, the object manager, every worker and the runtime-env
 agent bind to loopback only; for any other IP they bind to every interface (measured here with
-Ray 2.60, see ``tests/test_loopback.py``). ``ray.init(_node_ip_address="127.0.0.1")`` cannot ask
-for loopback, because ``ray.init`` rewrites a loopback address to the host's IP. What Ray does
-use is its single-machine mode, the one it runs in on macOS and Windows: with the documented
-variable ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` false, ``ray._private.services.
-get_node_ip_address`` answers 127.0.0.1 (https://docs.ray.io/en/latest/cluster/getting-started.html,
+Ray 2.60, see ``tests/pipeline/sweep/test_loopback.py``).
+``ray.init(_node_ip_address="127.0.0.1")`` cannot ask for loopback, because ``ray.init``
+rewrites a loopback address to the host's IP. What Ray does use is its single-machine mode,
+the one it runs in on macOS and Windows: with the documented variable
+``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` false, ``ray._private.services.get_node_ip_address``
+answers 127.0.0.1 (https://docs.ray.io/en/latest/cluster/getting-started.html,
 "Multi-node Ray clusters are only supported on Linux … RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1").
 
 Ray reads that variable once, when ``ray`` is first imported. So :func:`prefer_loopback` sets it

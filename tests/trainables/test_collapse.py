@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
 from scipy.spatial.distance import pdist
+from tiny import TINY
 
 from margin_tune.trainables.collapse import PROBE_SIZE, CollapseMonitor, choose_probe
 from margin_tune.trainables.config import CollapseConfig, Config

@@ -9,10 +9,10 @@ and checks that the command
 * names the field (dotted config path, flag, ``space.parameters.<path>``, ``compare.<key>``,
   ``dataset.path``) and what is allowed, or the constraint broken,
 * leaves nothing behind: no output directory, no ``mlflow.db`` or ``mlruns``, no file anywhere
-  under the test's temporary directory or in ``tests/bad_inputs``, no Ray session and no
-  ``raylet`` started by this process.
+  under the test's temporary directory or in ``bad_inputs/`` beside this file, no Ray session
+  and no ``raylet`` started by this process.
 
-The YAML and JSON inputs are files in ``tests/bad_inputs`` (listed in its README); binary
+The YAML and JSON inputs are files in ``bad_inputs/`` (listed in its README); binary
 datasets (``.npz`` archives, image folders) are generated into the temporary directory.
 Tripwires on ``ray.init`` and on ``Trial.run`` turn an input that is wrongly accepted into a
 fast failure instead of a real sweep or training run.
@@ -167,7 +167,7 @@ def images_forged_png(data: Path) -> None:
 class Case:
     """One bad input and what the one error line must say.
 
-    ``argv`` may use ``{bad}`` (tests/bad_inputs), ``{data}`` (generated inputs), ``{out}`` (an
+    ``argv`` may use ``{bad}`` (``bad_inputs/``), ``{data}`` (generated inputs), ``{out}`` (an
     output directory in the working directory) and ``{cwd}``. ``field_name`` must appear as
     ``<field>:`` and every ``expect`` string anywhere in the line.
     """
@@ -1081,7 +1081,7 @@ def test_bad_input_exits_2_with_one_line_and_creates_nothing(
     if _tree(tmp_path) != before:
         problems.append("changed files under the working or data directory")
     if _tree(BAD) != bad_before:
-        problems.append("changed files under tests/bad_inputs")
+        problems.append("changed files under tests/pipeline/cli/bad_inputs")
     for marker in case.markers:
         for where in (cwd, data):
             if (where / marker).exists():
@@ -1096,7 +1096,7 @@ def test_bad_input_exits_2_with_one_line_and_creates_nothing(
 
 
 def test_corpus_is_large_and_every_file_is_used() -> None:
-    """At least 25 inputs, and no file in tests/bad_inputs that no case exercises."""
+    """At least 25 inputs, and no file in tests/pipeline/cli/bad_inputs that no case exercises."""
     assert len(CASES) >= 25
     used = " ".join(" ".join(case.argv) for case in CASES)
     files = [
@@ -1110,10 +1110,12 @@ def test_corpus_is_large_and_every_file_is_used() -> None:
         for path in files + folders
         if "{bad}/" + str(path.relative_to(BAD)) not in used
     ]
-    assert not unused, f"files in tests/bad_inputs no case uses: {unused}"
+    assert not unused, f"files in tests/pipeline/cli/bad_inputs no case uses: {unused}"
     readme = (BAD / "README.md").read_text(encoding="utf-8")
     undocumented = [case.id for case in CASES if f"`{case.id}`" not in readme]
-    assert not undocumented, f"cases missing from tests/bad_inputs/README.md: {undocumented}"
+    assert not undocumented, (
+        f"cases missing from tests/pipeline/cli/bad_inputs/README.md: {undocumented}"
+    )
 
 
 # --- the traps are armed: without the safe loaders, the markers would appear ----------------

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_tracking import _Server
+from mlflow_server import MlflowServer
 
 from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.outputs.manifest import manifest_options, write_manifest
@@ -120,8 +120,8 @@ def test_two_processes_creating_one_new_sqlite_store_at_once_both_succeed(tmp_pa
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[_Server]:
-    running = _Server(tmp_path, tmp_path / "server.db")
+def server(tmp_path: Path) -> Iterator[MlflowServer]:
+    running = MlflowServer(tmp_path, tmp_path / "server.db")
     running.start()
     yield running
     running.stop()
@@ -129,7 +129,7 @@ def server(tmp_path: Path) -> Iterator[_Server]:
 
 @pytest.mark.slow
 def test_a_password_in_the_tracking_uri_is_never_printed_or_saved(
-    server: _Server,
+    server: MlflowServer,
     tmp_path: Path,
     tiny_overrides: list[str],
     capfd: pytest.CaptureFixture[str],

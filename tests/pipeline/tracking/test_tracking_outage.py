@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from harness import WatchedTracker, private_ray_tmpdir, wait_for
 from mlflow import MlflowClient
-from test_tracking import _Server
+from mlflow_server import MlflowServer
 
 from margin_tune.pipeline.search.space import parse_space
 from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, ray_session, run_sweep
@@ -66,7 +66,7 @@ class Outage:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def stop_then_restart(server: _Server, tracker: WatchedTracker, outage: Outage) -> None:
+def stop_then_restart(server: MlflowServer, tracker: WatchedTracker, outage: Outage) -> None:
     """Stops the server after the first logged epoch; restarts it once a trial start has been
     answered while it was down and the open timeout has passed.
 
@@ -115,15 +115,15 @@ def stop_then_restart(server: _Server, tracker: WatchedTracker, outage: Outage) 
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[_Server]:
+def server(tmp_path: Path) -> Iterator[MlflowServer]:
     """A server on a free port, not yet started; stopped at the end whatever happened."""
-    running = _Server(tmp_path, tmp_path / "server.db")
+    running = MlflowServer(tmp_path, tmp_path / "server.db")
     yield running
     running.stop()
 
 
 def test_sweep_loses_nothing_when_the_tracking_server_restarts(
-    server: _Server,
+    server: MlflowServer,
     tiny_overrides: list[str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

@@ -1,8 +1,8 @@
-"""Issue-6 figures: class-representative batches, and how often batch-hard mining collapses.
+"""Figures for class-representative batches, and how often batch-hard mining collapses.
 
-Run: ``python bench/issue6_figures.py [--seeds 5]``. Prints two markdown tables; every trial is
-``Trial(config).run(...)``, the code path of ``margin-tune train``, on ``synthetic`` with the
-default config except for the overrides named in each row.
+Run: ``python bench/batches_and_collapse.py [--seeds 5]``. Prints two markdown tables; every
+trial is ``Trial(config).run(...)``, the code path of ``margin-tune train``, on ``synthetic``
+with the default config except for the overrides named in each row.
 
 1. Test ROC-AUC (mean ± sd over seeds) of ``pk`` batches against ``class_representative``
    batches, without and with hard negative class mining.

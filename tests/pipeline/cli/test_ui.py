@@ -29,9 +29,9 @@ from typing import Any
 import matplotlib.image
 import optuna
 import pytest
-from conftest import TINY
+from mlflow_server import MlflowServer, free_port
 from sockets import listeners, processes
-from test_tracking import _free_port, _Server
+from tiny import TINY
 
 from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.tracking.tracker import Tracker
@@ -68,7 +68,7 @@ _SERVER_ENV = {
 class Compared:
     """A tiny comparison recorded by a loopback ``mlflow server``."""
 
-    server: _Server
+    server: MlflowServer
     experiment_id: str
     runs: list[dict[str, Any]]
 
@@ -113,7 +113,7 @@ def compared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compared]:
     )
     saved = {name: os.environ.get(name) for name in _SERVER_ENV}
     os.environ.update(_SERVER_ENV)
-    server = _Server(directory, directory / "server.db")
+    server = MlflowServer(directory, directory / "server.db")
     try:
         server.start()
         code = main(
@@ -259,10 +259,10 @@ def test_margin_tune_ui_prints_urls_that_answer_and_ctrl_c_stops_everything(
 ) -> None:
     uri, storage = _store_with_one_sweep(tmp_path)
     command = [*("--tracking-uri", uri, "--experiment", EXPERIMENT)]
-    port = _free_port()
+    port = free_port()
     command += ["--port", str(port)]
     dashboard = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
-    optuna_port = _free_port()
+    optuna_port = free_port()
     if dashboard is not None:  # the [ui] extra is installed
         command += ["--storage", storage, "--optuna-port", str(optuna_port)]
     process = subprocess.Popen(
@@ -333,7 +333,7 @@ def test_a_missing_store_is_refused_not_created(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = tmp_path / "typo.db"
-    port = str(_free_port())
+    port = str(free_port())
     assert main(["ui", "--tracking-uri", f"sqlite:///{missing}", "--port", port]) == 2
     assert "--tracking-uri" in capsys.readouterr().err
     assert not missing.exists()

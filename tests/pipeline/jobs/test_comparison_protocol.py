@@ -423,7 +423,7 @@ def test_every_packaged_space_grid_and_the_default_comparison_tune_map_at_r() ->
 
     for name, path in packaged_spaces().items():
         assert yaml.safe_load(path.read_text())["metric"] == "val_map_at_r", name
-    grids = Path(__file__).parents[1] / "search_spaces" / "grids"
+    grids = Path(__file__).parents[3] / "search_spaces" / "grids"
     for path in grids.glob("*.yaml"):
         assert yaml.safe_load(path.read_text())["metric"] == "val_map_at_r", path.name
     spec = parse_compare_spec({"set": ["dataset.num_classes=30"]}, [], relative_to=Path.cwd())

@@ -7,12 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +16,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+from mlflow_server import MlflowServer
 
 from margin_tune.pipeline.tracking.records import MAX_ERROR_CHARS, check_name, flatten_params
 from margin_tune.pipeline.tracking.store import resolve_tracking_uri
@@ -325,74 +321,11 @@ def test_bad_input_fails_in_the_caller_and_rejected_records_do_not_block(
 # ------------------------------------------------------------------------ tracking server
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class _Server:
-    """A real `mlflow server` subprocess on a fixed port and store, stoppable and restartable."""
-
-    def __init__(self, directory: Path, store: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._directory = directory
-        self._store = store
-        self._process: subprocess.Popen[bytes] | None = None
-        self._starts = 0
-
-    def start(self, timeout: float = 120.0) -> None:
-        self._starts += 1
-        log = (self._directory / f"server-{self._starts}.log").open("wb")
-        command = [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{self._store}",
-            "--artifacts-destination",
-            str(self._directory / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-        ]
-        # Its own session, so stop() reaches the uvicorn worker that `mlflow server` spawns.
-        self._process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {self._process.returncode}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        raise TimeoutError(f"mlflow server did not answer /health within {timeout} s")
-
-    def stop(self) -> None:
-        if self._process is None:
-            return
-        os.killpg(self._process.pid, signal.SIGTERM)
-        try:
-            self._process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self._process.pid, signal.SIGKILL)
-            self._process.wait()
-        self._process = None
-
-
 @pytest.fixture
-def server(template_db: Path, tmp_path: Path) -> Iterator[_Server]:
+def server(template_db: Path, tmp_path: Path) -> Iterator[MlflowServer]:
     store = tmp_path / "server.db"
     shutil.copy(template_db, store)
-    running = _Server(tmp_path, store)
+    running = MlflowServer(tmp_path, store)
     running.start()
     yield running
     running.stop()
@@ -400,7 +333,7 @@ def server(template_db: Path, tmp_path: Path) -> Iterator[_Server]:
 
 @pytest.mark.slow
 def test_records_survive_a_tracking_server_outage(
-    server: _Server, monkeypatch: pytest.MonkeyPatch
+    server: MlflowServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
         monkeypatch.setenv(name, "")  # restored (unset) after the test, whatever the tracker sets
