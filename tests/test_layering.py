@@ -28,7 +28,8 @@ PIPELINE = Path(margin_tune.pipeline.__file__).parent
 
 #: Folder of pipeline/ → the folders of pipeline/ it may import (itself always allowed).
 ALLOWED: dict[str, set[str]] = {
-    "cli": {"jobs", "sweep", "search", "analysis", "tracking", "outputs", "runtime"},
+    "cli": {"api", "jobs", "sweep", "search", "analysis", "tracking", "outputs", "runtime"},
+    "api": {"jobs", "sweep", "search", "analysis", "tracking", "outputs", "runtime"},
     "jobs": {"sweep", "search", "analysis", "tracking", "outputs", "runtime"},
     "sweep": {"search", "analysis", "tracking", "outputs", "runtime"},
     "search": {"outputs", "runtime"},

@@ -8,10 +8,12 @@ import ast
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -191,3 +193,97 @@ def test_a_sweep_imports_no_module_twice(tmp_path: Path, tiny_overrides: list[st
     }
     assert lines["BARE"] == "[]"
     assert int(lines["OURS"]) > 30
+
+
+def _requirement_name(requirement: str) -> str:
+    """``ray[tune]>=2.60,<3`` → ``ray``, normalised as PEP 503 does."""
+    name = re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _declared() -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The project's dependencies (name → requirement) and its extras (name → requirements)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    required = {_requirement_name(r): r for r in project["dependencies"]}
+    return required, project["optional-dependencies"]
+
+
+def third_party_imports(roots: list[Path]) -> dict[str, set[str]]:
+    """Top-level names of the modules the code imports that are not its own or the standard
+    library's, each with where it is imported: ``module`` (at import time) or ``function``."""
+    found: dict[str, set[str]] = {}
+    for root in roots:
+        for path in root.rglob("*.py"):
+            tree = ast.parse(path.read_text(), filename=str(path))
+            at_top = {id(node) for node in tree.body}
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    top = name.split(".")[0]
+                    if top not in sys.stdlib_module_names and top != "margin_tune":
+                        found.setdefault(top, set()).add(
+                            "module" if id(node) in at_top else "function"
+                        )
+    return found
+
+
+def _distributions(module: str) -> set[str]:
+    """The installed distributions that provide ``module`` (``mlflow``: mlflow, mlflow-skinny)."""
+    return {_requirement_name(n) for n in importlib.metadata.packages_distributions()[module]}
+
+
+def test_every_import_is_a_declared_dependency(tmp_path: Path) -> None:
+    """Imported at import time: a required dependency. Imported inside a function: required or
+    an extra (``optuna_dashboard`` is found, never imported). Nothing undeclared."""
+    required, extras = _declared()
+    optional = {_requirement_name(r) for group in extras.values() for r in group}
+    roots = [ROOT / folder for folder in ("margin_tune", "pipeline", "trainables", "search_spaces")]
+    problems = []
+    for module, where in sorted(third_party_imports(roots).items()):
+        provided_by = _distributions(module)
+        if provided_by & required.keys():
+            continue
+        if provided_by & optional and where == {"function"}:
+            continue
+        problems.append(f"{module} ({provided_by}, imported in a {'/'.join(sorted(where))})")
+    assert problems == []
+    # Every required dependency is used: an unused one is weight every user installs.
+    used = {name for module in third_party_imports(roots) for name in _distributions(module)}
+    assert sorted(set(required) - used) == []
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    (planted / "uses.py").write_text(
+        "import requests\n\ndef f():\n    import pytorch_metric_learning\n"
+    )
+    assert third_party_imports([planted]) == {
+        "requests": {"module"},
+        "pytorch_metric_learning": {"function"},
+    }
+
+
+def test_ci_installs_the_lower_bounds_it_declares() -> None:
+    """CI tests the oldest versions pyproject.toml allows: the constraints pin each lower bound,
+    and .ci/run installs torch at its bound."""
+    required, extras = _declared()
+    pins = dict(
+        line.split("==")
+        for line in (ROOT / ".ci" / "constraints.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    declared = [*required.values(), *(r for group in extras.values() for r in group)]
+    bounds = {
+        _requirement_name(r): found[1] for r in declared if (found := re.search(r">=([0-9.]+)", r))
+    }
+    for name in ("torch", "ray", "mlflow", "optuna"):
+        assert re.search(r"<\d", required[name]), f"{name} has no upper bound"
+    assert f"torch=={bounds['torch']}" in (ROOT / ".ci" / "run").read_text()
+    for name in required.keys() - {"torch"}:
+        assert pins.get(name) == bounds[name], name
+    for name, version in pins.items():
+        assert bounds[_requirement_name(name)] == version, name
+    assert "-c .ci/constraints.txt" in (ROOT / ".ci" / "run").read_text()

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import re
-import time
 from pathlib import Path
 from typing import Any
 
 from margin_tune.pipeline.search.searchers import SEARCHERS
 from margin_tune.pipeline.sweep.trainable import DEFAULT_CHECKPOINT_INTERVAL_S
-from margin_tune.pipeline.sweep.tuner import SweepOptions
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -71,38 +68,30 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--out", type=Path, help="output directory (default runs/<name>-<time>)")
 
 
-def sweep_options(
-    args: argparse.Namespace, trials: int, default_searcher: str = "tpe"
-) -> SweepOptions:
-    return run_options(
-        args,
-        trials,
-        searcher=args.searcher or default_searcher,
-        seed=args.seed,
-        storage=args.storage,
-        grace_period=args.grace_period,
-        reduction_factor=args.reduction_factor,
-        early_stopping=not args.no_early_stopping,
-    )
+def sweep_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The search flags of :func:`add_sweep_flags` as the API's keyword options; a searcher
+    left unset is left to the API (``compare`` takes its spec's)."""
+    search = {
+        "seed": args.seed,
+        "storage": args.storage,
+        "grace_period": args.grace_period,
+        "reduction_factor": args.reduction_factor,
+        "early_stopping": not args.no_early_stopping,
+    }
+    if args.searcher is not None:
+        search["searcher"] = args.searcher
+    return {**run_kwargs(args), **search}
 
 
-def run_options(args: argparse.Namespace, trials: int, **search: Any) -> SweepOptions:
-    """The options from :func:`add_run_flags`; ``search`` sets the searcher's, if any."""
-    return SweepOptions(
-        trials=trials,
-        concurrency=args.concurrency,
-        cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial,
-        experiment=args.experiment,
-        tracking_uri=args.tracking_uri,
-        address=args.address,
-        max_failures=args.max_failures,
-        checkpoint_interval_s=args.checkpoint_interval,
-        **search,
-    )
-
-
-def default_out(name: str) -> Path:
-    """``runs/<name>-<timestamp>``: a new directory per invocation."""
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "sweep"
-    return Path("runs") / f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
+def run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags of :func:`add_run_flags` (but ``--out``) as the API's keyword options."""
+    return {
+        "concurrency": args.concurrency,
+        "cpus_per_trial": args.cpus_per_trial,
+        "gpus_per_trial": args.gpus_per_trial,
+        "experiment": args.experiment,
+        "tracking_uri": args.tracking_uri,
+        "address": args.address,
+        "max_failures": args.max_failures,
+        "checkpoint_interval_s": args.checkpoint_interval,
+    }

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from margin_tune.pipeline.analysis.report import FORMATS, build_report, render
-from margin_tune.pipeline.tracking.reader import open_client
+from margin_tune.pipeline import api
+from margin_tune.pipeline.analysis.report import FORMATS, render
 from margin_tune.pipeline.tracking.store import DEFAULT_EXPERIMENT
 
 
@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    client = open_client(args.tracking_uri)
-    tables = build_report(client, args.experiment, sweep=args.sweep, sort=args.sort)
+    tables = api.report_tables(
+        args.experiment, sweep=args.sweep, sort=args.sort, tracking_uri=args.tracking_uri
+    )
     print(render(tables, args.format), end="")
     return 0

@@ -3,35 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from pathlib import Path
 
-import numpy as np
-
+from margin_tune.pipeline import api
 from margin_tune.pipeline.cli.flags import add_config_flags
-from margin_tune.pipeline.outputs.folders import (
-    CsvAppender,
-    check_output_dir,
-    new_output_dir,
-    write_json,
-    write_yaml,
-)
 from margin_tune.trainables.metric_names import (
     COUNT_KEYS,
     EASY_RATIO,
-    EPOCH_COLUMNS,
     EPOCH_SECONDS,
     HARD_RATIO,
     MAP_AT_R,
     MARGIN,
     ROC_AUC,
+    TEST_PREFIX,
     TRAIN_LOSS,
     on_test,
     on_validation,
 )
-from margin_tune.trainables.parts import load_config
 from margin_tune.trainables.trial import EpochReport, Trial
+
+#: The test metrics that are counts, printed as integers.
+COUNTS = tuple(map(on_test, COUNT_KEYS))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,56 +37,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_output_dir(args.out)
-    config = load_config(args.config, args.overrides)
-    trial = Trial(config)
-    with new_output_dir(args.out) as out:  # a second command on --out is refused
-        write_yaml(out / "config.yaml", config.to_dict())
-        metrics_csv = CsvAppender(out / "metrics.csv", EPOCH_COLUMNS)
-        split = trial.split
+    epochs = 0
+
+    def started(trial: Trial) -> None:
+        nonlocal epochs
+        epochs, split = trial.config.train.epochs, trial.split
         print(
             f"dataset {trial.dataset.name}: {len(trial.dataset.labels)} samples; classes "
             f"{len(split.train_classes)} train / {len(split.val_classes)} val / "
-            f"{len(split.test_classes)} test; scheduler {config.margin.scheduler}; "
+            f"{len(split.test_classes)} test; scheduler {trial.config.margin.scheduler}; "
             f"device {trial.device}",
             flush=True,
         )
-        started = time.perf_counter()
 
-        def on_epoch(report: EpochReport) -> None:
-            metrics_csv.append(report.metrics)
-            print(_progress_line(report, config.train.epochs), flush=True)
-
-        result = trial.run(on_epoch, evaluate_test=True, keep_test_embeddings=args.save_embeddings)
-        assert result.test_metrics is not None
-        summary = {
-            "stop_reason": result.stop_reason,
-            "epochs": len(result.history),
-            "wall_seconds": time.perf_counter() - started,
-            "dataset_fingerprint": trial.dataset.fingerprint(),
-            **{on_test(name): value for name, value in result.test_metrics.items()},
-            "final": result.history[-1] if result.history else {},
-            "reference": {
-                name: {on_test(key): value for key, value in metrics.items()}
-                for name, metrics in result.reference_metrics.items()
-            },
-        }
-        write_json(out / "summary.json", summary)
-        if result.stop_reason != "completed":
-            print(f"stopped after epoch {len(result.history)}: {result.stop_reason}")
-        if result.test_embeddings is not None and result.test_labels is not None:
-            np.savez(out / "test_embeddings.npz", X=result.test_embeddings, y=result.test_labels)
-        print(
-            "test  "
-            + "  ".join(
-                f"{k} {v:{'.0f' if k in COUNT_KEYS else '.4f'}}"
-                for k, v in result.test_metrics.items()
-            ),
-            file=sys.stdout,
+    result = api.train(
+        args.config,
+        args.overrides,
+        out=args.out,
+        save_embeddings=args.save_embeddings,
+        on_start=started,
+        on_epoch=lambda report: print(_progress_line(report, epochs), flush=True),
+    )
+    if result.stop_reason != "completed":
+        print(f"stopped after epoch {len(result.history)}: {result.stop_reason}")
+    print(
+        "test  "
+        + "  ".join(
+            f"{k.removeprefix(TEST_PREFIX)} {v:{'.0f' if k in COUNTS else '.4f'}}"
+            for k, v in result.test_metrics.items()
         )
-        for name, metrics in result.reference_metrics.items():
-            print(f"  ({name}: {ROC_AUC} {metrics[ROC_AUC]:.4f})")
-        print(f"wrote {out}")
+    )
+    for name, metrics in result.reference_metrics.items():
+        print(f"  ({name}: {ROC_AUC} {metrics[on_test(ROC_AUC)]:.4f})")
+    print(f"wrote {result.out}")
     return 0
 
 

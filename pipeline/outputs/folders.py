@@ -8,6 +8,8 @@ import fcntl
 import json
 import math
 import os
+import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,12 @@ from margin_tune.trainables.errors import ConfigError
 
 #: The lock file of an output directory in use (see :func:`output_lock`).
 LOCK_FILE = ".margin-tune.lock"
+
+
+def default_out(name: str) -> Path:
+    """``runs/<name>-<timestamp>``: a new directory per invocation."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "sweep"
+    return Path("runs") / f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def check_output_dir(path: Path, *, field: str = "--out") -> None:

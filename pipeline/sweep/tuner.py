@@ -187,6 +187,28 @@ class SweepResult:
     """One line per failed trial: its id, the error's last line and where its files are."""
 
     @property
+    def out(self) -> Path:
+        """The sweep's output directory."""
+        return self.plan.out
+
+    @property
+    def ok(self) -> bool:
+        """Some trial trained the whole budget (else the CLI exits 1)."""
+        return bool(self.best)
+
+    @property
+    def best_config(self) -> Config | None:
+        """The base config with the best trial's searched values; None when no trial won."""
+        if not self.best:
+            return None
+        searched = {
+            key.removeprefix("config."): value
+            for key, value in self.best.items()
+            if key.startswith("config.") and value == value  # NaN: a value this trial lacks
+        }
+        return apply_overrides(self.plan.base, searched)
+
+    @property
     def summary(self) -> str:
         """``4 trials: 2 completed, 1 early-stopped, 0 collapsed, 1 failed``."""
         budget = self.budget

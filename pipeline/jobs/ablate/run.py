@@ -26,7 +26,6 @@ from ray import tune
 
 from margin_tune.pipeline.analysis.statistics import interval_table, mean_interval
 from margin_tune.pipeline.jobs.ablate.grid import AblationGrid
-from margin_tune.pipeline.sweep.callback import TRIAL_ID_TAG
 from margin_tune.pipeline.sweep.grid_trials import (
     GridPointConfig,
     completed_metrics,
@@ -45,10 +44,12 @@ from margin_tune.pipeline.tracking.vocabulary import (
     KIND_TAG,
     STAGE_TAG,
     SWEEP_ID_TAG,
+    TRIAL_ID_TAG,
 )
 from margin_tune.trainables.config import Config
-from margin_tune.trainables.data import Dataset
+from margin_tune.trainables.data import Dataset, load_dataset
 from margin_tune.trainables.metric_names import EVALUATION_METRICS, on_test
+from margin_tune.trainables.trial import Trial
 
 #: Tags of every ablation trial run, beside its ``cell``.
 ABLATION_TAGS = {STAGE_TAG: ABLATION_STAGE}
@@ -65,6 +66,8 @@ class AblationResult:
     histories: dict[str, pd.DataFrame]
     """Per cell, the per-epoch history of its seed-0 run."""
     wall_seconds: float
+    out: Path | None = None
+    """The output directory: runs, cells, main effects, plots."""
 
 
 def cell_configs(grid: AblationGrid) -> dict[str, dict[str, Any]]:
@@ -220,3 +223,11 @@ def _log_summary(
     best = ranked.sort_values("rank").iloc[0]
     tracker.log_metrics(parent, {f"best_cell_{grid.metric}": float(best[f"{grid.metric}_mean"])})
     tracker.set_tags(parent, {BEST_CELL_TAG: str(best["cell"])})
+
+
+def plan_ablation(grid: AblationGrid, base: Config) -> Dataset:
+    """Load the data and build every cell's trial: sizes that do not fit fail here, not in Ray."""
+    dataset = load_dataset(base.dataset)
+    for cell in grid.cells:
+        Trial(cell.config, dataset=dataset)
+    return dataset

@@ -45,7 +45,6 @@ import pandas as pd
 from margin_tune.pipeline.analysis.tables import paired_table, summary_table
 from margin_tune.pipeline.jobs.compare.spec import CompareSpec
 from margin_tune.pipeline.outputs.folders import write_yaml
-from margin_tune.pipeline.search.space import apply_overrides
 from margin_tune.pipeline.sweep.grid_trials import (
     GridPointConfig,
     completed_metrics,
@@ -124,6 +123,15 @@ class CompareResult:
     comparison_run_id: str
     final_histories: dict[str, pd.DataFrame]
     """Per method, the per-epoch history of its first re-training on the first split."""
+    out: Path | None = None
+    """The output directory: tables, plots, each sweep's and re-training's files."""
+    spec: CompareSpec | None = None
+    """The comparison that ran."""
+
+    @property
+    def ok(self) -> bool:
+        """Every method had a winner on every split (else the CLI exits 1)."""
+        return not self.methods_without_winner
 
     @property
     def methods_without_winner(self) -> list[str]:
@@ -200,9 +208,9 @@ def run_compare(
             )
             record_sweep_outputs(sweeps[split, method], tracker)
         chosen = {
-            method: _best_config(base, sweeps[split, method])
+            method: config
             for method in spec.methods
-            if sweeps[split, method].best
+            if (config := sweeps[split, method].best_config) is not None
         }
         best_configs[split] = chosen
         write_yaml(directory / BEST_CONFIGS_FILE, {m: c.to_dict() for m, c in chosen.items()})
@@ -225,15 +233,6 @@ def run_compare(
     return CompareResult(
         runs, table, comparisons, tuning, sweeps, best_configs, comparison_run, histories
     )
-
-
-def _best_config(base: Config, result: SweepResult) -> Config:
-    searched = {
-        key.removeprefix("config."): value
-        for key, value in result.best.items()
-        if key.startswith("config.")
-    }
-    return apply_overrides(base, {k: v for k, v in searched.items() if v == v})
 
 
 def final_columns(spec: CompareSpec) -> list[str]:

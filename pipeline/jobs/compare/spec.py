@@ -25,6 +25,7 @@ tests; the other test metrics are reported as secondary.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from margin_tune.search_spaces import packaged_spaces
 from margin_tune.trainables.config import MAX_SEED, Config, read_yaml
 from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.metric_names import TUNABLE_METRICS, VALIDATION_PREFIX, best_mode
-from margin_tune.trainables.parts import load_config
+from margin_tune.trainables.parts import config_from_dict, load_config
 
 DEFAULT_METHODS = {
     "dams": "dams",
@@ -298,3 +299,41 @@ def _positive_int(value: Any, field_name: str) -> int:
     if number < 1:
         raise ConfigError(field_name, f"must be >= 1, got {number}")
     return number
+
+
+#: Where a comparison's output directory keeps each method's space, as ``<method>.yaml``.
+SPACES_DIR = "spaces"
+
+
+def spec_data(spec: CompareSpec) -> dict[str, Any]:
+    """The comparison as JSON data (a manifest's ``spec``); the spaces are copied beside it."""
+    return {
+        "base": spec.base.to_dict(),
+        "methods": {method: space.name for method, space in spec.spaces.items()},
+        "baselines": list(spec.baselines),
+        "trials": spec.trials,
+        "searcher": spec.searcher,
+        "seeds": spec.seeds,
+        "metric": spec.metric,
+        "overrides": list(spec.overrides),
+        "splits": spec.splits,
+    }
+
+
+def spec_from_data(data: dict[str, Any], spaces: Path) -> CompareSpec:
+    """The comparison :func:`spec_data` wrote, its spaces read from their copies in ``spaces``."""
+    base = config_from_dict(data["base"])
+    return CompareSpec(
+        base=base,
+        spaces={
+            method: dataclasses.replace(load_space(spaces / f"{method}.yaml", base), name=name)
+            for method, name in data["methods"].items()
+        },
+        baselines=tuple(data["baselines"]),
+        trials=data["trials"],
+        searcher=data["searcher"],
+        seeds=data["seeds"],
+        metric=data["metric"],
+        overrides=tuple(data["overrides"]),
+        splits=data["splits"],
+    )

@@ -35,7 +35,7 @@ from tiny import TINY
 
 from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.tracking.tracker import Tracker
-from margin_tune.pipeline.tracking.vocabulary import KIND_TAG, STAGE_TAG
+from margin_tune.pipeline.tracking.vocabulary import KIND_TAG, SCHEDULER_TAG, STAGE_TAG
 
 EXPERIMENT = "ui-test"
 METHODS = ("dams", "constant")
@@ -153,7 +153,7 @@ def test_the_ui_server_shows_nesting_histories_and_artifacts(compared: Compared)
         assert len(trials) == TRIALS
         for trial in trials:
             # The run name says the scheduler and its key parameters.
-            scheduler = tags(trial)["scheduler"]
+            scheduler = tags(trial)[SCHEDULER_TAG]
             assert tags(trial)["mlflow.runName"].startswith(f"{scheduler} μ0=")
             assert "lr=" in tags(trial)["mlflow.runName"]
             for key in ("margin", "easy_ratio", "val_roc_auc"):

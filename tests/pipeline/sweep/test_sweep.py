@@ -19,9 +19,11 @@ from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, ray_sessi
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import (
     BEST_TRIAL_TAG,
+    DATASET_TAG,
     ERROR_TAG,
     KIND_TAG,
     METHOD_TAG,
+    SCHEDULER_TAG,
     STAGE_TAG,
     STATUS_TAG,
     TRIAL_ID_TAG,
@@ -117,7 +119,7 @@ def test_sweep_records_one_child_run_per_trial_with_history(
     histories: dict[str, list[float]] = {}
     for run in children:
         tags, params = run.data.tags, run.data.params
-        assert tags["scheduler"] == "dams" and tags["dataset"] == "synthetic"
+        assert tags[SCHEDULER_TAG] == "dams" and tags[DATASET_TAG] == "synthetic"
         assert params["margin.scheduler"] == "dams"
         assert float(params["train.lr"]) in (0.003, 1e-7)
         assert params["train.epochs"] == str(EPOCHS)

@@ -18,13 +18,20 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from margin_tune.pipeline.cli.main import main
-from margin_tune.pipeline.tracking.vocabulary import KIND_TAG, STATUS_TAG, TRIAL_ID_TAG
+from margin_tune.pipeline.tracking.vocabulary import (
+    DATASET_TAG,
+    KIND_TAG,
+    SCHEDULER_TAG,
+    SEED_TAG,
+    STATUS_TAG,
+    TRIAL_ID_TAG,
+)
 
 pytestmark = pytest.mark.slow
 
 TRIALS = 3
 EPOCHS = 3
-KEPT_TAGS = (TRIAL_ID_TAG, "mlflow.parentRunId", "scheduler", "dataset", "seed")
+KEPT_TAGS = (TRIAL_ID_TAG, "mlflow.parentRunId", SCHEDULER_TAG, DATASET_TAG, SEED_TAG)
 
 
 def trial_runs(client: MlflowClient, experiment_id: str) -> dict[str, Run]:

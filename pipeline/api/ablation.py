@@ -1,0 +1,114 @@
+"""``margin_tune.ablate``: a factorial grid × training seeds, each cell run to its full budget.
+
+Before anything runs, the output directory gets the grid file, the base config and a manifest
+with the ablation's id and options: all ``resume`` and ``sync`` need to continue it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from margin_tune.pipeline.api.config import ConfigLike, Overrides, resolve_config, sweep_options
+from margin_tune.pipeline.jobs.ablate.grid import (
+    GRID_COPY,
+    AblationGrid,
+    load_ablation_grid,
+    load_grid,
+)
+from margin_tune.pipeline.jobs.ablate.outputs import write_ablation
+from margin_tune.pipeline.jobs.ablate.run import AblationResult, plan_ablation, run_ablation
+from margin_tune.pipeline.outputs.folders import (
+    check_output_dir,
+    default_out,
+    new_output_dir,
+    write_yaml,
+)
+from margin_tune.pipeline.outputs.manifest import manifest_options, write_manifest
+from margin_tune.pipeline.sweep.tuner import SweepOptions, sweep_cluster
+from margin_tune.pipeline.tracking.tracker import Tracker
+from margin_tune.trainables.config import Config
+from margin_tune.trainables.data import Dataset
+from margin_tune.trainables.parts import config_from_dict
+
+
+def ablate(
+    grid: str | Path,
+    *,
+    config: ConfigLike = None,
+    overrides: Overrides = (),
+    seeds: int | None = None,
+    out: str | Path | None = None,
+    **options: Any,
+) -> AblationResult:
+    """Run every cell of ``grid`` with ``seeds`` training seeds, on one class split.
+
+    Args:
+        grid: a grid YAML, or a packaged grid's name (``schedulers``, …).
+        config, overrides: the base trial config the cells are laid over.
+        seeds: training seeds per cell (default: the grid file's, else 3).
+        out: a new or empty output directory (default ``runs/ablate-<grid>-<time>``).
+        options: execution fields of :class:`~margin_tune.pipeline.sweep.tuner.SweepOptions`
+            (``concurrency``, ``tracking_uri``, ``experiment``, ``address``, …).
+
+    Returns:
+        ``runs`` (one row per trial), ``cells`` (mean ± CI per cell, ranked on validation),
+        ``effects`` (main effects), per-cell histories and the MLflow run id.
+
+    Raises:
+        ConfigError: bad input, before Ray, MLflow or any file starts.
+    """
+    base = resolve_config(config, overrides)
+    loaded = load_grid(grid, base, seeds=seeds)
+    chosen = sweep_options(len(loaded.cells) * loaded.seeds, {**options, "early_stopping": False})
+    directory = Path(out) if out is not None else default_out(f"ablate-{loaded.name}")
+    check_output_dir(directory)
+    dataset = plan_ablation(loaded, base)
+    ablation_id = uuid.uuid4().hex[:12]
+    manifest = {
+        "ablation_id": ablation_id,
+        "grid_name": loaded.name,
+        "seeds": loaded.seeds,
+        "base": base.to_dict(),
+        "options": dataclasses.asdict(chosen),
+    }
+    with new_output_dir(directory), sweep_cluster(chosen):
+        write_yaml(directory / "base_config.yaml", base.to_dict())
+        assert loaded.source is not None
+        shutil.copyfile(loaded.source, directory / GRID_COPY)
+        write_manifest(directory, "ablate", manifest)
+        return run_grid(loaded, base, dataset, chosen, directory, ablation_id)
+
+
+def resume_ablate(
+    out: Path, manifest: dict[str, Any], address: str | None = None
+) -> AblationResult:
+    """Continue the ablation ``out``'s manifest describes (the caller holds its lock)."""
+    base = config_from_dict(manifest["base"])
+    grid = load_ablation_grid(out, manifest)
+    options = SweepOptions(**manifest_options(manifest))
+    if address:
+        options = dataclasses.replace(options, address=address)
+    dataset = plan_ablation(grid, base)
+    with sweep_cluster(options):
+        return run_grid(grid, base, dataset, options, out, manifest["ablation_id"])
+
+
+def run_grid(
+    grid: AblationGrid,
+    base: Config,
+    dataset: Dataset,
+    options: SweepOptions,
+    out: Path,
+    ablation_id: str,
+) -> AblationResult:
+    """Run (or continue) the ablation inside the caller's Ray session and write its tables."""
+    with Tracker(options.tracking_uri, options.experiment) as tracker:
+        result = run_ablation(grid, base, dataset, options, out, tracker, ablation_id=ablation_id)
+        for path in write_ablation(result, grid, base, out):
+            tracker.log_artifact(result.run_id, str(path), artifact_path="ablation")
+        tracker.end_run(result.run_id)
+    return dataclasses.replace(result, out=out)

@@ -1,0 +1,143 @@
+"""``margin_tune.compare``: the main job. Every method tuned alike on validation classes,
+re-trained over seeds, compared on test classes.
+
+Before anything runs, the output directory gets a manifest with the comparison as plain data
+(base config, methods and their spaces, copied beside it, budget, seeds), the options and the
+ids of the comparison's and each sweep's MLflow runs: all ``resume`` needs to continue it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from margin_tune.pipeline.api.config import Overrides, sweep_options
+from margin_tune.pipeline.jobs.compare.outputs import write_comparison
+from margin_tune.pipeline.jobs.compare.run import (
+    CompareResult,
+    check_split_layout,
+    run_compare,
+    split_config,
+)
+from margin_tune.pipeline.jobs.compare.spec import (
+    SPACES_DIR,
+    CompareSpec,
+    load_compare_spec,
+    spec_data,
+    spec_from_data,
+)
+from margin_tune.pipeline.outputs.folders import (
+    check_output_dir,
+    default_out,
+    new_output_dir,
+    write_yaml,
+)
+from margin_tune.pipeline.outputs.manifest import manifest_options, write_manifest
+from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, sweep_cluster
+from margin_tune.pipeline.tracking.tracker import Tracker
+from margin_tune.trainables.data import load_dataset
+
+
+def compare(
+    spec: str | Path | None = None,
+    *,
+    preset: str | None = None,
+    overrides: Overrides = (),
+    trials: int | None = None,
+    out: str | Path | None = None,
+    **options: Any,
+) -> CompareResult:
+    """Run a comparison: the spec's methods tuned, re-trained and tested.
+
+    Args:
+        spec: a ``compare.yaml`` (see the README); with ``preset``, its keys win.
+        preset: a packaged comparison (``quick``, ``paper``).
+        overrides: dotted values over the base trial config.
+        trials: per sweep; default the spec's.
+        out: a new or empty output directory (default ``runs/compare-<time>``).
+        options: fields of :class:`~margin_tune.pipeline.sweep.tuner.SweepOptions`
+            (``searcher`` defaults to the spec's).
+
+    Returns:
+        The tables as DataFrames: ``table`` (per method, test metrics mean ± CI), ``comparisons``
+        (paired tests), ``tuning`` (what each sweep chose), ``runs`` (one row per re-training);
+        and ``methods_without_winner``, the methods no trial of which trained its budget on
+        some split (the CLI exits 1 for them). Tables and plots are in ``result.out``.
+
+    Raises:
+        ConfigError: bad input, before Ray, MLflow or any file starts.
+    """
+    if isinstance(overrides, dict):
+        overrides = [f"{key}={value}" for key, value in overrides.items()]
+    loaded = load_compare_spec(Path(spec) if spec is not None else None, preset, list(overrides))
+    options.setdefault("searcher", loaded.searcher)
+    chosen = sweep_options(loaded.trials if trials is None else trials, options)
+    directory = Path(out) if out is not None else default_out("compare")
+    check_output_dir(directory)
+    dataset = load_dataset(loaded.base.dataset)
+    for split in loaded.split_seeds:  # data, every split and sizes, before anything starts
+        for method, space in loaded.spaces.items():
+            base = split_config(loaded.base, split)
+            plan_sweep(method, base, space, chosen, directory / method, dataset=dataset)
+    manifest = {
+        "comparison_id": uuid.uuid4().hex[:12],
+        "sweep_ids": {
+            str(split): {method: uuid.uuid4().hex[:12] for method in loaded.methods}
+            for split in loaded.split_seeds
+        },
+        "spec": spec_data(loaded),
+        "options": dataclasses.asdict(chosen),
+        "indicative": preset == "quick",
+        "split_seeds": list(loaded.split_seeds),
+        "tuning_seeds": list(loaded.tuning_seeds),
+        "retraining_seeds": list(loaded.final_seeds),
+    }
+    with new_output_dir(directory), sweep_cluster(chosen):
+        write_yaml(directory / "base_config.yaml", loaded.base.to_dict())
+        (directory / SPACES_DIR).mkdir()
+        for method, space in loaded.spaces.items():
+            assert space.source is not None
+            shutil.copyfile(space.source, directory / SPACES_DIR / f"{method}.yaml")
+        write_manifest(directory, "compare", manifest)
+        return run_comparison(loaded, chosen, directory, manifest)
+
+
+def resume_compare(
+    out: Path, manifest: dict[str, Any], address: str | None = None
+) -> CompareResult:
+    """Continue the comparison ``out``'s manifest describes (the caller holds its lock)."""
+    check_split_layout(out, manifest)
+    spec = spec_from_data(manifest["spec"], out / SPACES_DIR)
+    options = SweepOptions(**manifest_options(manifest))
+    if address:
+        options = dataclasses.replace(options, address=address)
+    with sweep_cluster(options):
+        return run_comparison(spec, options, out, manifest)
+
+
+def run_comparison(
+    spec: CompareSpec, options: SweepOptions, out: Path, manifest: dict[str, Any]
+) -> CompareResult:
+    """Run (or continue) the comparison inside the caller's Ray session and write its tables.
+
+    Its MLflow run ends FAILED when a method had no trial that trained its whole budget on
+    some split: the tables are written first and show the gap.
+    """
+    with Tracker(options.tracking_uri, options.experiment) as tracker:
+        result = run_compare(
+            spec,
+            options,
+            out,
+            tracker,
+            comparison_id=manifest["comparison_id"],
+            sweep_ids=manifest["sweep_ids"],
+        )
+        files = write_comparison(result, spec, out, indicative=manifest["indicative"])
+        for path in files:
+            tracker.log_artifact(result.comparison_run_id, str(path), artifact_path="comparison")
+        missing = result.methods_without_winner
+        tracker.end_run(result.comparison_run_id, "FAILED" if missing else "FINISHED")
+    return dataclasses.replace(result, out=out, spec=spec)

@@ -1,0 +1,105 @@
+"""``margin_tune.tune``: one sweep over a search space, on Ray Tune, recorded in MLflow."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any
+
+from margin_tune.pipeline.api.config import ConfigLike, Overrides, resolve_config, sweep_options
+from margin_tune.pipeline.outputs.folders import (
+    check_output_dir,
+    default_out,
+    new_output_dir,
+    write_yaml,
+)
+from margin_tune.pipeline.outputs.manifest import manifest_options, write_manifest
+from margin_tune.pipeline.search.space import load_space
+from margin_tune.pipeline.sweep.tuner import (
+    SweepOptions,
+    SweepPlan,
+    SweepResult,
+    plan_sweep,
+    record_sweep_outputs,
+    run_sweep,
+    sweep_cluster,
+)
+from margin_tune.pipeline.tracking.tracker import Tracker
+from margin_tune.trainables.parts import config_from_dict
+
+#: The space file, copied into the output directory: what ``resume`` reads.
+SPACE_COPY = "space.yaml"
+
+
+def tune(
+    space: str | Path,
+    *,
+    trials: int,
+    config: ConfigLike = None,
+    overrides: Overrides = (),
+    out: str | Path | None = None,
+    **options: Any,
+) -> SweepResult:
+    """Run one sweep: ``trials`` trials of ``space`` over the base ``config``.
+
+    Args:
+        space: a search-space YAML, or a packaged space's name (``dams``, ``constant``, …).
+        trials: the budget.
+        config, overrides: the base trial config, as :func:`~margin_tune.train` takes it.
+        out: a new or empty output directory (default ``runs/<space>-<time>``).
+        options: any field of :class:`~margin_tune.pipeline.sweep.tuner.SweepOptions`:
+            ``searcher``, ``seed``, ``concurrency``, ``tracking_uri``, ``experiment``,
+            ``address``, ``early_stopping``, ``storage``, ``cpus_per_trial``, ...
+
+    Returns:
+        The trials as a DataFrame (``result.trials``), the best trial's row (``result.best``)
+        and config (``result.best_config``), per-trial histories, the sweep's MLflow run id.
+        A sweep in which no trial trained its budget returns with ``best`` empty and its
+        errors in ``result.errors``; it raises only on bad input.
+
+    Raises:
+        ConfigError: bad input, before Ray, MLflow or any file starts.
+    """
+    base = resolve_config(config, overrides)
+    search = load_space(space, base)
+    chosen = sweep_options(trials, options)
+    directory = Path(out) if out is not None else default_out(search.name)
+    check_output_dir(directory)
+    plan = plan_sweep(search.name, base, search, chosen, directory)
+    with new_output_dir(directory), sweep_cluster(chosen):
+        write_yaml(directory / "config.yaml", base.to_dict())
+        assert search.source is not None
+        shutil.copyfile(search.source, directory / SPACE_COPY)
+        write_manifest(
+            directory,
+            "tune",
+            {
+                "name": plan.name,
+                "space_name": search.name,
+                "sweep_id": plan.sweep_id,
+                "base": base.to_dict(),
+                "options": dataclasses.asdict(chosen),
+            },
+        )
+        return run_planned(plan)
+
+
+def resume_tune(out: Path, manifest: dict[str, Any], address: str | None = None) -> SweepResult:
+    """Continue the sweep ``out``'s manifest describes (the caller holds its lock)."""
+    base = config_from_dict(manifest["base"])
+    search = dataclasses.replace(load_space(out / SPACE_COPY, base), name=manifest["space_name"])
+    options = SweepOptions(**manifest_options(manifest))
+    if address:
+        options = dataclasses.replace(options, address=address)
+    plan = plan_sweep(manifest["name"], base, search, options, out, sweep_id=manifest["sweep_id"])
+    with sweep_cluster(options):
+        return run_planned(plan)
+
+
+def run_planned(plan: SweepPlan) -> SweepResult:
+    """Run a planned sweep inside the caller's Ray session; write its table and plots."""
+    with Tracker(plan.options.tracking_uri, plan.options.experiment) as tracker:
+        result = run_sweep(plan, tracker)
+        record_sweep_outputs(result, tracker)
+    return result

@@ -1,0 +1,182 @@
+"""What a comparison leaves in its output directory: the tables as CSV, ``table.md`` with its
+caption, and the plots. The numbers are :class:`~.run.CompareResult`'s; this module only writes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from margin_tune.pipeline.analysis.plots import comparison_bars, epoch_curve_files
+from margin_tune.pipeline.analysis.tables import mean_ci
+from margin_tune.pipeline.jobs.compare.run import CompareResult
+from margin_tune.pipeline.jobs.compare.spec import CompareSpec
+from margin_tune.trainables.metric_names import (
+    COUNT_KEYS,
+    EASY_RATIO,
+    EVALUATION_METRICS,
+    MARGIN,
+    on_test,
+)
+
+
+def write_comparison(
+    result: CompareResult, spec: CompareSpec, out: Path, *, indicative: bool
+) -> list[Path]:
+    """table.csv, comparisons.csv, tuning.csv, runs.csv, table.md and the plots."""
+    files = [
+        out / "table.csv",
+        out / "comparisons.csv",
+        out / "tuning.csv",
+        out / "runs.csv",
+        out / "table.md",
+    ]
+    result.table.to_csv(files[0], index=False)
+    result.comparisons.to_csv(files[1], index=False)
+    result.tuning.to_csv(files[2], index=False)
+    result.runs.to_csv(files[3], index=False)
+    files[4].write_text(render_markdown(result, spec, indicative=indicative), encoding="utf-8")
+    files.append(comparison_bars(result.table, EVALUATION_METRICS, out / "test_metrics.png"))
+    files += epoch_curve_files(
+        result.final_histories,
+        {
+            MARGIN: "margin μ of each method's chosen config (first re-training)",
+            EASY_RATIO: "easy-triplet ratio (first re-training)",
+        },
+        out / "final",
+    )
+    return files
+
+
+def caption(result: CompareResult, spec: CompareSpec) -> list[str]:
+    """What the table's numbers are, which runs they come from and what the interval covers."""
+    options = next(iter(result.sweeps.values())).plan.options
+    seeds = ", ".join(map(str, spec.final_seeds))
+    splits = ", ".join(map(str, spec.split_seeds))
+    tuning = ", ".join(map(str, spec.tuning_seeds))
+    lines = [
+        f"Each method tuned with {options.trials} trials × {spec.base.train.epochs} epochs "
+        f"({options.searcher}) on validation classes, per class split; its best trial among "
+        f"those that trained all {spec.base.train.epochs} epochs re-trained with seeds {seeds} "
+        f"(disjoint from the tuning seed {tuning}) and evaluated on the split's test classes. "
+        f"Class splits: {splits}.",
+    ]
+    if spec.splits > 1:
+        lines.append(
+            f"Mean ± 95% CI (Student t) over {spec.splits} class splits, each split's seeds "
+            "averaged first: the interval covers the class split and the tuning outcome as well "
+            "as the training seed. Paired tests pair the splits."
+        )
+    else:
+        lines.append(
+            "Mean ± 95% CI (Student t) over the re-training seeds. With one class split and one "
+            "tuning run per method, the interval covers the training seed only: the result is "
+            "conditional on this split and this tuning outcome. Paired tests pair the seeds."
+        )
+    lines.append(
+        f"Primary metric: {spec.primary} (tuned as {spec.metric}); the other metrics are "
+        "secondary. Collapsed re-trainings are evaluated and averaged in; failed ones have no "
+        "metric, and n says how many units remain."
+    )
+    return lines
+
+
+def render_markdown(result: CompareResult, spec: CompareSpec, *, indicative: bool) -> str:
+    splits = f", {spec.splits} class splits" if spec.splits > 1 else ""
+    lines = [
+        f"# Comparison on {spec.base.dataset.name} (test classes, {spec.seeds} re-training "
+        f"seeds{splits})",
+        "",
+        *(line for text in caption(result, spec) for line in (text, "")),
+    ]
+    if indicative:
+        lines += [
+            "> Quick preset: few trials, epochs and seeds. Its p-values are indicative only.",
+            "",
+        ]
+    ordered = [spec.primary, *(m for m in EVALUATION_METRICS if m != spec.primary)]
+    names = [f"{m} (primary)" if m == spec.primary else m for m in ordered]
+    header = ["method", "runs", "collapsed", "failed", "n", *names]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in result.table.iterrows():
+        cells = [str(row["method"]), str(row["runs"]), str(row["collapsed"]), str(row["failed"])]
+        cells.append(f"{row[f'{spec.primary}_n']} {row['unit']}s")
+        if row.get("splits_without_winner", 0):
+            note = (
+                f"no trial completed its budget on {row['splits_without_winner']} of "
+                f"{spec.splits} split(s)"
+            )
+            if row["runs"] == 0:
+                cells += [note] + ["–"] * (len(ordered) - 1)
+                lines.append("| " + " | ".join(cells) + " |")
+                continue
+            cells[0] += f" ({note})"
+        cells += [mean_ci(row[f"{m}_mean"], row[f"{m}_ci95"]) for m in ordered]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Tuning: per method and split, the chosen trial, the epochs it trained, its validation "
+        f"{spec.metric} (what it was chosen on) beside the mean of its re-trainings, and the "
+        "budget the sweep spent.",
+        "",
+        "| method | split | chosen trial | epochs | tuning score | re-trained val | trials | "
+        "trial-epochs | searcher | dimensions |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _, row in result.tuning.iterrows():
+        chosen = "none (no trial completed its budget)"
+        if not pd.isna(row["chosen_trial"]):
+            chosen = str(row["chosen_trial"])
+        epochs = "–" if pd.isna(row["chosen_epochs"]) else str(int(row["chosen_epochs"]))
+        lines.append(
+            f"| {row['method']} | {row['split']} | {chosen} | {epochs} | "
+            f"{_number(row['tuning_score'])} | {_number(row['retrained_val'])} | {row['trials']} | "
+            f"{row['trial_epochs']} | {row['searcher']} | {row['dimensions']} |"
+        )
+    counts = [c for c in map(on_test, COUNT_KEYS) if c in result.runs]
+    if counts and not result.runs.empty:
+        pairs = result.runs[counts[0]].dropna()
+        accepts = result.runs[counts[-1]].dropna()
+        if not pairs.empty:
+            lines += [
+                "",
+                f"Verification metrics from {_span(pairs)} test pairs per run; TAR@FAR=1e-3 "
+                f"rests on {_span(accepts)} false accepts.",
+            ]
+    if not result.comparisons.empty:
+        unit = str(result.comparisons["unit"].iloc[0])
+        lines += [
+            "",
+            f"Paired by {unit}: scheduler − baseline (paired t-test; Holm-Bonferroni adjusted "
+            f"over the {int((result.comparisons['role'] == 'primary').sum())} comparisons of the "
+            "primary metric; Wilcoxon signed-rank when n ≥ 6). A constant difference has no "
+            "test.",
+            "",
+            "| scheduler | baseline | metric | difference ± 95% CI | n | t-test p | Holm p | "
+            "Wilcoxon p |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for _, row in result.comparisons.iterrows():
+            metric = f"{row['metric']} ({row['role']})"
+            difference = mean_ci(row["mean_difference"], row["ci95"], signed=True)
+            t_p = "constant" if row["constant"] else _p(row["t_test_p"])
+            lines.append(
+                f"| {row['scheduler']} | {row['baseline']} | {metric} | {difference} | "
+                f"{row['pairs']} | {t_p} | {_p(row['holm_p'])} | {_p(row['wilcoxon_p'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _span(values: pd.Series) -> str:
+    """``1,124,250``, or ``1,000–2,000`` when the runs differ."""
+    low, high = int(values.min()), int(values.max())
+    return f"{low:,}" if low == high else f"{low:,}–{high:,}"
+
+
+def _number(value: float) -> str:
+    return "–" if pd.isna(value) else f"{value:.4f}"
+
+
+def _p(value: float) -> str:
+    return "–" if pd.isna(value) else f"{value:.3g}"
