@@ -23,44 +23,34 @@ from margin_tune.pipeline.sweep.ray_network import prefer_loopback
 
 if TYPE_CHECKING:
     from margin_tune.pipeline.api import (
+        DryRun as DryRun,
         TrainResult as TrainResult,
-    )
-    from margin_tune.pipeline.api import (
         ablate as ablate,
-    )
-    from margin_tune.pipeline.api import (
         compare as compare,
-    )
-    from margin_tune.pipeline.api import (
+        plan_ablate as plan_ablate,
+        plan_compare as plan_compare,
+        plan_tune as plan_tune,
+        register as register,
         report as report,
-    )
-    from margin_tune.pipeline.api import (
         report_tables as report_tables,
-    )
-    from margin_tune.pipeline.api import (
         resolve_config as resolve_config,
-    )
-    from margin_tune.pipeline.api import (
         resume_ablate as resume_ablate,
-    )
-    from margin_tune.pipeline.api import (
         resume_compare as resume_compare,
-    )
-    from margin_tune.pipeline.api import (
         resume_tune as resume_tune,
-    )
-    from margin_tune.pipeline.api import (
         train as train,
-    )
-    from margin_tune.pipeline.api import (
         tune as tune,
     )
 
 __version__ = "0.2.0"
 _API = (
+    "DryRun",
     "TrainResult",
     "ablate",
     "compare",
+    "plan_ablate",
+    "plan_compare",
+    "plan_tune",
+    "register",
     "report",
     "report_tables",
     "resolve_config",

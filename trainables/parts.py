@@ -18,8 +18,32 @@ from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.losses import LOSSES
 from margin_tune.trainables.miners import MINERS
 from margin_tune.trainables.models import MODELS
+from margin_tune.trainables.registry import Registry
 from margin_tune.trainables.samplers import SAMPLERS
 from margin_tune.trainables.schedulers import SCHEDULERS
+
+#: Every registry of a trial's parts, by the role a config names (``margin.scheduler`` names a
+#: ``scheduler``).
+REGISTRIES: dict[str, Registry[Any]] = {
+    "dataset": DATASETS,
+    "model": MODELS,
+    "loss": LOSSES,
+    "miner": MINERS,
+    "sampler": SAMPLERS,
+    "scheduler": SCHEDULERS,
+}
+
+
+def added_parts() -> dict[str, dict[str, Any]]:
+    """The parts this process registered at run time, by role: what a sweep ships to the
+    processes that run its trials (Ray pickles a class defined in a script by value)."""
+    return {role: added for role, registry in REGISTRIES.items() if (added := registry.added())}
+
+
+def restore_parts(parts: Mapping[str, Mapping[str, Any]]) -> None:
+    """Register, in a trial's process, what :func:`added_parts` returned in the driver."""
+    for role, added in parts.items():
+        REGISTRIES[role].restore(added)
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:

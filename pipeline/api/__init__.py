@@ -14,35 +14,32 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from margin_tune.pipeline.api.ablation import (
         ablate as ablate,
-    )
-    from margin_tune.pipeline.api.ablation import (
+        plan_ablate as plan_ablate,
         resume_ablate as resume_ablate,
     )
     from margin_tune.pipeline.api.comparison import (
         compare as compare,
-    )
-    from margin_tune.pipeline.api.comparison import (
+        plan_compare as plan_compare,
         resume_compare as resume_compare,
     )
     from margin_tune.pipeline.api.config import (
         resolve_config as resolve_config,
     )
-    from margin_tune.pipeline.api.reporting import (
-        report as report,
+    from margin_tune.pipeline.api.dry_run import DryRun as DryRun
+    from margin_tune.pipeline.api.plugins import (
+        register as register,
     )
     from margin_tune.pipeline.api.reporting import (
+        report as report,
         report_tables as report_tables,
     )
     from margin_tune.pipeline.api.sweeping import (
+        plan_tune as plan_tune,
         resume_tune as resume_tune,
-    )
-    from margin_tune.pipeline.api.sweeping import (
         tune as tune,
     )
     from margin_tune.pipeline.api.training import (
         TrainResult as TrainResult,
-    )
-    from margin_tune.pipeline.api.training import (
         train as train,
     )
 
@@ -52,6 +49,10 @@ EXPORTS = {
     "TrainResult": "training",
     "tune": "sweeping",
     "resume_tune": "sweeping",
+    "plan_tune": "sweeping",
+    "plan_compare": "comparison",
+    "plan_ablate": "ablation",
+    "DryRun": "dry_run",
     "compare": "comparison",
     "resume_compare": "comparison",
     "ablate": "ablation",
@@ -59,6 +60,7 @@ EXPORTS = {
     "report": "reporting",
     "report_tables": "reporting",
     "resolve_config": "config",
+    "register": "plugins",
 }
 
 __all__ = sorted(EXPORTS)

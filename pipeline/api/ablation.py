@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from margin_tune.pipeline.api.config import ConfigLike, Overrides, resolve_config, sweep_options
+from margin_tune.pipeline.api.dry_run import DryRun, time_one_epoch
 from margin_tune.pipeline.jobs.ablate.grid import (
     GRID_COPY,
     AblationGrid,
@@ -61,12 +62,9 @@ def ablate(
     Raises:
         ConfigError: bad input, before Ray, MLflow or any file starts.
     """
-    base = resolve_config(config, overrides)
-    loaded = load_grid(grid, base, seeds=seeds)
-    chosen = sweep_options(len(loaded.cells) * loaded.seeds, {**options, "early_stopping": False})
-    directory = Path(out) if out is not None else default_out(f"ablate-{loaded.name}")
-    check_output_dir(directory)
-    dataset = plan_ablation(loaded, base)
+    base, loaded, chosen, directory, dataset = _prepare(
+        grid, config, overrides, seeds, out, options
+    )
     ablation_id = uuid.uuid4().hex[:12]
     manifest = {
         "ablation_id": ablation_id,
@@ -81,6 +79,53 @@ def ablate(
         shutil.copyfile(loaded.source, directory / GRID_COPY)
         write_manifest(directory, "ablate", manifest)
         return run_grid(loaded, base, dataset, chosen, directory, ablation_id)
+
+
+def plan_ablate(
+    grid: str | Path,
+    *,
+    config: ConfigLike = None,
+    overrides: Overrides = (),
+    seeds: int | None = None,
+    out: str | Path | None = None,
+    **options: Any,
+) -> DryRun:
+    """What :func:`ablate` would run, checked as it checks it, with one epoch timed here;
+    nothing is written and Ray is not started (``margin-tune ablate --dry-run``)."""
+    base, loaded, chosen, _, dataset = _prepare(grid, config, overrides, seeds, out, options)
+    epochs, runs = base.train.epochs, chosen.trials
+    return DryRun(
+        "ablate",
+        base,
+        {
+            "cells": len(loaded.cells),
+            "seeds": loaded.seeds,
+            "epochs": epochs,
+            "runs": runs,
+            "trial_epochs": runs * epochs,
+        },
+        concurrency=min(chosen.concurrency, runs),
+        epoch_seconds=time_one_epoch(base, dataset),
+        cells=tuple(cell.label for cell in loaded.cells),
+    )
+
+
+def _prepare(
+    grid: str | Path,
+    config: ConfigLike,
+    overrides: Overrides,
+    seeds: int | None,
+    out: str | Path | None,
+    options: dict[str, Any],
+) -> tuple[Config, AblationGrid, SweepOptions, Path, Dataset]:
+    """Everything checked before an ablation starts: config, grid, options, output directory,
+    and every cell's trial built on the data."""
+    base = resolve_config(config, overrides)
+    loaded = load_grid(grid, base, seeds=seeds)
+    chosen = sweep_options(len(loaded.cells) * loaded.seeds, {**options, "early_stopping": False})
+    directory = Path(out) if out is not None else default_out(f"ablate-{loaded.name}")
+    check_output_dir(directory)
+    return base, loaded, chosen, directory, plan_ablation(loaded, base)
 
 
 def resume_ablate(

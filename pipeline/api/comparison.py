@@ -11,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from margin_tune.pipeline.api.config import Overrides, sweep_options
+from margin_tune.pipeline.api.dry_run import DryRun, time_one_epoch
 from margin_tune.pipeline.jobs.compare.outputs import write_comparison
 from margin_tune.pipeline.jobs.compare.run import (
     CompareResult,
@@ -38,7 +40,7 @@ from margin_tune.pipeline.outputs.folders import (
 from margin_tune.pipeline.outputs.manifest import manifest_options, write_manifest
 from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, sweep_cluster
 from margin_tune.pipeline.tracking.tracker import Tracker
-from margin_tune.trainables.data import load_dataset
+from margin_tune.trainables.data import Dataset, load_dataset
 
 
 def compare(
@@ -70,18 +72,7 @@ def compare(
     Raises:
         ConfigError: bad input, before Ray, MLflow or any file starts.
     """
-    if isinstance(overrides, dict):
-        overrides = [f"{key}={value}" for key, value in overrides.items()]
-    loaded = load_compare_spec(Path(spec) if spec is not None else None, preset, list(overrides))
-    options.setdefault("searcher", loaded.searcher)
-    chosen = sweep_options(loaded.trials if trials is None else trials, options)
-    directory = Path(out) if out is not None else default_out("compare")
-    check_output_dir(directory)
-    dataset = load_dataset(loaded.base.dataset)
-    for split in loaded.split_seeds:  # data, every split and sizes, before anything starts
-        for method, space in loaded.spaces.items():
-            base = split_config(loaded.base, split)
-            plan_sweep(method, base, space, chosen, directory / method, dataset=dataset)
+    loaded, chosen, directory, _ = _prepare(spec, preset, overrides, trials, out, options)
     manifest = {
         "comparison_id": uuid.uuid4().hex[:12],
         "sweep_ids": {
@@ -103,6 +94,64 @@ def compare(
             shutil.copyfile(space.source, directory / SPACES_DIR / f"{method}.yaml")
         write_manifest(directory, "compare", manifest)
         return run_comparison(loaded, chosen, directory, manifest)
+
+
+def plan_compare(
+    spec: str | Path | None = None,
+    *,
+    preset: str | None = None,
+    overrides: Overrides = (),
+    trials: int | None = None,
+    out: str | Path | None = None,
+    **options: Any,
+) -> DryRun:
+    """What :func:`compare` would run, checked as it checks it, with one epoch timed here;
+    nothing is written and Ray is not started (``margin-tune compare --dry-run``)."""
+    loaded, chosen, _, dataset = _prepare(spec, preset, overrides, trials, out, options)
+    epochs, methods = loaded.base.train.epochs, len(loaded.methods)
+    runs = loaded.splits * methods * (chosen.trials + loaded.seeds)
+    return DryRun(
+        "compare",
+        loaded.base,
+        {
+            "splits": loaded.splits,
+            "methods": methods,
+            "trials": chosen.trials,
+            "seeds": loaded.seeds,
+            "epochs": epochs,
+            "runs": runs,
+            "trial_epochs": runs * epochs,
+        },
+        concurrency=chosen.concurrency,
+        epoch_seconds=time_one_epoch(loaded.base, dataset),
+        spaces=dict(loaded.spaces),
+    )
+
+
+def _prepare(
+    spec: str | Path | None,
+    preset: str | None,
+    overrides: Overrides,
+    trials: int | None,
+    out: str | Path | None,
+    options: dict[str, Any],
+) -> tuple[CompareSpec, SweepOptions, Path, Dataset]:
+    """Everything checked before a comparison starts: the spec, the options, the output
+    directory, the data, and every split and method's sweep planned on it."""
+    if isinstance(overrides, Mapping):
+        overrides = [f"{key}={value}" for key, value in overrides.items()]
+    loaded = load_compare_spec(Path(spec) if spec is not None else None, preset, list(overrides))
+    chosen = sweep_options(
+        loaded.trials if trials is None else trials, {"searcher": loaded.searcher, **options}
+    )
+    directory = Path(out) if out is not None else default_out("compare")
+    check_output_dir(directory)
+    dataset = load_dataset(loaded.base.dataset)
+    for split in loaded.split_seeds:  # data, every split and sizes, before anything starts
+        for method, space in loaded.spaces.items():
+            base = split_config(loaded.base, split)
+            plan_sweep(method, base, space, chosen, directory / method, dataset=dataset)
+    return loaded, chosen, directory, dataset
 
 
 def resume_compare(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from margin_tune.pipeline.api.config import ConfigLike, Overrides, resolve_config, sweep_options
+from margin_tune.pipeline.api.dry_run import DryRun, time_one_epoch
 from margin_tune.pipeline.outputs.folders import (
     check_output_dir,
     default_out,
@@ -61,12 +62,8 @@ def tune(
     Raises:
         ConfigError: bad input, before Ray, MLflow or any file starts.
     """
-    base = resolve_config(config, overrides)
-    search = load_space(space, base)
-    chosen = sweep_options(trials, options)
-    directory = Path(out) if out is not None else default_out(search.name)
-    check_output_dir(directory)
-    plan = plan_sweep(search.name, base, search, chosen, directory)
+    plan = _prepare(space, trials, config, overrides, out, options)
+    base, search, chosen, directory = plan.base, plan.space, plan.options, plan.out
     with new_output_dir(directory), sweep_cluster(chosen):
         write_yaml(directory / "config.yaml", base.to_dict())
         assert search.source is not None
@@ -83,6 +80,47 @@ def tune(
             },
         )
         return run_planned(plan)
+
+
+def plan_tune(
+    space: str | Path,
+    *,
+    trials: int,
+    config: ConfigLike = None,
+    overrides: Overrides = (),
+    out: str | Path | None = None,
+    **options: Any,
+) -> DryRun:
+    """What :func:`tune` would run, checked as it checks it, with one epoch timed here;
+    nothing is written and Ray is not started (``margin-tune tune --dry-run``)."""
+    plan = _prepare(space, trials, config, overrides, out, options)
+    epochs = plan.base.train.epochs
+    return DryRun(
+        "tune",
+        plan.base,
+        {"trials": trials, "epochs": epochs, "trial_epochs": trials * epochs},
+        concurrency=min(plan.options.concurrency, trials),
+        epoch_seconds=time_one_epoch(plan.base, plan.dataset),
+        spaces={plan.space.name: plan.space},
+    )
+
+
+def _prepare(
+    space: str | Path,
+    trials: int,
+    config: ConfigLike,
+    overrides: Overrides,
+    out: str | Path | None,
+    options: dict[str, Any],
+) -> SweepPlan:
+    """Everything checked before a sweep starts: config, space, options, output directory, a
+    trial at every bound of the space."""
+    base = resolve_config(config, overrides)
+    search = load_space(space, base)
+    chosen = sweep_options(trials, options)
+    directory = Path(out) if out is not None else default_out(search.name)
+    check_output_dir(directory)
+    return plan_sweep(search.name, base, search, chosen, directory)
 
 
 def resume_tune(out: Path, manifest: dict[str, Any], address: str | None = None) -> SweepResult:

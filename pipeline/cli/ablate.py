@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from margin_tune.pipeline import api
+from margin_tune.pipeline.api.dry_run import DryRun
 from margin_tune.pipeline.cli.flags import add_config_flags, add_run_flags, run_kwargs
 from margin_tune.pipeline.jobs.ablate.run import AblationResult
 
@@ -25,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = api.ablate(
+    run = api.plan_ablate if args.dry_run else api.ablate
+    outcome = run(
         args.grid,
         config=args.config,
         overrides=args.overrides,
@@ -33,7 +35,10 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         **run_kwargs(args),
     )
-    return show(result)
+    if isinstance(outcome, DryRun):
+        print(outcome.render(), end="")
+        return 0
+    return show(outcome)
 
 
 def resume_from_manifest(out: Path, manifest: dict[str, Any], address: str | None) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from margin_tune.pipeline import api
+from margin_tune.pipeline.api.dry_run import DryRun
 from margin_tune.pipeline.cli.flags import add_override_flag, add_sweep_flags, sweep_kwargs
 from margin_tune.pipeline.jobs.compare.run import CompareResult
 from margin_tune.pipeline.jobs.compare.spec import PRESETS
@@ -26,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = api.compare(
+    run = api.plan_compare if args.dry_run else api.compare
+    outcome = run(
         args.config,
         preset=args.preset,
         overrides=args.overrides,
@@ -34,7 +36,10 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         **sweep_kwargs(args),
     )
-    return show(result)
+    if isinstance(outcome, DryRun):
+        print(outcome.render(), end="")
+        return 0
+    return show(outcome)
 
 
 def resume_from_manifest(out: Path, manifest: dict[str, Any], address: str | None) -> int:

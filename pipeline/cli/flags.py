@@ -66,6 +66,12 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     )
     where.add_argument("--experiment", default="margin-tune", help="MLflow experiment")
     where.add_argument("--out", type=Path, help="output directory (default runs/<name>-<time>)")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check everything, print the config, the space and the budget with a rough wall "
+        "time from one timed epoch; write nothing, start no Ray, make no MLflow run",
+    )
 
 
 def sweep_kwargs(args: argparse.Namespace) -> dict[str, Any]:

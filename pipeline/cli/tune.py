@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from margin_tune.pipeline import api
+from margin_tune.pipeline.api.dry_run import DryRun
 from margin_tune.pipeline.cli.flags import add_config_flags, add_sweep_flags, sweep_kwargs
 from margin_tune.pipeline.runtime.exit_codes import EXIT_RUNS_FAILED
 from margin_tune.pipeline.runtime.secrets import redact_uri
@@ -24,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = api.tune(
+    run = api.plan_tune if args.dry_run else api.tune
+    outcome = run(
         args.space,
         trials=args.trials,
         config=args.config,
@@ -32,7 +34,10 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         **sweep_kwargs(args),
     )
-    return show(result)
+    if isinstance(outcome, DryRun):
+        print(outcome.render(), end="")
+        return 0
+    return show(outcome)
 
 
 def resume_from_manifest(out: Path, manifest: dict[str, Any], address: str | None) -> int:

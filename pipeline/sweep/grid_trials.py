@@ -34,7 +34,7 @@ from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import MEASURED_STATUSES
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Dataset
-from margin_tune.trainables.parts import config_from_dict
+from margin_tune.trainables.parts import added_parts, config_from_dict
 
 
 class GridPointConfig:
@@ -91,6 +91,7 @@ def run_grid_trials(
             dataset=dataset,
             cpus=options.cpus_per_trial,
             checkpoint_interval_s=options.checkpoint_interval_s,
+            parts=added_parts(),
         ),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from margin_tune.pipeline.search.space import apply_overrides
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Dataset
 from margin_tune.trainables.metric_names import COLLAPSED, on_test
-from margin_tune.trainables.parts import config_from_dict
+from margin_tune.trainables.parts import config_from_dict, restore_parts
 from margin_tune.trainables.trial import EpochReport, Trial
 
 CHECKPOINT_FILE = "trial.pt"
@@ -58,8 +59,11 @@ def run_tune_trial(
     dataset: Dataset,
     cpus: float,
     checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S,
+    parts: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
-    """Function trainable for ``tune.with_parameters``: ``dataset`` comes from the object store."""
+    """Function trainable for ``tune.with_parameters``: ``dataset`` comes from the object store,
+    ``parts`` are what the driver's script registered (:func:`added_parts`)."""
+    restore_parts(parts or {})
     config = trial_config(base, params, cpus)
     trial = Trial(config, dataset=dataset)
     _resume(trial)
@@ -93,6 +97,7 @@ def run_final_trial(
     cpus: float,
     checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S,
     key: str = "method",
+    parts: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
     """Train a grid point's config with one training seed; the last epoch adds test_*.
 
@@ -101,6 +106,7 @@ def run_final_trial(
     after the last epoch: the budget's last, or the epoch a collapse stopped the run at. A
     collapsed network is an outcome of its method, measured and averaged in like any other.
     """
+    restore_parts(parts or {})
     config = trial_config(configs[params[key]], {"seed": params["seed"]}, cpus)
     trial = Trial(config, dataset=dataset)
     _resume(trial)

@@ -67,6 +67,7 @@ from margin_tune.trainables.metric_names import (
     TUNABLE_METRICS,
     VALIDATION_PREFIX,
 )
+from margin_tune.trainables.parts import added_parts
 from margin_tune.trainables.trial import Trial
 
 EXPERIMENT_DIR = "tune"
@@ -460,6 +461,7 @@ def run_sweep(
             dataset=plan.dataset,
             cpus=options.cpus_per_trial,
             checkpoint_interval_s=options.checkpoint_interval_s,
+            parts=added_parts(),
         ),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )

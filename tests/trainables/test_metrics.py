@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from pytorch_metric_learning.distances import LpDistance
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import CustomKNN
-from sklearn.metrics import roc_auc_score
-from sklearn.metrics import roc_curve as sklearn_roc_curve
+from sklearn.metrics import roc_auc_score, roc_curve as sklearn_roc_curve
 
 from margin_tune.trainables.config import MIN_MAX_PAIRS
 from margin_tune.trainables.errors import ConfigError

@@ -31,8 +31,7 @@ from margin_tune.trainables.config import (
     DatasetConfig,
     ModelConfig,
 )
-from margin_tune.trainables.data import limits as data_limits
-from margin_tune.trainables.data import load_dataset
+from margin_tune.trainables.data import limits as data_limits, load_dataset
 from margin_tune.trainables.data.image_folder import MAX_IMAGE_PIXELS
 from margin_tune.trainables.errors import MAX_MESSAGE, MAX_QUOTED, ConfigError, quote, shorten
 from margin_tune.trainables.models import build_model
