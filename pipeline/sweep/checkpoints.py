@@ -17,12 +17,17 @@ save. Hence "the second distinct snapshot time after the end".
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from ray import cloudpickle
 from ray.tune import Callback
+
+from margin_tune.trainables.errors import ConfigError
 
 KEEP_AFTER_END = 1
 #: The experiment state Tune writes, one file per driver session.
@@ -68,3 +73,100 @@ def prune_to_newest(directory: Path) -> None:
 def _latest_snapshot(experiment: Path) -> float:
     times = [path.stat().st_mtime for path in experiment.glob(SNAPSHOT_GLOB)]
     return max(times, default=0.0)
+
+
+#: What Tune keeps of an experiment beside its trials, one file each per driver session: its
+#: trials (JSON), the search algorithm's and the searcher's state, the callbacks' (pickles).
+STATE_GLOBS = (
+    SNAPSHOT_GLOB,
+    "basic-variant-state-*.json",
+    "search_gen_state-*.json",
+    "searcher-state-*.pkl",
+    "callback-states-*.pkl",
+)
+#: The copy of each state file last seen whole, beside it (a name Tune never reads).
+BACKUP_PREFIX = "last-readable."
+
+
+class KeepReadableExperimentState(Callback):
+    """Keep a copy of each of Tune's experiment-state files each time it is written whole.
+
+    Tune rewrites them about once a second, and not atomically where it matters: it writes
+    into a staging folder and copies to the experiment folder. A driver killed at that moment
+    (SIGKILL, the OOM killer, a lost node) leaves a file empty or cut off; Tune then fails to
+    read it ("Failed to restore the run state") and silently starts an experiment of one
+    default trial instead of resuming (seen here: an ablation resumed into a trial without its
+    grid values, about once in 15 kills). The copies, read back before they are kept and
+    swapped in atomically, are what :func:`repair_experiment_state` puts back. They lag by at
+    most one write: a trial that ended in between runs again on resume, as one that ended
+    after the last snapshot always does.
+    """
+
+    def __init__(self) -> None:
+        self._copied: dict[Path, int] = {}
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        for trial in trials:
+            if trial.path is not None:
+                self.backup(Path(trial.path).parent)
+                return
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.on_step_end(0, trials)
+
+    def backup(self, experiment: Path) -> None:
+        for pattern in STATE_GLOBS:
+            for state in experiment.glob(pattern):
+                try:
+                    written = state.stat().st_mtime_ns
+                    if self._copied.get(state) == written:
+                        continue
+                    text = state.read_bytes()
+                except OSError:
+                    continue
+                if not _readable(state.name, text):  # being written: the next step copies it
+                    continue
+                partial = state.with_name(f".{BACKUP_PREFIX}{state.name}.tmp")
+                partial.write_bytes(text)
+                os.replace(partial, state.with_name(BACKUP_PREFIX + state.name))
+                self._copied[state] = written
+
+
+def repair_experiment_state(experiment: Path) -> list[str]:
+    """Put back the last readable copy of each experiment-state file a kill cut off.
+
+    Returns the names of the files put back. A cut-off file without a copy is refused: Tune
+    would start over with the wrong trials.
+
+    Raises:
+        ConfigError: a cut-off state without a readable copy.
+    """
+    repaired = []
+    for pattern in STATE_GLOBS:
+        for state in sorted(experiment.glob(pattern)):
+            if _readable(state.name, state.read_bytes()):
+                continue
+            backup = state.with_name(BACKUP_PREFIX + state.name)
+            if not backup.is_file():
+                raise ConfigError(
+                    "DIR",
+                    f"Ray Tune's experiment state {state} was cut off (the driver was killed "
+                    "while writing it) and has no readable copy; `margin-tune sync` records "
+                    "what finished",
+                )
+            os.replace(backup, state)
+            repaired.append(state.name)
+    return repaired
+
+
+def _readable(name: str, content: bytes) -> bool:
+    """Whether Tune can read this state back: JSON for its trials, a whole pickle otherwise
+    (``basic-variant-state`` is a pickle despite its name)."""
+    try:
+        if name.startswith("experiment_state-"):
+            json.loads(content)
+        else:
+            cloudpickle.loads(content)
+    except Exception:  # cut off: EOFError, UnpicklingError, ValueError, ...
+        return False
+    return True

@@ -28,7 +28,10 @@ from margin_tune.pipeline.sweep.callback import (
     bind_tracker,
     sync_results,
 )
-from margin_tune.pipeline.sweep.checkpoints import PruneEndedTrialCheckpoints
+from margin_tune.pipeline.sweep.checkpoints import (
+    KeepReadableExperimentState,
+    PruneEndedTrialCheckpoints,
+)
 from margin_tune.pipeline.sweep.tuner import SweepOptions, restored_or_new, tune_environment
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import MEASURED_STATUSES
@@ -114,6 +117,7 @@ def run_grid_trials(
                 callbacks=[
                     TrackingCallback(parent_run_id, points, tags, points.run_key),
                     PruneEndedTrialCheckpoints(),
+                    KeepReadableExperimentState(),
                     JsonLoggerCallback(),  # result.json: what the results are read back from
                 ],
                 failure_config=tune.FailureConfig(max_failures=options.max_failures),

@@ -6,6 +6,7 @@ joins) Ray, opens the sweep's parent run, fits the Tuner and returns the trials'
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import subprocess
@@ -40,7 +41,12 @@ from margin_tune.pipeline.sweep.callback import (
     bind_tracker,
     sync_results,
 )
-from margin_tune.pipeline.sweep.checkpoints import PruneEndedTrialCheckpoints, prune_to_newest
+from margin_tune.pipeline.sweep.checkpoints import (
+    KeepReadableExperimentState,
+    PruneEndedTrialCheckpoints,
+    prune_to_newest,
+    repair_experiment_state,
+)
 from margin_tune.pipeline.sweep.ray_network import loopback_warning, release, token_exposure_warning
 from margin_tune.pipeline.sweep.trainable import DEFAULT_CHECKPOINT_INTERVAL_S, run_tune_trial
 from margin_tune.pipeline.tracking.store import check_tracking_uri
@@ -69,6 +75,8 @@ from margin_tune.trainables.metric_names import (
 )
 from margin_tune.trainables.parts import added_parts
 from margin_tune.trainables.trial import Trial
+
+_logger = logging.getLogger(__name__)
 
 EXPERIMENT_DIR = "tune"
 #: How a trial can end (see :func:`margin_tune.pipeline.sweep.callback.trial_status`).
@@ -383,6 +391,12 @@ def restored_or_new(experiment: Path, trainable: Any, new: Callable[[], tune.Tun
     last checkpoint, and a searcher's state (Optuna's history) comes back with the experiment.
     """
     if tune.Tuner.can_restore(str(experiment)):
+        for name in repair_experiment_state(experiment):
+            _logger.warning(
+                "%s was cut off when the driver was killed; resuming from the copy of its last "
+                "complete write (a trial that ended since then runs again)",
+                name,
+            )
         return tune.Tuner.restore(
             str(experiment), trainable, resume_unfinished=True, resume_errored=True
         )
@@ -486,6 +500,7 @@ def run_sweep(
                 callbacks=[
                     TrackingCallback(sweep_run, SearchedConfig(base)),
                     PruneEndedTrialCheckpoints(),
+                    KeepReadableExperimentState(),
                     JsonLoggerCallback(),
                 ],
                 failure_config=tune.FailureConfig(max_failures=options.max_failures),

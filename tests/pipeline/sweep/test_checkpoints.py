@@ -4,11 +4,23 @@ the end; trials checkpoint on a clock and at their last epoch."""
 from __future__ import annotations
 
 import os
+import pickle
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from margin_tune.pipeline.sweep.checkpoints import PruneEndedTrialCheckpoints
+import pytest
+from tiny import TINY
+
+import margin_tune
+from margin_tune.pipeline.outputs.manifest import read_manifest
+from margin_tune.pipeline.sweep.checkpoints import (
+    BACKUP_PREFIX,
+    STATE_GLOBS,
+    KeepReadableExperimentState,
+    PruneEndedTrialCheckpoints,
+    repair_experiment_state,
+)
 from margin_tune.pipeline.sweep.trainable import CheckpointClock
 
 
@@ -58,3 +70,61 @@ def test_checkpoint_clock_every_epoch_at_zero_and_always_at_the_last() -> None:
     assert [every_epoch.due(epoch) for epoch in range(1, 6)] == [True] * 5
     rarely = CheckpointClock(3600.0, last_epoch=5)
     assert [rarely.due(epoch) for epoch in range(1, 6)] == [False, False, False, False, True]
+
+
+STATE = "experiment_state-2026-12-02_05-00-00.json"
+
+
+def test_a_cut_off_experiment_state_is_put_back_from_its_last_readable_copy(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / STATE
+    keeper = KeepReadableExperimentState()
+    state.write_text('{"trials": ["a"]}')
+    keeper.backup(tmp_path)
+    state.write_text('{"trials": ["a", "b"')  # caught mid-write: the good copy stays
+    keeper.backup(tmp_path)
+    assert (tmp_path / (BACKUP_PREFIX + STATE)).read_text() == '{"trials": ["a"]}'
+    state.write_text("")  # what a SIGKILL during the write leaves
+    assert repair_experiment_state(tmp_path) == [STATE]
+    assert state.read_text() == '{"trials": ["a"]}'
+    assert repair_experiment_state(tmp_path) == []  # a whole state is left alone
+    state.write_text("")
+    with pytest.raises(margin_tune.trainables.errors.ConfigError, match=r"DIR: .*cut off"):
+        repair_experiment_state(tmp_path)  # the copy was used up: nothing to put back
+    state.unlink()
+    # The search algorithm's state is a pickle (whatever its name says), cut off the same way.
+    searcher = tmp_path / "basic-variant-state-2026-12-02_05-00-00.json"
+    whole = pickle.dumps({"_total_samples": 6, "_uuid_prefix": "ed506_"})
+    searcher.write_bytes(whole)
+    keeper.backup(tmp_path)
+    searcher.write_bytes(whole[: len(whole) // 2])
+    assert repair_experiment_state(tmp_path) == [searcher.name]
+    assert pickle.loads(searcher.read_bytes())["_total_samples"] == 6
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_state_a_kill_cut_off_resumes_instead_of_starting_over(
+    tmp_path: Path,
+) -> None:
+    """Without the copy, Tune fails to read the state and silently runs one default trial."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = margin_tune.tune(
+        "constant",
+        trials=2,
+        overrides=[*TINY, "train.epochs=2"],
+        out=tmp_path / "sweep",
+        tracking_uri=uri,
+        early_stopping=False,
+    )
+    experiment = first.out / "tune"
+    states = [path for pattern in STATE_GLOBS for path in experiment.glob(pattern)]
+    assert {p.name.split("-")[0] for p in states} >= {"experiment_state", "search_gen_state"}
+    for state in states:  # every file a kill could cut off, cut off at once
+        assert (experiment / (BACKUP_PREFIX + state.name)).is_file()
+        state.write_bytes(state.read_bytes()[:10])
+    again = margin_tune.resume_tune(first.out, read_manifest(first.out, ("tune",)))
+    assert sorted(again.trials["margin_tune.trial_id"]) == sorted(
+        first.trials["margin_tune.trial_id"]
+    )
+    assert list(again.trials["status"]) == ["completed", "completed"]
