@@ -36,6 +36,7 @@ MODULES = {
     "P6": "bench.p6_bookkeeping",
     "P7": "bench.p7_memory",
     "P8": "bench.p8_fractional_gpu",
+    "P10": "bench.p10_report",
 }
 PACKAGES = ("torch", "ray", "optuna", "mlflow", "pytorch-metric-learning", "numpy", "pandas")
 EXIT_BAD_INPUT = 2

@@ -53,6 +53,7 @@ from margin_tune.pipeline.tracking.vocabulary import (
 from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.metric_names import (
     EASY_RATIO,
+    EPOCH,
     EPOCH_COLUMNS,
     EVALUATION_METRICS,
     MARGIN,
@@ -349,8 +350,11 @@ def _metric_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def _epochs(client: MlflowClient, trial: Run, metric: str) -> int:
-    """Epochs the trial got to: the last step of its sweep's metric (``step=epoch``); a test
-    metric is logged once, at the last epoch."""
+    """Epochs the trial got to: its latest ``epoch``, which the search already returned; a run
+    logged before 0.2 has none, and then the last step of its sweep's metric (``step=epoch``;
+    a test metric is logged once, at the last epoch) costs a history request."""
+    if EPOCH in trial.data.metrics:
+        return int(trial.data.metrics[EPOCH])
     if metric not in trial.data.metrics:
         return 0
     return max(point.step for point in client.get_metric_history(trial.info.run_id, metric))

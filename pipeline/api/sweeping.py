@@ -7,7 +7,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from margin_tune.pipeline.api.config import ConfigLike, Overrides, resolve_config, sweep_options
+from margin_tune.pipeline.api.config import (
+    ConfigLike,
+    Overrides,
+    resolve_config,
+    sweep_options,
+    with_default_storage,
+)
 from margin_tune.pipeline.api.dry_run import DryRun, time_one_epoch
 from margin_tune.pipeline.outputs.folders import (
     check_output_dir,
@@ -117,8 +123,8 @@ def _prepare(
     trial at every bound of the space."""
     base = resolve_config(config, overrides)
     search = load_space(space, base)
-    chosen = sweep_options(trials, options)
     directory = Path(out) if out is not None else default_out(search.name)
+    chosen = with_default_storage(sweep_options(trials, options), directory)
     check_output_dir(directory)
     return plan_sweep(search.name, base, search, chosen, directory)
 

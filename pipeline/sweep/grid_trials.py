@@ -25,6 +25,7 @@ from margin_tune.pipeline.runtime.interrupts import (
 from margin_tune.pipeline.sweep.callback import (
     SyncedTrial,
     TrackingCallback,
+    TrialNames,
     bind_tracker,
     sync_results,
 )
@@ -98,6 +99,7 @@ def run_grid_trials(
         ),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
+    names = TrialNames(points, tags)
     tuner = restored_or_new(
         directory.resolve(),
         trainable,
@@ -109,7 +111,10 @@ def run_grid_trials(
                 "seed": tune.grid_search(list(seeds)),
             },
             tune_config=tune.TuneConfig(
-                max_concurrent_trials=options.concurrency, reuse_actors=True
+                max_concurrent_trials=options.concurrency,
+                reuse_actors=True,
+                trial_name_creator=names.name,
+                trial_dirname_creator=names.dirname,
             ),
             run_config=tune.RunConfig(
                 name=directory.name,

@@ -38,6 +38,7 @@ from margin_tune.pipeline.sweep.callback import (
     TRIAL_ID_TAG,
     SearchedConfig,
     TrackingCallback,
+    TrialNames,
     bind_tracker,
     sync_results,
 )
@@ -480,6 +481,7 @@ def run_sweep(
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
     experiment = plan.out.resolve() / EXPERIMENT_DIR
+    names = TrialNames(SearchedConfig(base), {})
     tuner = restored_or_new(
         experiment,
         trainable,
@@ -493,6 +495,8 @@ def run_sweep(
                 num_samples=options.trials,
                 max_concurrent_trials=options.concurrency,
                 reuse_actors=True,
+                trial_name_creator=names.name,
+                trial_dirname_creator=names.dirname,
             ),
             run_config=tune.RunConfig(
                 name=EXPERIMENT_DIR,

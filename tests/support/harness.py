@@ -113,7 +113,9 @@ def kill_once_an_end_is_snapshotted(
 
     Tune snapshots on every controller step here, so the kill comes soon after the end, and
     writes its snapshot in the background, so the second snapshot after the end holds it.
-    Returns what ``finished`` returned just before the kill.
+    Returns what ``finished`` returned once the first snapshot after the end was written: what
+    the second one, taken before the kill, surely holds (a trial that ended in between may
+    run again on resume, as the README says).
     """
     with log.open("w") as handle:
         driver = subprocess.Popen(
@@ -131,8 +133,11 @@ def kill_once_an_end_is_snapshotted(
             60,
             "a snapshot",
         )
+        # What has ended by now, the next snapshot (begun after this one was written) holds;
+        # a trial that ends later may miss it and rightly run again on resume.
+        recorded = finished()
         wait_for(lambda: snapshot_time(experiment) > first or None, 60, "a second snapshot")
-        return finished()
+        return recorded
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()

@@ -167,7 +167,11 @@ def _write_sweep(
         )
         for epoch in range(len(next(iter(trial.history.values())))):
             values = {name: series[epoch] for name, series in trial.history.items()}
-            tracker.log_epoch(child, values | {"train_loss": 1.0 / (epoch + 1)}, step=epoch + 1)
+            # Today's trials log their epoch (what report reads); before 0.2 they did not, and
+            # report reads the step of the sweep's metric instead.
+            logged = {} if tag else {"epoch": float(epoch + 1)}
+            values |= {"train_loss": 1.0 / (epoch + 1), **logged}
+            tracker.log_epoch(child, values, step=epoch + 1)
         tracker.set_tags(child, {tag[STATUS_TAG]: trial.status})
         tracker.end_run(child, "FAILED" if trial.status == "failed" else "FINISHED")
     scored = [t for t in sweep.trials if t.status != "failed"]

@@ -11,14 +11,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pandas as pd
 import pytest
 import yaml
+from mlflow import MlflowClient
 from tiny import TINY
 
 import margin_tune
 from margin_tune.pipeline import api
+from margin_tune.pipeline.api.config import OPTUNA_DB, with_default_storage
 from margin_tune.pipeline.cli.main import main
+from margin_tune.pipeline.outputs.manifest import read_manifest
+from margin_tune.pipeline.sweep.callback import path_slug
+from margin_tune.pipeline.sweep.tuner import SweepOptions
 from margin_tune.pipeline.tracking.vocabulary import TRIAL_ID_TAG
 from margin_tune.trainables.config import Config, default_config_path, parse_override
 from margin_tune.trainables.errors import ConfigError
@@ -80,6 +86,26 @@ def test_bad_input_raises_before_anything_runs(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_optuna_study_defaults_to_the_output_directory_on_this_machine_only(
+    tmp_path: Path,
+) -> None:
+    local = with_default_storage(SweepOptions(trials=2), tmp_path / "out")
+    assert local.storage == f"sqlite:///{(tmp_path / 'out' / OPTUNA_DB).resolve()}"
+    given = with_default_storage(SweepOptions(trials=2, storage="sqlite:///x.db"), tmp_path)
+    assert given.storage == "sqlite:///x.db"
+    cluster = with_default_storage(SweepOptions(trials=2, address="10.0.0.1:6379"), tmp_path)
+    assert cluster.storage is None  # shared storage: the study stays in memory
+
+
+def test_trial_folders_are_ascii_slugs_of_the_run_names() -> None:
+    assert (
+        path_slug("dams μ0=0.297 target=0.907 lr=1e-03") == "dams_mu0-0.297_target-0.907_lr-1e-03"
+    )
+    assert path_slug("contrastive λ=0.5 dams seed=3") == "contrastive_lambda-0.5_dams_seed-3"
+    assert path_slug("ü/../x" * 40).isascii() and len(path_slug("a b" * 100)) <= 80
+    assert "/" not in path_slug("a/../b") and path_slug("μ") == "mu" and path_slug("///") == "trial"
+
+
 class Recorder:
     """Wraps an API function: records each call, then runs the real function."""
 
@@ -128,6 +154,21 @@ def test_tune_ablate_and_report_from_python_and_their_commands(
     assert result.ok and len(result.trials) == 2 and (result.out / "trials.csv").is_file()
     best = result.best_config
     assert isinstance(best, Config) and best.margin.scheduler == "dams"
+    # The Optuna study lives in the output directory, where `ui --sweep-dir` finds it.
+    storage = read_manifest(result.out, ("tune",))["options"]["storage"]
+    assert storage == f"sqlite:///{(tmp_path / 'sweep' / OPTUNA_DB).resolve()}"
+    (study,) = optuna.get_all_study_summaries(storage)
+    assert study.n_trials == 2
+    # Tune's trial folders are named after the MLflow runs, in ASCII, with the trial id.
+    client = MlflowClient(uri)
+    names = {
+        run.data.tags[TRIAL_ID_TAG]: run.info.run_name
+        for run in client.search_runs([client.get_experiment_by_name("api").experiment_id])
+        if TRIAL_ID_TAG in run.data.tags
+    }
+    folders = sorted(p.name for p in (result.out / "tune").iterdir() if p.is_dir())
+    assert folders == sorted(f"{path_slug(name)}_{trial}" for trial, name in names.items())
+    assert all(name.startswith("dams μ0=") for name in names.values())
     assert best.margin.initial_margin == result.best["config.margin.initial_margin"]
 
     sweeps = margin_tune.report("api", tracking_uri=uri)

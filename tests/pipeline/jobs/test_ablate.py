@@ -38,7 +38,7 @@ def finished_trials(out: Path) -> dict[Path, str]:
     """result.json of each trial whose last epoch (with its test metrics) was reported."""
     return {
         path: path.read_text()
-        for path in (out / "tune").glob("run_ablation_trial_*/result.json")
+        for path in (out / "tune").glob("*/result.json")
         if "test_roc_auc" in path.read_text()
     }
 

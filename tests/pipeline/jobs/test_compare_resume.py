@@ -32,7 +32,7 @@ EXECUTABLE = Path(sys.executable).with_name("margin-tune")
 def finished_retrainings(out: Path) -> dict[Path, str]:
     """result.json of each re-training whose last epoch (with its test metrics) was reported."""
     found = {}
-    for path in (out / "splits" / "0" / "final").glob("run_final_trial_*/result.json"):
+    for path in (out / "splits" / "0" / "final").glob("*/result.json"):
         text = path.read_text()
         if "test_roc_auc" in text:
             found[path] = text
