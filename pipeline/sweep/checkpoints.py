@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import json
 import os
+import pickletools
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from ray import cloudpickle
 from ray.tune import Callback
 
 from margin_tune.trainables.errors import ConfigError
@@ -160,13 +160,18 @@ def repair_experiment_state(experiment: Path) -> list[str]:
 
 
 def _readable(name: str, content: bytes) -> bool:
-    """Whether Tune can read this state back: JSON for its trials, a whole pickle otherwise
-    (``basic-variant-state`` is a pickle despite its name)."""
+    """Whether this state is whole: JSON for Tune's trials; for the others, a pickle
+    (``basic-variant-state`` is one despite its name) read to its STOP without building
+    anything: unpickling a searcher would reconnect its Optuna storage every second."""
     try:
         if name.startswith("experiment_state-"):
             json.loads(content)
-        else:
-            cloudpickle.loads(content)
-    except Exception:  # cut off: EOFError, UnpicklingError, ValueError, ...
+            return True
+        end = 0
+        for opcode, _, position in pickletools.genops(content):
+            if opcode.name == "STOP":
+                end = (position or 0) + 1
+                break
+    except (ValueError, UnicodeDecodeError):  # cut off before its STOP
         return False
-    return True
+    return 0 < end == len(content)
