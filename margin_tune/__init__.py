@@ -19,6 +19,7 @@ later, to stay on loopback; that must happen before Ray's first import
 
 from typing import TYPE_CHECKING, Any
 
+from margin_tune.pipeline.api import EXPORTS
 from margin_tune.pipeline.sweep.ray_network import prefer_loopback
 
 if TYPE_CHECKING:
@@ -42,31 +43,13 @@ if TYPE_CHECKING:
     )
 
 __version__ = "0.2.0"
-_API = (
-    "DryRun",
-    "TrainResult",
-    "ablate",
-    "compare",
-    "plan_ablate",
-    "plan_compare",
-    "plan_tune",
-    "register",
-    "report",
-    "report_tables",
-    "resolve_config",
-    "resume_ablate",
-    "resume_compare",
-    "resume_tune",
-    "train",
-    "tune",
-)
-__all__ = ["__version__", *_API]
+__all__ = ["__version__", *EXPORTS]
 
 prefer_loopback()
 
 
 def __getattr__(name: str) -> Any:
-    if name in _API:
+    if name in EXPORTS:
         from margin_tune.pipeline import api
 
         return getattr(api, name)

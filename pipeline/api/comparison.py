@@ -9,6 +9,7 @@ ids of the comparison's and each sweep's MLflow runs: all ``resume`` needs to co
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import uuid
 from collections.abc import Mapping
@@ -138,8 +139,9 @@ def _prepare(
 ) -> tuple[CompareSpec, SweepOptions, Path, Dataset]:
     """Everything checked before a comparison starts: the spec, the options, the output
     directory, the data, and every split and method's sweep planned on it."""
-    if isinstance(overrides, Mapping):
-        overrides = [f"{key}={value}" for key, value in overrides.items()]
+    if isinstance(overrides, Mapping):  # as --set strings: the spec records them so
+        # JSON is YAML, so each value reads back as it was given (None as null, not "None")
+        overrides = [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
     loaded = load_compare_spec(Path(spec) if spec is not None else None, preset, list(overrides))
     chosen = sweep_options(
         loaded.trials if trials is None else trials, {"searcher": loaded.searcher, **options}

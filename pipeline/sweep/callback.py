@@ -87,10 +87,14 @@ class TrialNames:
     def __init__(self, resolve_config: Callable[[Any], Config], tags: Mapping[str, str]) -> None:
         self.resolve_config = resolve_config
         self.tags = dict(tags)
+        self._names: dict[str, str] = {}  # by trial id: Tune asks for the name, then the folder
 
     def name(self, trial: Any) -> str:
-        tags = {**grid_point_tags(trial.config), **self.tags}
-        return trial_run_name(self.resolve_config(trial.config), tags)
+        if trial.trial_id not in self._names:
+            tags = {**grid_point_tags(trial.config), **self.tags}
+            config = self.resolve_config(trial.config)
+            self._names[trial.trial_id] = trial_run_name(config, tags)
+        return self._names[trial.trial_id]
 
     def dirname(self, trial: Any) -> str:
         return f"{path_slug(self.name(trial))}_{trial.trial_id}"

@@ -95,3 +95,16 @@ def test_a_dry_run_refuses_bad_input_like_the_command(tmp_path: Path) -> None:
     assert plan.budget == {"trials": 2, "epochs": 3, "trial_epochs": 6}
     assert plan.estimate_seconds == pytest.approx(6 * plan.epoch_seconds / 2)
     assert list(plan.spaces) == ["constant"]
+
+
+def test_compare_takes_mapping_overrides_with_their_types(tmp_path: Path) -> None:
+    """A mapping's values reach the spec as given: None is null (not the string "None"), and a
+    string holding ": " stays a string."""
+    spec = _quick_compare(tmp_path / "work")
+    plan = margin_tune.plan_compare(
+        spec, overrides={"train.batches_per_epoch": None, "train.epochs": 3, "train.lr": 0.002}
+    )
+    assert plan.base.train.batches_per_epoch is None
+    assert plan.base.train.epochs == 3 and plan.base.train.lr == 0.002
+    with pytest.raises(ConfigError, match=r"margin\.scheduler: .*'no: such'"):
+        margin_tune.plan_compare(spec, overrides={"margin.scheduler": "no: such"})
