@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         resolve_config as resolve_config,
     )
     from margin_tune.pipeline.api.dry_run import DryRun as DryRun
+    from margin_tune.pipeline.api.output import verbosity as verbosity
     from margin_tune.pipeline.api.plugins import (
         register as register,
     )
@@ -61,6 +62,7 @@ EXPORTS = {
     "report_tables": "reporting",
     "resolve_config": "config",
     "register": "plugins",
+    "verbosity": "output",
 }
 
 __all__ = sorted(EXPORTS)

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from margin_tune.pipeline import api
-from margin_tune.pipeline.api.dry_run import DryRun
 from margin_tune.pipeline.cli.flags import add_config_flags, add_run_flags, run_kwargs
+from margin_tune.pipeline.cli.printing import finish, output_files
 from margin_tune.pipeline.jobs.ablate.run import AblationResult
+from margin_tune.pipeline.outputs.folders import json_text
+from margin_tune.pipeline.runtime.logs import LOG_FILE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,19 +37,48 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         **run_kwargs(args),
     )
-    if isinstance(outcome, DryRun):
-        print(outcome.render(), end="")
-        return 0
-    return show(outcome)
+    return finish(outcome, show, as_json=args.json)
 
 
-def resume_from_manifest(out: Path, manifest: dict[str, Any], address: str | None) -> int:
-    return show(api.resume_ablate(out, manifest, address))
+def resume_from_manifest(
+    out: Path, manifest: dict[str, Any], address: str | None, as_json: bool = False
+) -> int:
+    return show(api.resume_ablate(out, manifest, address), as_json=as_json)
 
 
-def show(result: AblationResult) -> int:
-    """Print the ablation's tables."""
+def show(result: AblationResult, *, as_json: bool = False) -> int:
+    """Print the ablation's tables, or one JSON document of them."""
     assert result.out is not None
-    print((result.out / "table.md").read_text())
-    print(f"wrote {result.out}; ablation run {result.run_id}")
+    out = result.out
+    if as_json:
+        out = out.resolve()
+        print(
+            json_text(
+                {
+                    "command": "ablate",
+                    "exit_code": 0,
+                    "ok": True,
+                    "out": str(out),
+                    "files": output_files(
+                        out,
+                        out,
+                        table=out / "table.md",
+                        **{n: out / f"{n}.csv" for n in ("runs", "cells", "main_effects")},
+                    ),
+                    "ablation_run_id": result.run_id,
+                    "wall_seconds": result.wall_seconds,
+                    "cells": result.cells.to_dict("records"),
+                    "effects": result.effects.to_dict("records"),
+                    "runs": result.runs.to_dict("records"),
+                }
+            )
+        )
+        return 0
+    print((out / "table.md").read_text())
+    print(f"ablation run {result.run_id}")
+    plots = len(list(out.glob("*.png")))
+    print(
+        f"wrote {out}: table.md, runs.csv, cells.csv, main_effects.csv, {plots} plots (*.png), "
+        f"{LOG_FILE}"
+    )
     return 0

@@ -5,16 +5,22 @@ compared on test classes (and ``resume`` of one); :func:`margin_tune.compare` ru
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
 from margin_tune.pipeline import api
-from margin_tune.pipeline.api.dry_run import DryRun
 from margin_tune.pipeline.cli.flags import add_override_flag, add_sweep_flags, sweep_kwargs
+from margin_tune.pipeline.cli.printing import finish, output_files
 from margin_tune.pipeline.jobs.compare.run import CompareResult
 from margin_tune.pipeline.jobs.compare.spec import PRESETS
+from margin_tune.pipeline.outputs.folders import json_text
 from margin_tune.pipeline.runtime.exit_codes import EXIT_RUNS_FAILED
+from margin_tune.pipeline.runtime.logs import LOG_FILE
 from margin_tune.pipeline.runtime.secrets import redact_uri
+
+#: The tables a comparison writes as CSV beside ``table.md``.
+TABLE_FILES = ("table", "comparisons", "tuning", "runs")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,28 +42,71 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         **sweep_kwargs(args),
     )
-    if isinstance(outcome, DryRun):
-        print(outcome.render(), end="")
-        return 0
-    return show(outcome)
+    return finish(outcome, show, as_json=args.json)
 
 
-def resume_from_manifest(out: Path, manifest: dict[str, Any], address: str | None) -> int:
-    return show(api.resume_compare(out, manifest, address))
+def resume_from_manifest(
+    out: Path, manifest: dict[str, Any], address: str | None, as_json: bool = False
+) -> int:
+    return show(api.resume_compare(out, manifest, address), as_json=as_json)
 
 
-def show(result: CompareResult) -> int:
-    """Print the comparison's table; exit 1 when a method had no winner on some split."""
+def show(result: CompareResult, *, as_json: bool = False) -> int:
+    """Print the comparison's table (or one JSON document); exit 1 when a method had no winner
+    on some split."""
     assert result.out is not None and result.spec is not None
     out, spec = result.out, result.spec
+    code = 0 if result.ok else EXIT_RUNS_FAILED
     options = next(iter(result.sweeps.values())).plan.options
-    print((out / "table.md").read_text())
     shown = redact_uri(options.tracking_uri or "")
-    print(f"wrote {out}; comparison run {result.comparison_run_id} in {shown}")
+    if as_json:
+        print(json_text(document(result, code, shown, options.experiment)))
+    else:
+        print((out / "table.md").read_text())
+        print(f"comparison run {result.comparison_run_id} in {shown}")
+        tables = ", ".join(f"{name}.csv" for name in TABLE_FILES)
+        plots = len(list(out.glob("*.png")))
+        print(f"wrote {out}: table.md, {tables}, {plots} plots (*.png), {LOG_FILE}")
     if not result.ok:
         print(
             f"margin-tune: {', '.join(result.methods_without_winner)}: no tuning trial completed "
-            f"its {spec.base.train.epochs}-epoch budget on some split; see {out / 'tuning.csv'}"
+            f"its {spec.base.train.epochs}-epoch budget on some split; see {out / 'tuning.csv'}",
+            file=sys.stderr,
         )
-        return EXIT_RUNS_FAILED
-    return 0
+    return code
+
+
+def document(
+    result: CompareResult, exit_code: int, tracking_uri: str, experiment: str
+) -> dict[str, Any]:
+    """What ``compare --json`` prints: paths, run ids, each method's chosen config per split,
+    and the rows of the table, the paired comparisons, the tuning record and every run."""
+    assert result.out is not None and result.spec is not None
+    out, spec = result.out.resolve(), result.spec
+    return {
+        "command": "compare",
+        "exit_code": exit_code,
+        "ok": result.ok,
+        "out": str(out),
+        "files": output_files(
+            out,
+            out,
+            table=out / "table.md",
+            **{name: out / f"{name}.csv" for name in TABLE_FILES},
+        ),
+        "tracking_uri": tracking_uri,
+        "experiment": experiment,
+        "comparison_run_id": result.comparison_run_id,
+        "methods": list(spec.methods),
+        "baselines": list(spec.baselines),
+        "metric": spec.metric,
+        "methods_without_winner": result.methods_without_winner,
+        "best_configs": {
+            str(split): {method: config.to_dict() for method, config in chosen.items()}
+            for split, chosen in result.best_configs.items()
+        },
+        "table": result.table.to_dict("records"),
+        "comparisons": result.comparisons.to_dict("records"),
+        "tuning": result.tuning.to_dict("records"),
+        "runs": result.runs.to_dict("records"),
+    }

@@ -10,6 +10,35 @@ from margin_tune.pipeline.search.searchers import SEARCHERS
 from margin_tune.pipeline.sweep.trainable import DEFAULT_CHECKPOINT_INTERVAL_S
 
 
+def add_output_flags(parser: argparse.ArgumentParser) -> None:
+    """``-q``, ``-v`` and ``--json``: how much a running command says (see ``Console``)."""
+    group = parser.add_argument_group("output")
+    loudness = group.add_mutually_exclusive_group()
+    loudness.add_argument(
+        "-q",
+        "--quiet",
+        dest="verbosity",
+        action="store_const",
+        const="quiet",
+        default="normal",
+        help="only the final summary and the paths (the full log is in DIR/margin-tune.log)",
+    )
+    loudness.add_argument(
+        "-v",
+        "--verbose",
+        dest="verbosity",
+        action="store_const",
+        const="verbose",
+        help="Ray Tune's own status tables and every library's INFO log",
+    )
+    group.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document at the end (paths, run ids, best config, table rows) "
+        "on stdout; progress goes to stderr",
+    )
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML file (default: the packaged config)")
     add_override_flag(parser, "dotted config override, repeatable: --set train.epochs=10")
@@ -66,6 +95,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     )
     where.add_argument("--experiment", default="margin-tune", help="MLflow experiment")
     where.add_argument("--out", type=Path, help="output directory (default runs/<name>-<time>)")
+    add_output_flags(parser)
     parser.add_argument(
         "--dry-run",
         action="store_true",

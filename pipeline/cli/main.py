@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from margin_tune import __version__
-from margin_tune.pipeline.runtime import interrupts
+from margin_tune.pipeline.runtime import console, interrupts, logs
 from margin_tune.pipeline.runtime.exit_codes import EXIT_BAD_INPUT
 from margin_tune.trainables.errors import ConfigError
 
@@ -67,13 +67,25 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+def console_of(args: argparse.Namespace) -> console.Console | None:
+    """The console the output flags (``-q``, ``-v``, ``--json``; ``flags.add_output_flags``)
+    ask for; None for a command that has none of them."""
+    if not hasattr(args, "verbosity"):
+        return None
+    return console.Console(args.verbosity, sys.stderr if args.json else None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_chosen(argv))
     args = parser.parse_args(argv)
+    chosen = console_of(args)
     try:
         with interrupts.handled():
-            return int(args.handler(args))
+            if chosen is None:
+                return int(args.handler(args))
+            with console.using(chosen), logs.routed(chosen):
+                return int(args.handler(args))
     except ConfigError as error:
         print(f"margin-tune: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

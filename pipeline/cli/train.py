@@ -6,7 +6,11 @@ import argparse
 from pathlib import Path
 
 from margin_tune.pipeline import api
-from margin_tune.pipeline.cli.flags import add_config_flags
+from margin_tune.pipeline.api.training import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
+from margin_tune.pipeline.cli.flags import add_config_flags, add_output_flags
+from margin_tune.pipeline.outputs.folders import json_text
+from margin_tune.pipeline.runtime.console import current
+from margin_tune.pipeline.runtime.logs import LOG_FILE
 from margin_tune.trainables.metric_names import (
     COUNT_KEYS,
     EASY_RATIO,
@@ -28,6 +32,7 @@ COUNTS = tuple(map(on_test, COUNT_KEYS))
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_flags(parser)
+    add_output_flags(parser)
     parser.add_argument("--out", type=Path, required=True, help="new or empty output directory")
     parser.add_argument(
         "--save-embeddings",
@@ -38,16 +43,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     epochs = 0
+    console = current()
 
     def started(trial: Trial) -> None:
         nonlocal epochs
         epochs, split = trial.config.train.epochs, trial.split
-        print(
+        console.say(
             f"dataset {trial.dataset.name}: {len(trial.dataset.labels)} samples; classes "
             f"{len(split.train_classes)} train / {len(split.val_classes)} val / "
             f"{len(split.test_classes)} test; scheduler {trial.config.margin.scheduler}; "
-            f"device {trial.device}",
-            flush=True,
+            f"device {trial.device}"
         )
 
     result = api.train(
@@ -56,8 +61,27 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         save_embeddings=args.save_embeddings,
         on_start=started,
-        on_epoch=lambda report: print(_progress_line(report, epochs), flush=True),
+        on_epoch=lambda report: console.say(_progress_line(report, epochs)),
     )
+    if args.json:
+        document = {
+            "command": "train",
+            "exit_code": 0,
+            "ok": True,
+            "out": str(Path(str(result.out)).resolve()),
+            "files": {
+                name: str(Path(str(result.out)).resolve() / name)
+                for name in (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, LOG_FILE)
+            },
+            "stop_reason": result.stop_reason,
+            "epochs": len(result.history),
+            "wall_seconds": result.wall_seconds,
+            "test_metrics": result.test_metrics,
+            "reference_metrics": result.reference_metrics,
+            "summary": result.summary,
+        }
+        print(json_text(document))
+        return 0
     if result.stop_reason != "completed":
         print(f"stopped after epoch {len(result.history)}: {result.stop_reason}")
     print(

@@ -8,10 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from margin_tune.pipeline import api
-from margin_tune.pipeline.api.dry_run import DryRun
 from margin_tune.pipeline.cli.flags import add_config_flags, add_sweep_flags, sweep_kwargs
+from margin_tune.pipeline.cli.printing import finish, output_files
+from margin_tune.pipeline.outputs.folders import json_text
 from margin_tune.pipeline.runtime.exit_codes import EXIT_RUNS_FAILED
+from margin_tune.pipeline.runtime.logs import LOG_FILE
 from margin_tune.pipeline.runtime.secrets import redact_uri
+from margin_tune.pipeline.search.space import SearchSpace
+from margin_tune.pipeline.sweep.callback import run_name
 from margin_tune.pipeline.sweep.tuner import SweepResult
 from margin_tune.pipeline.tracking.vocabulary import TRIAL_ID_TAG
 
@@ -34,35 +38,91 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         **sweep_kwargs(args),
     )
-    if isinstance(outcome, DryRun):
-        print(outcome.render(), end="")
-        return 0
-    return show(outcome)
+    return finish(outcome, show, as_json=args.json)
 
 
-def resume_from_manifest(out: Path, manifest: dict[str, Any], address: str | None) -> int:
-    return show(api.resume_tune(out, manifest, address))
+def resume_from_manifest(
+    out: Path, manifest: dict[str, Any], address: str | None, as_json: bool = False
+) -> int:
+    return show(api.resume_tune(out, manifest, address), as_json=as_json)
 
 
-def show(result: SweepResult) -> int:
-    """Print a sweep's outcome; its exit code (1 when no trial trained its budget)."""
+def show(result: SweepResult, *, as_json: bool = False) -> int:
+    """Print a sweep's outcome, as text or as one JSON document; its exit code (1 when no
+    trial trained its budget). The trials table is in ``trials.csv``, not on the screen."""
     plan, space = result.plan, result.plan.space
-    shown = redact_uri(plan.options.tracking_uri or "")
-    print(f"\n{len(result.trials)} trials; sweep run {result.parent_run_id} in {shown}")
-    print(result.trials.drop(columns=["run_id"]).to_string(index=False, max_colwidth=24))
-    if result.best:
-        best_id, best_value = result.best[TRIAL_ID_TAG], result.best[space.metric]
-        print(f"\nbest trial {best_id} ({space.metric} {best_value:.4f}):")
-        for key, value in result.best.items():
-            if key.startswith("config."):
-                print(f"  {key.removeprefix('config.')} = {value}")
-    print(f"wrote {result.out}")
-    print(result.summary)
+    code = 0 if result.ok else EXIT_RUNS_FAILED
+    if as_json:
+        print(json_text(document(result, code)))
+    else:
+        budget = result.budget
+        print(f"{result.summary}; {budget['trial_epochs']} trial-epochs")
+        if result.best and result.best_config is not None:
+            best_id, best_value = result.best[TRIAL_ID_TAG], result.best[space.metric]
+            print(
+                f"best: {run_name(result.best_config)}  {space.metric} {best_value:.4f}  "
+                f"(trial {best_id})"
+            )
+            print(f"  {searched_text(result.best, space)}")
+        shown = redact_uri(plan.options.tracking_uri or "")
+        print(f"sweep run {result.parent_run_id} in {shown} (experiment {plan.options.experiment})")
+        print(f"wrote {result.out}: trials.csv, plots/, {LOG_FILE}")
     if not result.ok:
         reason = f"; first error: {result.errors[0]}" if result.errors else ""
         print(
             f"margin-tune: no trial completed its {plan.base.train.epochs}-epoch budget{reason}",
             file=sys.stderr,
         )
-        return EXIT_RUNS_FAILED
-    return 0
+    return code
+
+
+def searched_values(best: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
+    """The values the searcher chose for a trial row (not the space's fixed ones)."""
+    values = {}
+    for parameter in space.searched:
+        value = best.get(f"config.{parameter.path}")
+        if value is not None and value == value:  # NaN: a value this trial lacks
+            values[parameter.path] = value
+    return values
+
+
+def searched_text(best: dict[str, Any], space: SearchSpace) -> str:
+    """``margin.initial_margin=0.297  train.lr=0.00123``: the searched values of a trial row."""
+    return "  ".join(
+        f"{path}={f'{value:.4g}' if isinstance(value, float) else value}"
+        for path, value in searched_values(best, space).items()
+    )
+
+
+def document(result: SweepResult, exit_code: int) -> dict[str, Any]:
+    """What ``tune --json`` prints: paths, run ids, the best trial and config, every trial."""
+    plan, space, out = result.plan, result.plan.space, result.out.resolve()
+    best = result.best
+    best_config = result.best_config
+    return {
+        "command": "tune",
+        "exit_code": exit_code,
+        "ok": result.ok,
+        "out": str(out),
+        "files": output_files(out, out / "plots", trials=out / "trials.csv"),
+        "tracking_uri": redact_uri(plan.options.tracking_uri or ""),
+        "experiment": plan.options.experiment,
+        "sweep_id": plan.sweep_id,
+        "sweep_run_id": result.parent_run_id,
+        "metric": space.metric,
+        "mode": space.mode,
+        "budget": result.budget,
+        "best": None
+        if not best or best_config is None
+        else {
+            "trial_id": best[TRIAL_ID_TAG],
+            "run_id": best.get("run_id"),
+            "run_name": run_name(best_config),
+            "epochs": best["epochs"],
+            "value": best[space.metric],
+            "searched": searched_values(best, space),
+            "config": best_config.to_dict(),
+        },
+        "trials": result.trials.to_dict("records"),
+        "errors": result.errors,
+    }

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from margin_tune.pipeline.runtime.interrupts import InterruptedRunError
+from margin_tune.pipeline.runtime.logs import LOG_FILE, log_file
 from margin_tune.trainables.errors import ConfigError
 
 #: The lock file of an output directory in use (see :func:`output_lock`).
@@ -51,7 +52,8 @@ def new_output_dir(path: Path, *, field: str = "--out") -> Iterator[Path]:
     The folder exists and is locked before Ray or MLflow start, so a path that cannot be
     written is refused first. When the block is refused with a :class:`ConfigError` (a store
     check, a cluster too small) while the folder still holds nothing but the lock, the folder
-    is removed again if this call created it: bad input leaves nothing half-written.
+    is removed again if this call created it: bad input leaves nothing half-written (the
+    log of the refused start goes with it).
     """
     existed = path.exists()
     created = create_output_dir(path, field=field)
@@ -59,9 +61,11 @@ def new_output_dir(path: Path, *, field: str = "--out") -> Iterator[Path]:
         with output_lock(created, field=field, new=True):
             yield created
     except ConfigError:
-        if not existed and [p.name for p in created.iterdir()] == [LOCK_FILE]:
+        left = {p.name for p in created.iterdir()}
+        if not existed and left <= {LOCK_FILE, LOG_FILE}:
             with contextlib.suppress(OSError):
-                (created / LOCK_FILE).unlink()
+                for name in left:
+                    (created / name).unlink()
                 created.rmdir()
         raise
 
@@ -99,7 +103,8 @@ def output_lock(path: Path, *, field: str = "DIR", new: bool = False) -> Iterato
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         try:
-            yield
+            with log_file(path):
+                yield
         except InterruptedRunError as stop:
             stop.out = stop.out or path  # what `margin-tune resume` continues
             raise
@@ -112,7 +117,12 @@ def write_yaml(path: Path, data: Mapping[str, Any]) -> None:
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    path.write_text(json.dumps(_json_safe(data), indent=2) + "\n", encoding="utf-8")
+    path.write_text(json_text(data) + "\n", encoding="utf-8")
+
+
+def json_text(data: Mapping[str, Any]) -> str:
+    """``data`` as JSON, NaN and infinities as null (what every JSON reader accepts)."""
+    return json.dumps(json_safe(data), indent=2, default=str)
 
 
 class CsvAppender:
@@ -135,12 +145,15 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
-def _json_safe(value: Any) -> Any:
-    """JSON has no NaN: write null, which every reader understands."""
+def json_safe(value: Any) -> Any:
+    """JSON has no NaN: write null, which every reader understands; numpy scalars become
+    Python numbers."""
     if isinstance(value, Mapping):
-        return {str(key): _json_safe(item) for key, item in value.items()}
+        return {str(key): json_safe(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(item) for item in value]
+        return [json_safe(item) for item in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:
+        value = value.item()  # a numpy scalar
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

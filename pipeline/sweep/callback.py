@@ -214,7 +214,7 @@ class TrackingCallback(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         error = getattr(trial, "error_file", None)
-        message = _read_error(error) if error else "trial failed (no error file)"
+        message = read_error(error) if error else "trial failed (no error file)"
         self._finish(trial, error=message)
 
     def _finish(self, trial: Any, error: str | None) -> None:
@@ -324,12 +324,19 @@ def sync_trial_run(
     return run_id
 
 
-def _read_error(path: str) -> str:
+def read_error(path: str) -> str:
+    """The end of a trial's error file (what Tune wrote when the trial raised)."""
     try:
         with open(path, encoding="utf-8") as handle:
             return handle.read()[-5000:]
     except OSError:
         return f"trial failed; error file {path} unreadable"
+
+
+def first_line(error: BaseException | str) -> str:
+    """The line of an error that says what went wrong: the last non-empty one of its text."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(error).__name__
 
 
 @dataclass

@@ -17,6 +17,7 @@ from typing import Any
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
+from margin_tune.pipeline.runtime.console import current
 from margin_tune.pipeline.runtime.interrupts import (
     InterruptedRunError,
     fitting,
@@ -33,6 +34,7 @@ from margin_tune.pipeline.sweep.checkpoints import (
     KeepReadableExperimentState,
     PruneEndedTrialCheckpoints,
 )
+from margin_tune.pipeline.sweep.progress import TrialProgress
 from margin_tune.pipeline.sweep.tuner import SweepOptions, restored_or_new, tune_environment
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import MEASURED_STATUSES
@@ -80,13 +82,16 @@ def run_grid_trials(
     tracker: Tracker,
     parent_run_id: str,
     tags: Mapping[str, str],
+    title: str = "grid",
+    metric: str | None = None,
 ) -> list[SyncedTrial]:
     """Run, or continue, every (value of ``points.key``, seed in ``seeds``) under
     ``parent_run_id``.
 
     ``function`` is the trial (``run_final_trial``'s arguments); the experiment lives in
     ``directory``, in the order of ``points.configs``; the runs get ``tags`` beside their
-    grid point. Returns the trials as their MLflow runs now hold them.
+    grid point. Returns the trials as their MLflow runs now hold them. ``title`` and ``metric``
+    are what the progress lines call the grid and show of each ended trial.
     """
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -121,12 +126,13 @@ def run_grid_trials(
                 storage_path=str(directory.resolve().parent),
                 callbacks=[
                     TrackingCallback(parent_run_id, points, tags, points.run_key),
+                    TrialProgress(title, len(points.configs) * len(seeds), points, metric),
                     PruneEndedTrialCheckpoints(),
                     KeepReadableExperimentState(),
                     JsonLoggerCallback(),  # result.json: what the results are read back from
                 ],
                 failure_config=tune.FailureConfig(max_failures=options.max_failures),
-                verbose=1,
+                verbose=current().ray_verbose,
             ),
         ),
     )

@@ -26,6 +26,7 @@ from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 
 from margin_tune.pipeline.outputs.names import check_experiment_name
+from margin_tune.pipeline.runtime.console import current
 from margin_tune.pipeline.runtime.interrupts import (
     InterruptedRunError,
     fitting,
@@ -40,6 +41,7 @@ from margin_tune.pipeline.sweep.callback import (
     TrackingCallback,
     TrialNames,
     bind_tracker,
+    first_line,
     sync_results,
 )
 from margin_tune.pipeline.sweep.checkpoints import (
@@ -48,6 +50,7 @@ from margin_tune.pipeline.sweep.checkpoints import (
     prune_to_newest,
     repair_experiment_state,
 )
+from margin_tune.pipeline.sweep.progress import TrialProgress
 from margin_tune.pipeline.sweep.ray_network import loopback_warning, release, token_exposure_warning
 from margin_tune.pipeline.sweep.trainable import DEFAULT_CHECKPOINT_INTERVAL_S, run_tune_trial
 from margin_tune.pipeline.tracking.store import check_tracking_uri
@@ -104,7 +107,13 @@ TUNE_ENVIRONMENT = {
 @contextmanager
 def tune_environment() -> Iterator[None]:
     """Our Tune settings for one ``fit``, then the environment as it was (no leak to others)."""
-    added = {k: v for k, v in TUNE_ENVIRONMENT.items() if k not in os.environ}
+    wanted = dict(TUNE_ENVIRONMENT)
+    if current().ray_verbose == 0:
+        # Tune's new console output prints an experiment header even at verbose=0; its legacy
+        # engine (RAY_AIR_NEW_OUTPUT=0, in Ray Tune's environment-variable docs) prints nothing
+        # at verbosity 0. Our progress lines take its place; -v keeps the new engine.
+        wanted["RAY_AIR_NEW_OUTPUT"] = "0"
+    added = {k: v for k, v in wanted.items() if k not in os.environ}
     os.environ.update(added)
     try:
         yield
@@ -398,10 +407,26 @@ def restored_or_new(experiment: Path, trainable: Any, new: Callable[[], tune.Tun
                 "complete write (a trial that ended since then runs again)",
                 name,
             )
-        return tune.Tuner.restore(
+        restored = tune.Tuner.restore(
             str(experiment), trainable, resume_unfinished=True, resume_errored=True
         )
+        _follow_console(restored)
+        return restored
     return new()
+
+
+def _follow_console(tuner: tune.Tuner) -> None:
+    """Give a restored Tuner this command's Ray verbosity, not the one pickled with it.
+
+    ``Tuner.restore`` takes no ``RunConfig``: the one saved by the first run comes back, with
+    its ``verbose``, so ``resume -v`` would stay silent. The restored run config is the object
+    ``TunerInternal.get_run_config`` returns (ray/tune/impl/tuner_internal.py); where that
+    internal is missing, the saved verbosity stays.
+    """
+    internal = getattr(tuner, "_local_tuner", None)
+    run_config = internal.get_run_config() if internal is not None else None
+    if run_config is not None and hasattr(run_config, "verbose"):
+        run_config.verbose = current().ray_verbose
 
 
 def run_sweep(
@@ -503,12 +528,15 @@ def run_sweep(
                 storage_path=str(plan.out.resolve()),
                 callbacks=[
                     TrackingCallback(sweep_run, SearchedConfig(base)),
+                    TrialProgress(
+                        plan.name, options.trials, SearchedConfig(base), space.metric, space.mode
+                    ),
                     PruneEndedTrialCheckpoints(),
                     KeepReadableExperimentState(),
                     JsonLoggerCallback(),
                 ],
                 failure_config=tune.FailureConfig(max_failures=options.max_failures),
-                verbose=1,
+                verbose=current().ray_verbose,
             ),
         ),
     )
@@ -623,12 +651,6 @@ def _summarise(
     # A sweep without a trial that trained its budget has no result: its run says so.
     tracker.end_run(sweep_run, "FINISHED" if best else "FAILED")
     return SweepResult(plan, sweep_run, table, best, histories, errors)
-
-
-def first_line(error: BaseException | str) -> str:
-    """The line of an error that says what went wrong: the last non-empty one of its text."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1][:300] if lines else type(error).__name__
 
 
 #: The ``best_trial_id`` tag of a sweep in which no trial trained its whole epoch budget.

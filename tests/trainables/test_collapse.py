@@ -229,7 +229,9 @@ def test_train_command_prints_and_records_the_collapse(
 
     out = tmp_path / "run"
     overrides = [*tiny_overrides, *COLLAPSING]
-    args = argparse.Namespace(config=None, overrides=overrides, out=out, save_embeddings=False)
+    args = argparse.Namespace(
+        config=None, overrides=overrides, out=out, save_embeddings=False, json=False
+    )
     assert train_command.run(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stop_reason"] == "collapsed"

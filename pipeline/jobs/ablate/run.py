@@ -122,6 +122,8 @@ def run_ablation(
         tracker=tracker,
         parent_run_id=parent,
         tags=ABLATION_TAGS,
+        title=f"ablation {grid.name}",
+        metric=grid.metric,
     )
     wall_seconds = time.perf_counter() - started
     rows, histories = [], {}

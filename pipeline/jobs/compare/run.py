@@ -74,7 +74,7 @@ from margin_tune.pipeline.tracking.vocabulary import (
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Dataset, load_dataset
 from margin_tune.trainables.errors import ConfigError
-from margin_tune.trainables.metric_names import TEST_COLUMNS
+from margin_tune.trainables.metric_names import TEST_COLUMNS, on_test
 
 #: Where each split's directories live: ``splits/<split seed>/sweeps/<method>`` and ``…/final``.
 SPLITS_DIR = "splits"
@@ -271,6 +271,8 @@ def _run_final(
         tracker=tracker,
         parent_run_id=comparison_run,
         tags=FINAL_TAGS,
+        title="re-training" if spec.splits == 1 else f"re-training split {split}",
+        metric=on_test(spec.primary),
     )
     rows = []
     histories: dict[str, pd.DataFrame] = {}

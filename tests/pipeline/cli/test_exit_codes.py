@@ -91,7 +91,8 @@ def test_a_comparison_with_a_method_without_winner_writes_its_tables_and_exits_1
         ]
     )
     assert code == EXIT_RUNS_FAILED
-    assert "broken: no tuning trial completed" in capsys.readouterr().out
+    # The reason goes to stderr, after the table and the paths on stdout.
+    assert "broken: no tuning trial completed" in capsys.readouterr().err
     table = pd.read_csv(out / "table.csv").set_index("method")
     assert table.loc["broken", "splits_without_winner"] == 1
     assert table.loc["broken", "runs"] == 0

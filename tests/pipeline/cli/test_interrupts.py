@@ -60,7 +60,7 @@ def test_a_signal_stops_the_sweep_honestly_and_resume_finishes_it(
             driver.wait()
     text = log.read_text()
     assert f"margin-tune resume {out}" in text
-    assert "\nbest trial" not in text and "Traceback" not in text.split("Stop signal")[-1]
+    assert "\nbest: " not in text and "Traceback" not in text.split("Stop signal")[-1]
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("signals").experiment_id

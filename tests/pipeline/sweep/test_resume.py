@@ -50,7 +50,7 @@ def test_resume_after_sigkill_finishes_exactly_the_planned_trials(
         )
     try:
         wait_for(
-            lambda: log.read_text().count("completed after") >= 2,
+            lambda: log.read_text().count("]  completed") >= 2,
             timeout=240,
             what="two finished trials",
         )
@@ -58,7 +58,7 @@ def test_resume_after_sigkill_finishes_exactly_the_planned_trials(
         # The whole process group: the driver and the local Ray it started.
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
-    assert log.read_text().count("completed after") < TRIALS, "killed too late to test resume"
+    assert log.read_text().count("]  completed") < TRIALS, "killed too late to test resume"
 
     assert main(["resume", str(out)]) == 0
 

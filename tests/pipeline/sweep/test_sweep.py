@@ -162,7 +162,7 @@ def test_tune_command_end_to_end(
     )
     assert code == 0
     printed = capsys.readouterr().out
-    assert "best trial" in printed
+    assert "best: constant " in printed and "3 trials: " in printed
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 3 and set(trials["status"]) <= {"completed", "early_stopped"}
     assert {p.name for p in (out / "plots").iterdir()} >= {"margin.png", "val_map_at_r.png"}
