@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from margin_tune.pipeline.api.config import Overrides, sweep_options
+from margin_tune.pipeline.api.config import Overrides, sweep_options, with_default_storage
 from margin_tune.pipeline.api.dry_run import DryRun, time_one_epoch
 from margin_tune.pipeline.jobs.compare.outputs import write_comparison
 from margin_tune.pipeline.jobs.compare.run import (
@@ -147,6 +147,7 @@ def _prepare(
         loaded.trials if trials is None else trials, {"searcher": loaded.searcher, **options}
     )
     directory = Path(out) if out is not None else default_out("compare")
+    chosen = with_default_storage(chosen, directory)
     check_output_dir(directory)
     dataset = load_dataset(loaded.base.dataset)
     for split in loaded.split_seeds:  # data, every split and sizes, before anything starts

@@ -39,6 +39,23 @@ def resolve_config(config: ConfigLike = None, overrides: Overrides = ()) -> Conf
     return config_from_dict(data)
 
 
+#: The Optuna study of a sweep on this machine, in its output directory, unless ``storage`` says
+#: otherwise: what ``margin-tune ui --sweep-dir DIR`` shows in optuna-dashboard.
+OPTUNA_DB = "optuna.db"
+
+
+def with_default_storage(options: SweepOptions, out: Path) -> SweepOptions:
+    """``options`` with the study in ``out``/:data:`OPTUNA_DB` when no ``storage`` was given.
+
+    Only for a local Ray: a cluster's ``--out`` is shared or object storage, where SQLite's
+    locking cannot be trusted, so there the study stays in memory unless ``storage`` names an
+    RDB (the driver alone writes it, so SQLite on a local disk is safe).
+    """
+    if options.storage is not None or options.address is not None:
+        return options
+    return dataclasses.replace(options, storage=f"sqlite:///{(out / OPTUNA_DB).resolve()}")
+
+
 def sweep_options(trials: int, options: Mapping[str, Any]) -> SweepOptions:
     """:class:`SweepOptions` from keyword arguments, with the store's URI made absolute (a
     resume, from another directory, must log to the same store)."""

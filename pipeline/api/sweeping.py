@@ -12,6 +12,7 @@ from margin_tune.pipeline.api.config import (
     Overrides,
     resolve_config,
     sweep_options,
+    with_default_storage,
 )
 from margin_tune.pipeline.api.dry_run import DryRun, time_one_epoch
 from margin_tune.pipeline.outputs.folders import (
@@ -123,7 +124,7 @@ def _prepare(
     base = resolve_config(config, overrides)
     search = load_space(space, base)
     directory = Path(out) if out is not None else default_out(search.name)
-    chosen = sweep_options(trials, options)
+    chosen = with_default_storage(sweep_options(trials, options), directory)
     check_output_dir(directory)
     return plan_sweep(search.name, base, search, chosen, directory)
 

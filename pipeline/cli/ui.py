@@ -172,7 +172,8 @@ def _manifest_storage(out: Path) -> str:
     if not storage:
         raise ConfigError(
             "--sweep-dir",
-            f"{out} was swept without --storage: its Optuna study lived in memory only",
+            f"the sweep in {out} kept its Optuna study in memory (as one with --address and "
+            "without --storage does): there is no study to show",
         )
     return str(storage)
 

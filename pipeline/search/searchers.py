@@ -63,7 +63,8 @@ def startup_trials(trials: int) -> int:
 
 
 class BudgetOptunaSearch(OptunaSearch):
-    """``OptunaSearch`` that tells a trial short of the epoch budget as PRUNED.
+    """``OptunaSearch`` that tells a trial short of the epoch budget as PRUNED, and that
+    resumes onto an RDB study that is ahead of it.
 
     Ray's ``OptunaSearch`` tells Optuna COMPLETE with the last reported value whenever a trial
     reported anything, also when ASHA stopped it at epoch 2 or it errored later: TPE would then
@@ -71,6 +72,14 @@ class BudgetOptunaSearch(OptunaSearch):
     decided by what it ran: errored → FAIL, fewer than ``epochs`` epochs → PRUNED (with its last
     value as the intermediate value at the epoch it stopped, which TPE ranks below every
     complete trial), else COMPLETE.
+
+    A study in an RDB (``--storage``, or the output directory's ``optuna.db``) outlives the
+    driver, and Tune's snapshot of this searcher is older than the database when the driver is
+    killed: a trial finished after the snapshot is finished in Optuna but not here, and Tune
+    replays or re-runs it on ``resume``. Its second end, and any result it reports again, is
+    ignored (Optuna refuses to update a finished trial: ``UpdateFinishedTrialError``), so the
+    value first told stays. A trial that Optuna handed out after the snapshot is unknown to
+    both Tune and this searcher and would stay RUNNING for ever: :meth:`restore` tells it FAIL.
     Plain attributes only, so the searcher pickles with the experiment for ``resume``.
     """
 
@@ -78,26 +87,44 @@ class BudgetOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self.budget_epochs = epochs
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        try:
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self._completed_trials.add(trial_id)  # finished in the RDB before a kill
+
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
         if trial_id in self._completed_trials:
             return
         ran = int((result or {}).get("epoch", (result or {}).get("training_iteration", 0)))
-        if not error and ran >= self.budget_epochs:
-            super().on_trial_complete(trial_id, result, error=False)
-            return
-        trial = self._ot_trials[trial_id]
         value = (result or {}).get(self.metric)
-        if not error and isinstance(value, int | float) and ran > 0:
-            # Tune hands the last result to on_trial_complete, not on_trial_result: report it,
-            # so that Optuna ranks the pruned trial by the value it was stopped at (Optuna
-            # ignores a step reported before).
-            trial.report(float(value), ran)
-        state = TrialState.FAIL if error else TrialState.PRUNED
+        trial = self._ot_trials[trial_id]
         assert self._ot_study is not None  # set up before any trial was suggested
-        self._ot_study.tell(trial, None, state=state)
+        try:
+            if not error and ran >= self.budget_epochs:
+                self._ot_study.tell(trial, value)  # a missing or NaN value: Optuna's FAIL
+            else:
+                if not error and isinstance(value, int | float) and ran > 0:
+                    # Tune hands the last result to on_trial_complete, not on_trial_result:
+                    # report it, so that Optuna ranks the pruned trial by the value it was
+                    # stopped at (Optuna ignores a step reported before).
+                    trial.report(float(value), ran)
+                state = TrialState.FAIL if error else TrialState.PRUNED
+                self._ot_study.tell(trial, None, state=state)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # told before the driver was killed: the first value stays
         self._completed_trials.add(trial_id)
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        if self._ot_study is None or self._storage is None:  # in memory: nothing outlived it
+            return
+        known = {trial.number for trial in self._ot_trials.values()}
+        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen.number not in known:
+                self._ot_study.tell(frozen.number, state=TrialState.FAIL)
 
 
 SearcherFactory = Callable[[SearcherRequest], Searcher]

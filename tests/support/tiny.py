@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from margin_tune.pipeline.search.space import SearchSpace, parse_space
+from margin_tune.trainables.config import Config
+
 #: Overrides that shrink the packaged default without changing what runs.
 TINY = (
     "dataset.num_classes=30",
@@ -16,3 +19,18 @@ TINY = (
     "train.num_threads=1",
     "train.device=cpu",
 )
+
+
+def lr_space(base: Config) -> SearchSpace:
+    """A one-parameter space (the learning rate of a constant margin): searchers tested alone."""
+    return parse_space(
+        {
+            "metric": "val_map_at_r",
+            "parameters": {
+                "margin.scheduler": {"distribution": "fixed", "value": "constant"},
+                "train.lr": {"distribution": "uniform", "low": 1e-4, "high": 1e-2},
+            },
+        },
+        base,
+        name="small",
+    )

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pandas as pd
 import pytest
 import yaml
@@ -19,8 +20,11 @@ from tiny import TINY
 
 import margin_tune
 from margin_tune.pipeline import api
+from margin_tune.pipeline.api.config import OPTUNA_DB, with_default_storage
 from margin_tune.pipeline.cli.main import main
+from margin_tune.pipeline.outputs.manifest import read_manifest
 from margin_tune.pipeline.sweep.callback import path_slug
+from margin_tune.pipeline.sweep.tuner import SweepOptions
 from margin_tune.pipeline.tracking.vocabulary import TRIAL_ID_TAG
 from margin_tune.trainables.config import Config, default_config_path, parse_override
 from margin_tune.trainables.errors import ConfigError
@@ -82,6 +86,17 @@ def test_bad_input_raises_before_anything_runs(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_optuna_study_defaults_to_the_output_directory_on_this_machine_only(
+    tmp_path: Path,
+) -> None:
+    local = with_default_storage(SweepOptions(trials=2), tmp_path / "out")
+    assert local.storage == f"sqlite:///{(tmp_path / 'out' / OPTUNA_DB).resolve()}"
+    given = with_default_storage(SweepOptions(trials=2, storage="sqlite:///x.db"), tmp_path)
+    assert given.storage == "sqlite:///x.db"
+    cluster = with_default_storage(SweepOptions(trials=2, address="10.0.0.1:6379"), tmp_path)
+    assert cluster.storage is None  # shared storage: the study stays in memory
+
+
 def test_trial_folders_are_ascii_slugs_of_the_run_names() -> None:
     assert (
         path_slug("dams μ0=0.297 target=0.907 lr=1e-03") == "dams_mu0-0.297_target-0.907_lr-1e-03"
@@ -139,6 +154,11 @@ def test_tune_ablate_and_report_from_python_and_their_commands(
     assert result.ok and len(result.trials) == 2 and (result.out / "trials.csv").is_file()
     best = result.best_config
     assert isinstance(best, Config) and best.margin.scheduler == "dams"
+    # The Optuna study lives in the output directory, where `ui --sweep-dir` finds it.
+    storage = read_manifest(result.out, ("tune",))["options"]["storage"]
+    assert storage == f"sqlite:///{(tmp_path / 'sweep' / OPTUNA_DB).resolve()}"
+    (study,) = optuna.get_all_study_summaries(storage)
+    assert study.n_trials == 2
     # Tune's trial folders are named after the MLflow runs, in ASCII, with the trial id.
     client = MlflowClient(uri)
     names = {

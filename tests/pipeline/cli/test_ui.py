@@ -75,6 +75,8 @@ class Compared:
     server: MlflowServer
     experiment_id: str
     runs: list[dict[str, Any]]
+    #: The comparison's output directory (its manifest, its Optuna study in ``optuna.db``).
+    out: Path
 
     def get(self, endpoint: str, **query: str) -> Any:
         url = f"{self.server.url}{endpoint}?{urllib.parse.urlencode(query)}"
@@ -133,7 +135,8 @@ def compared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compared]:
             timeout=30,
         ) as response:
             experiment_id = json.load(response)["experiment"]["experiment_id"]
-        yield Compared(server, experiment_id, search_runs(server.url, experiment_id))
+        runs = search_runs(server.url, experiment_id)
+        yield Compared(server, experiment_id, runs, directory / "cmp")
     finally:
         server.stop()
         for name, value in saved.items():
@@ -322,6 +325,47 @@ def test_margin_tune_ui_prints_urls_that_answer_and_ctrl_c_stops_everything(
             assert probe.connect_ex(("127.0.0.1", free)) != 0
 
 
+@pytest.mark.slow
+def test_the_dashboard_shows_a_comparisons_studies_from_its_directory_alone(
+    compared: Compared,
+) -> None:
+    """``compare`` without ``--storage`` keeps its studies in ``DIR/optuna.db``; ``ui
+    --sweep-dir DIR`` finds them from the manifest: one study per method, each trial told."""
+    if shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent)) is None:
+        pytest.skip("the [ui] extra (optuna-dashboard) is not installed")
+    optuna_port = free_port()
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-c", "from margin_tune.pipeline.cli.main import main; main()"),
+            *("ui", "--tracking-uri", compared.server.url, "--sweep-dir", str(compared.out)),
+            *("--optuna-port", str(optuna_port)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        lines = _read_until(process, "press Ctrl-C", timeout=240)
+        assert "optuna.db" in next(line for line in lines if "optuna-dashboard:" in line)
+        base = f"http://127.0.0.1:{optuna_port}/api/studies"
+        with urllib.request.urlopen(base, timeout=30) as response:
+            studies = json.load(response)["study_summaries"]
+        assert sorted(s["study_name"].split("-")[2] for s in studies) == sorted(METHODS)
+        for study in studies:
+            with urllib.request.urlopen(f"{base}/{study['study_id']}", timeout=30) as response:
+                trials = json.load(response)["trials"]
+            assert len(trials) == TRIALS
+            assert {trial["state"] for trial in trials} <= {"Complete", "Pruned"}
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 def test_a_port_in_use_is_refused_naming_the_flag(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -359,4 +403,4 @@ def test_a_sweep_without_optuna_storage_is_refused_naming_the_flag(
     assert main(["ui", "--sweep-dir", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert "margin-tune: error: --sweep-dir:" in error
-    assert "without --storage" in error
+    assert "kept its Optuna study in memory" in error

@@ -14,6 +14,7 @@ import pytest
 import ray
 import yaml
 from mlflow import MlflowClient
+from tiny import lr_space
 
 from margin_tune.pipeline.analysis.statistics import holm_bonferroni
 from margin_tune.pipeline.cli.main import main
@@ -25,7 +26,6 @@ from margin_tune.pipeline.search.searchers import (
     build_searcher,
     startup_trials,
 )
-from margin_tune.pipeline.search.space import SearchSpace, parse_space
 from margin_tune.pipeline.sweep.grid_trials import completed_metrics
 from margin_tune.pipeline.sweep.tuner import best_trial, ray_session
 from margin_tune.pipeline.tracking.vocabulary import (
@@ -67,20 +67,6 @@ def test_a_sweep_without_a_completed_trial_has_no_winner() -> None:
     assert best_trial(trials_frame([]), "val_map_at_r", "max") == {}
 
 
-def small_space(base: Config) -> SearchSpace:
-    return parse_space(
-        {
-            "metric": "val_map_at_r",
-            "parameters": {
-                "margin.scheduler": {"distribution": "fixed", "value": "constant"},
-                "train.lr": {"distribution": "uniform", "low": 1e-4, "high": 1e-2},
-            },
-        },
-        base,
-        name="small",
-    )
-
-
 @pytest.mark.parametrize("searcher", ["tpe", "random", "qmc"])
 def test_optuna_is_told_pruned_for_a_trial_short_of_its_budget(
     searcher: str, tiny_config: Config
@@ -88,7 +74,7 @@ def test_optuna_is_told_pruned_for_a_trial_short_of_its_budget(
     """Ray's OptunaSearch tells COMPLETE with a truncated value; ours tells PRUNED (and FAIL
     for an error, even after results), and COMPLETE only at the full budget."""
     request = SearcherRequest(
-        space=small_space(tiny_config), seed=0, study_name="s", epochs=4, trials=3
+        space=lr_space(tiny_config), seed=0, study_name="s", epochs=4, trials=3
     )
     search = build_searcher(searcher, request)
     assert isinstance(search, BudgetOptunaSearch)
@@ -116,7 +102,7 @@ def test_tpe_random_start_up_scales_with_the_budget(trials: int, expected: int) 
 
 
 def test_tpe_is_built_with_the_scaled_start_up(tiny_config: Config) -> None:
-    request = SearcherRequest(space=small_space(tiny_config), seed=0, study_name="s", trials=16)
+    request = SearcherRequest(space=lr_space(tiny_config), seed=0, study_name="s", trials=16)
     search = build_searcher("tpe", request)
     assert search._sampler._n_startup_trials == 4  # type: ignore[attr-defined]
 

@@ -1,4 +1,5 @@
-"""A sweep whose driver is SIGKILLed resumes: N trials end, each recorded once, no step twice."""
+"""A sweep whose driver is SIGKILLed resumes: N trials end, each recorded once, no step twice,
+and its Optuna study, in the output directory's RDB, holds each trial once with its value."""
 
 from __future__ import annotations
 
@@ -7,12 +8,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
+import optuna
 import pytest
 from mlflow import MlflowClient
+from optuna.trial import TrialState
 
+from margin_tune.pipeline.api.config import OPTUNA_DB
 from margin_tune.pipeline.cli.main import main
+from margin_tune.pipeline.outputs.manifest import read_manifest
 from margin_tune.pipeline.tracking.vocabulary import KIND_TAG, STATUS_TAG, TRIAL_ID_TAG
 
 pytestmark = pytest.mark.slow
@@ -85,3 +91,19 @@ def test_resume_after_sigkill_finishes_exactly_the_planned_trials(
         for r in finished
     }
     assert len(configs) == TRIALS, "a finished trial was run a second time"
+
+    # The study outlived the killed driver in DIR/optuna.db, ahead of Tune's snapshot: each
+    # trial is told once, with the value MLflow recorded, and none is left RUNNING (one handed
+    # out after the snapshot and never run is told FAIL on resume).
+    storage = read_manifest(out, ("tune",))["options"]["storage"]
+    assert storage == f"sqlite:///{(out / OPTUNA_DB).resolve()}"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    states = Counter(trial.state for trial in study.trials)
+    assert states[TrialState.COMPLETE] == TRIALS and set(states) <= {
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+    }, states
+    told = sorted(round(t.value, 6) for t in study.trials if t.state == TrialState.COMPLETE)
+    recorded = sorted(round(r.data.metrics["val_map_at_r"], 6) for r in finished)
+    assert told == recorded

@@ -1,0 +1,100 @@
+"""An Optuna searcher resumed from Tune's snapshot onto an RDB study that moved on after it.
+
+What a SIGKILLed driver leaves: Tune's last snapshot of the searcher, and ``optuna.db``, which
+kept being written until the kill. The test sets that up step by step (no timing involved) with
+the real Optuna and Ray's ``OptunaSearch``: a trial finished after the snapshot, and a trial
+handed out after it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from tiny import lr_space
+
+from margin_tune.pipeline.search.searchers import (
+    BudgetOptunaSearch,
+    SearcherRequest,
+    build_searcher,
+)
+from margin_tune.trainables.config import Config
+
+EPOCHS = 3
+
+
+def searcher(base: Config, storage: str) -> BudgetOptunaSearch:
+    request = SearcherRequest(
+        space=lr_space(base), seed=0, study_name="study", storage=storage, epochs=EPOCHS, trials=4
+    )
+    search = build_searcher("random", request)
+    assert isinstance(search, BudgetOptunaSearch)
+    search.set_search_properties(None, None, {})
+    return search
+
+
+def train(search: BudgetOptunaSearch, trial_id: str, value: float) -> None:
+    for epoch in range(1, EPOCHS + 1):
+        search.on_trial_result(
+            trial_id, {"epoch": epoch, "training_iteration": epoch, "val_map_at_r": value}
+        )
+    search.on_trial_complete(
+        trial_id, {"epoch": EPOCHS, "training_iteration": EPOCHS, "val_map_at_r": value}
+    )
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_resumed_searcher_keeps_what_the_study_holds_and_closes_what_no_one_will_run(
+    tmp_path: Path, tiny_config: Config
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    before = searcher(tiny_config, storage)
+    for trial_id in ("a", "b"):
+        assert before.suggest(trial_id) is not None
+    train(before, "a", 0.5)
+    snapshot = tmp_path / "searcher.pkl"
+    before.save(str(snapshot))  # Tune's last snapshot
+    train(before, "b", 0.7)  # finished after it ...
+    assert before.suggest("c") is not None  # ... and a trial handed out after it
+    del before  # the driver is killed
+
+    after = searcher(tiny_config, storage)
+    after.restore(str(snapshot))
+    # The trial handed out after the snapshot is unknown to Tune: told FAIL, not left RUNNING.
+    study = optuna.load_study(study_name="study", storage=storage)
+    assert [t.state for t in study.trials] == [
+        TrialState.COMPLETE,
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+    ]
+    # Tune re-runs "b" from its checkpoint and ends it again: no error, the first value stays.
+    train(after, "b", 0.1)
+    assert after.suggest("d") is not None
+    train(after, "d", 0.6)
+    study = optuna.load_study(study_name="study", storage=storage)
+    assert [(t.state, t.value) for t in study.trials] == [
+        (TrialState.COMPLETE, 0.5),
+        (TrialState.COMPLETE, 0.7),
+        (TrialState.FAIL, None),
+        (TrialState.COMPLETE, 0.6),
+    ]
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+
+
+def test_a_study_in_memory_is_restored_as_it_was(tmp_path: Path, tiny_config: Config) -> None:
+    request = SearcherRequest(space=lr_space(tiny_config), seed=0, study_name="s", epochs=EPOCHS)
+    before = build_searcher("random", request)
+    assert isinstance(before, BudgetOptunaSearch)
+    before.set_search_properties(None, None, {})
+    before.suggest("a")
+    before.suggest("b")
+    train(before, "a", 0.5)
+    before.save(str(tmp_path / "searcher.pkl"))
+    after = build_searcher("random", request)
+    assert isinstance(after, BudgetOptunaSearch)
+    after.restore(str(tmp_path / "searcher.pkl"))
+    assert after._ot_study is not None
+    states = [t.state for t in after._ot_study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.RUNNING]  # "b" runs on after resume
