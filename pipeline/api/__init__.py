@@ -26,6 +26,10 @@ if TYPE_CHECKING:
         resolve_config as resolve_config,
     )
     from margin_tune.pipeline.api.dry_run import DryRun as DryRun
+    from margin_tune.pipeline.api.embedding import (
+        EmbedResult as EmbedResult,
+        embed as embed,
+    )
     from margin_tune.pipeline.api.output import verbosity as verbosity
     from margin_tune.pipeline.api.plugins import (
         register as register,
@@ -54,6 +58,8 @@ EXPORTS = {
     "plan_compare": "comparison",
     "plan_ablate": "ablation",
     "DryRun": "dry_run",
+    "embed": "embedding",
+    "EmbedResult": "embedding",
     "compare": "comparison",
     "resume_compare": "comparison",
     "ablate": "ablation",

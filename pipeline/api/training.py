@@ -21,6 +21,7 @@ from margin_tune.pipeline.outputs.folders import (
 )
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.metric_names import EPOCH_COLUMNS, on_test
+from margin_tune.trainables.saved_model import MODEL_DIR, save_embedder
 from margin_tune.trainables.trial import EpochReport, Trial
 
 #: What a trial's output directory holds.
@@ -77,7 +78,9 @@ def train(
             for the packaged default.
         overrides: dotted values over it, ``{"train.epochs": 3}`` or ``["train.epochs=3"]``.
         out: a new or empty directory for ``config.yaml``, ``metrics.csv`` (written as each
-            epoch ends) and ``summary.json``; None writes nothing.
+            epoch ends), ``summary.json`` and the trained network in ``model/`` (see
+            :mod:`margin_tune.trainables.saved_model`; ``margin_tune.embed`` reads it); None
+            writes nothing.
         save_embeddings: keep the test classes' embeddings (and write them to ``out``).
         on_start: called with the built trial before the first epoch (data, split, device).
         on_epoch: called with each epoch's report as it ends.
@@ -126,6 +129,7 @@ def train(
             write_json(written / SUMMARY_FILE, summary)
             if ran.test_embeddings is not None and ran.test_labels is not None:
                 np.savez(written / EMBEDDINGS_FILE, X=ran.test_embeddings, y=ran.test_labels)
+            save_embedder(written / MODEL_DIR, trial.model, config, trial.dataset)
     return result
 
 

@@ -25,6 +25,7 @@ from margin_tune.trainables.errors import ConfigError
 #: which has ``add_arguments`` and ``run``.
 COMMANDS: dict[str, str] = {
     "train": "train one trial and evaluate it on test classes",
+    "embed": "embed a dataset with a model that train saved",
     "tune": "sweep one search space with Ray Tune + Optuna",
     "resume": "continue an interrupted tune, compare or ablate from its DIR",
     "compare": "tune every method alike, re-train over seeds, compare on test classes",
