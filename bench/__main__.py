@@ -37,6 +37,7 @@ MODULES = {
     "P7": "bench.p7_memory",
     "P8": "bench.p8_fractional_gpu",
     "P10": "bench.p10_report",
+    "P11": "bench.p11_model_logging",
 }
 PACKAGES = ("torch", "ray", "optuna", "mlflow", "pytorch-metric-learning", "numpy", "pandas")
 EXIT_BAD_INPUT = 2

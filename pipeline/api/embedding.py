@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from margin_tune.pipeline.api.config import Overrides, resolve_config
+from margin_tune.pipeline.sweep.callback import first_line
 from margin_tune.trainables.config import Config, DatasetConfig, parse_override
 from margin_tune.trainables.data import Dataset, load_dataset, split_classes
 from margin_tune.trainables.errors import ConfigError
@@ -48,9 +49,11 @@ def embed(
     *,
     classes: str = "all",
     out: str | Path | None = None,
+    tracking_uri: str | None = None,
 ) -> EmbedResult:
-    """Embed a dataset with the model saved at ``model`` (a ``train`` output directory or its
-    ``model/`` folder).
+    """Embed a dataset with the model saved at ``model``: a ``train`` output directory or its
+    ``model/`` folder, or a model that a sweep or comparison logged to MLflow
+    (``models:/<model id>``, ``runs:/<run id>/embedder``, read from ``tracking_uri``).
 
     Args:
         data: an ``.npz`` file, an image folder, or None for the model's own dataset.
@@ -70,7 +73,7 @@ def embed(
     target = Path(out) if out is not None else None
     if target is not None:
         _check_target(target)
-    saved = load_embedder(model)
+    saved = _load(model, tracking_uri)
     dataset = load_dataset(data_config(saved.config, data, overrides))
     indices = _chosen(dataset, saved.config, classes)
     embeddings = saved.embed(dataset.features[indices])
@@ -100,6 +103,33 @@ def data_config(config: Config, data: str | Path | None, overrides: Overrides) -
                 "--data", f"{path} is neither an .npz file nor a folder of class subfolders"
             )
     return resolve_config(config, {**source, **dict(items)}).dataset
+
+
+#: URIs of a model MLflow holds, as ``mlflow.artifacts.download_artifacts`` resolves them.
+MLFLOW_MODEL_SCHEMES = ("models:/", "runs:/")
+
+
+def _load(model: str | Path, tracking_uri: str | None) -> SavedEmbedder:
+    """A local saved model, or margin-tune's folder of a logged MLflow model, downloaded."""
+    if not str(model).startswith(MLFLOW_MODEL_SCHEMES):
+        return load_embedder(model)
+    import mlflow.artifacts
+
+    from margin_tune.pipeline.sweep.models import OWN_FORMAT_DIR, logged_model_artifacts
+    from margin_tune.pipeline.tracking.store import resolve_tracking_uri
+
+    scratch = Path(tempfile.mkdtemp(prefix="margin-tune-embed-"))
+    store = resolve_tracking_uri(tracking_uri)
+    try:
+        location = logged_model_artifacts(str(model), store)
+        folder = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{location.rstrip('/')}/{OWN_FORMAT_DIR}",
+            dst_path=str(scratch),
+            tracking_uri=store,
+        )
+    except Exception as error:  # MLflow raises its own and OSError kinds for a bad URI
+        raise ConfigError("--model", f"cannot read {model}: {first_line(error)}") from None
+    return load_embedder(folder)
 
 
 def _chosen(dataset: Dataset, config: Config, classes: str) -> np.ndarray:

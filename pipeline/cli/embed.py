@@ -13,7 +13,13 @@ from margin_tune.pipeline.outputs.folders import json_text
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", required=True, help="a train output directory, or its model/ folder"
+        "--model",
+        required=True,
+        help="a train output directory (or its model/ folder), or a logged model: "
+        "models:/<id> or runs:/<run id>/embedder",
+    )
+    parser.add_argument(
+        "--tracking-uri", help="the MLflow store of a models:/ or runs:/ URI (default as tune's)"
     )
     parser.add_argument(
         "--data",
@@ -35,7 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = api.embed(args.model, args.data, args.overrides, classes=args.classes, out=args.out)
+    result = api.embed(
+        args.model,
+        args.data,
+        args.overrides,
+        classes=args.classes,
+        out=args.out,
+        tracking_uri=args.tracking_uri,
+    )
     rows, width = result.embeddings.shape
     if args.json:
         print(

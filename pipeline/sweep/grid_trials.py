@@ -34,6 +34,7 @@ from margin_tune.pipeline.sweep.checkpoints import (
     KeepReadableExperimentState,
     PruneEndedTrialCheckpoints,
 )
+from margin_tune.pipeline.sweep.models import log_trained_models
 from margin_tune.pipeline.sweep.progress import TrialProgress
 from margin_tune.pipeline.sweep.tuner import SweepOptions, restored_or_new, tune_environment
 from margin_tune.pipeline.tracking.tracker import Tracker
@@ -84,6 +85,7 @@ def run_grid_trials(
     tags: Mapping[str, str],
     title: str = "grid",
     metric: str | None = None,
+    log_models: bool = False,
 ) -> list[SyncedTrial]:
     """Run, or continue, every (value of ``points.key``, seed in ``seeds``) under
     ``parent_run_id``.
@@ -91,7 +93,8 @@ def run_grid_trials(
     ``function`` is the trial (``run_final_trial``'s arguments); the experiment lives in
     ``directory``, in the order of ``points.configs``; the runs get ``tags`` beside their
     grid point. Returns the trials as their MLflow runs now hold them. ``title`` and ``metric``
-    are what the progress lines call the grid and show of each ended trial.
+    are what the progress lines call the grid and show of each ended trial; ``log_models``
+    logs each measured trial's network to its run (:mod:`~margin_tune.pipeline.sweep.models`).
     """
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -146,6 +149,8 @@ def run_grid_trials(
     if stopped:
         tracker.end_run(parent_run_id, "KILLED")
         raise InterruptedRunError()
+    if log_models:
+        log_trained_models(tracker, synced, dataset)
     return synced
 
 

@@ -114,9 +114,11 @@ def run_final_trial(
 
     def report(epoch: EpochReport) -> None:
         metrics = dict(epoch.metrics)
-        if epoch.epoch == config.train.epochs or epoch.metrics.get(COLLAPSED):
+        last = epoch.epoch == config.train.epochs or bool(epoch.metrics.get(COLLAPSED))
+        if last:
             metrics.update({on_test(k): v for k, v in trial.evaluate_test().items()})
-        _report(epoch, metrics, clock.due(epoch.epoch))
+        # The network a final run ends with is checkpointed, collapsed or not: it is logged.
+        _report(epoch, metrics, clock.due(epoch.epoch) or last)
 
     trial.run(report)
 

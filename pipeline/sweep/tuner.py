@@ -50,6 +50,7 @@ from margin_tune.pipeline.sweep.checkpoints import (
     prune_to_newest,
     repair_experiment_state,
 )
+from margin_tune.pipeline.sweep.models import log_trained_models
 from margin_tune.pipeline.sweep.progress import TrialProgress
 from margin_tune.pipeline.sweep.ray_network import loopback_warning, release, token_exposure_warning
 from margin_tune.pipeline.sweep.trainable import DEFAULT_CHECKPOINT_INTERVAL_S, run_tune_trial
@@ -593,7 +594,8 @@ def _summarise(
     histories: dict[str, pd.DataFrame] = {}
     results = list(grid)  # type: ignore[call-overload]  # ResultGrid iterates via __getitem__
     errors: list[str] = []
-    for trial in sync_results(tracker, sweep_run, results, SearchedConfig(plan.base)):
+    synced = list(sync_results(tracker, sweep_run, results, SearchedConfig(plan.base)))
+    for trial in synced:
         if trial.result.error is not None:
             errors.append(
                 f"trial {trial.trial_id}: {first_line(trial.result.error)} ({trial.result.path})"
@@ -646,6 +648,9 @@ def _summarise(
                 },
             },
         )
+        # The winner's network, in its own run: what `tune` found, kept to be used.
+        winner = [t for t in synced if t.trial_id == best[TRIAL_ID_TAG]]
+        log_trained_models(tracker, winner, plan.dataset)
     else:
         tracker.set_tags(sweep_run, {BEST_TRIAL_TAG: NO_COMPLETED_TRIAL})
     # A sweep without a trial that trained its budget has no result: its run says so.

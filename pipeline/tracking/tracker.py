@@ -74,6 +74,7 @@ from margin_tune.pipeline.tracking.vocabulary import (
 from margin_tune.pipeline.tracking.writer import (
     Artifact,
     Log,
+    ModelUpload,
     Opening,
     Status,
     Writer,
@@ -381,6 +382,22 @@ class Tracker:
         staged = self._stage() / "contents"
         shutil.copytree(local_dir, staged)
         self._writer.submit(Artifact(run_id, staged, artifact_path))
+
+    def log_model(
+        self,
+        run_id: str,
+        local_dir: str | Path,
+        name: str,
+        *,
+        step: int = 0,
+        tags: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Queues a saved MLflow model folder (``mlflow.<flavor>.save_model``'s output) to be
+        logged as a model of ``run_id``: staged at once, written in order with the run's other
+        records, retried through outages, and made only once per run and ``name``."""
+        staged = self._stage() / "model"
+        shutil.copytree(local_dir, staged)
+        self._writer.submit(ModelUpload(run_id, staged, name, step, self._clean_tags(tags or {})))
 
     def end_run(
         self,

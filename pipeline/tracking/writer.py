@@ -100,6 +100,18 @@ class Artifact:
     artifact_path: str | None
 
 
+@dataclass(slots=True)
+class ModelUpload:
+    """A saved MLflow model folder to log as a model of ``run_id`` (MLflow 3's logged model:
+    the run's Models column, ``models:/<id>``), after everything logged to the run before."""
+
+    run_id: str
+    staged: Path
+    name: str
+    step: int
+    tags: dict[str, str]
+
+
 @dataclass(frozen=True, slots=True)
 class Opening:
     """How to find a run by its tags, and what to create when none exists."""
@@ -125,7 +137,7 @@ class Found:
     last_step: int | None
 
 
-Op = Log | Status | Artifact | Open
+Op = Log | Status | Artifact | ModelUpload | Open
 
 
 def find_or_create(
@@ -315,6 +327,8 @@ class Writer:
                 continue
             if isinstance(op, Status):
                 self._write_status(Status(run_id, op.status, op.end_time))
+            elif isinstance(op, ModelUpload):
+                self._write_model(op, run_id)
             else:
                 self._write_artifact(Artifact(run_id, op.staged, op.artifact_path))
         self._write_logs(merged)
@@ -398,6 +412,51 @@ class Writer:
             raise
         except Exception as exc:
             self._drop(f"artifact {op.staged.name} of run {op.run_id}", exc)
+        shutil.rmtree(op.staged.parent, ignore_errors=True)
+
+    def _write_model(self, op: ModelUpload, run_id: str) -> None:
+        """Log the model in ``op.staged`` as a model of ``run_id``, once.
+
+        The model is found by its run and name before one is created, so a retry after a lost
+        answer, or a resumed command, never makes a second one; one found READY is done. The
+        folder's ``MLmodel`` gets the model's and the run's ids before it is uploaded, as
+        ``mlflow.<flavor>.log_model`` writes them.
+        """
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+        from mlflow.models import Model
+
+        client = self._client
+        try:
+            found = self._retry(
+                client.search_logged_models,
+                [self._experiment_id],
+                filter_string=f"source_run_id = '{run_id}' AND name = '{op.name}'",
+                max_results=1,
+            )
+            logged = found[0] if found else None
+            if logged is None:
+                logged = self._retry(
+                    client.create_logged_model,
+                    self._experiment_id,
+                    name=op.name,
+                    source_run_id=run_id,
+                    tags=op.tags,
+                    model_type="embedder",
+                )
+            if logged.status != LoggedModelStatus.READY:
+                description = Model.load(str(op.staged))
+                description.model_id = logged.model_id
+                description.run_id = run_id
+                description.artifact_path = logged.artifact_location
+                description.save(str(op.staged / "MLmodel"))
+                self._retry(client.log_model_artifacts, logged.model_id, str(op.staged))
+                self._retry(client.finalize_logged_model, logged.model_id, LoggedModelStatus.READY)
+                output = LoggedModelOutput(logged.model_id, step=op.step)
+                self._retry(client.log_outputs, run_id, [output])
+        except _AbandonedError:
+            raise
+        except Exception as exc:
+            self._drop(f"model {op.name} of run {run_id}", exc)
         shutil.rmtree(op.staged.parent, ignore_errors=True)
 
     def _drop(self, what: str, exc: Exception) -> None:

@@ -273,6 +273,7 @@ def _run_final(
         tags=FINAL_TAGS,
         title="re-training" if spec.splits == 1 else f"re-training split {split}",
         metric=on_test(spec.primary),
+        log_models=True,
     )
     rows = []
     histories: dict[str, pd.DataFrame] = {}

@@ -35,7 +35,12 @@ from tiny import TINY
 
 from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.tracking.tracker import Tracker
-from margin_tune.pipeline.tracking.vocabulary import KIND_TAG, SCHEDULER_TAG, STAGE_TAG
+from margin_tune.pipeline.tracking.vocabulary import (
+    BEST_RUN_TAG,
+    KIND_TAG,
+    SCHEDULER_TAG,
+    STAGE_TAG,
+)
 
 EXPERIMENT = "ui-test"
 METHODS = ("dams", "constant")
@@ -187,6 +192,23 @@ def test_the_ui_server_shows_nesting_histories_and_artifacts(compared: Compared)
         assert [Path(item["path"]).name for item in space["files"]] == [
             f"{tags(sweep)['mlflow.runName']}.yaml"
         ]
+
+
+@pytest.mark.slow
+def test_every_re_training_logged_its_network_through_the_server(compared: Compared) -> None:
+    """Each final run has one READY model (the run's Models column), and the winners of the
+    tuning sweeps one each; the artifacts sit where the server serves them."""
+    (comparison,) = compared.by_kind("comparison")
+    nested = compared.children(comparison)
+    finals = [run for run in nested if tags(run).get(STAGE_TAG) == "final"]
+    sweeps = [run for run in nested if tags(run).get(KIND_TAG) == "sweep"]
+    winners = [tags(sweep)[BEST_RUN_TAG] for sweep in sweeps]
+    for run_id in [run["info"]["run_id"] for run in finals] + winners:
+        run = compared.get("/api/2.0/mlflow/runs/get", run_id=run_id)["run"]
+        (output,) = run["outputs"]["model_outputs"]
+        model = compared.get(f"/api/2.0/mlflow/logged-models/{output['model_id']}")["model"]
+        assert model["info"]["status"] == "LOGGED_MODEL_READY"
+        assert model["info"]["name"] == "embedder" and model["info"]["source_run_id"] == run_id
 
 
 @pytest.mark.slow
