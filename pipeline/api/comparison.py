@@ -19,6 +19,7 @@ from typing import Any
 from margin_tune.pipeline.api.config import Overrides, sweep_options, with_default_storage
 from margin_tune.pipeline.api.dry_run import DryRun, time_one_epoch
 from margin_tune.pipeline.jobs.compare.outputs import write_comparison
+from margin_tune.pipeline.jobs.compare.registry import register_winner
 from margin_tune.pipeline.jobs.compare.run import (
     CompareResult,
     check_split_layout,
@@ -42,6 +43,7 @@ from margin_tune.pipeline.outputs.manifest import manifest_options, write_manife
 from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, sweep_cluster
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.trainables.data import Dataset, load_dataset
+from margin_tune.trainables.errors import ConfigError
 
 
 def compare(
@@ -51,6 +53,7 @@ def compare(
     overrides: Overrides = (),
     trials: int | None = None,
     out: str | Path | None = None,
+    register_model: str | None = None,
     **options: Any,
 ) -> CompareResult:
     """Run a comparison: the spec's methods tuned, re-trained and tested.
@@ -61,6 +64,8 @@ def compare(
         overrides: dotted values over the base trial config.
         trials: per sweep; default the spec's.
         out: a new or empty output directory (default ``runs/compare-<time>``).
+        register_model: a name in the MLflow Model Registry: the winning method's best
+            re-training by validation gets a new version of it, alias ``champion``.
         options: fields of :class:`~margin_tune.pipeline.sweep.tuner.SweepOptions`
             (``searcher`` defaults to the spec's).
 
@@ -73,6 +78,7 @@ def compare(
     Raises:
         ConfigError: bad input, before Ray, MLflow or any file starts.
     """
+    check_model_name(register_model)
     loaded, chosen, directory, _ = _prepare(spec, preset, overrides, trials, out, options)
     manifest = {
         "comparison_id": uuid.uuid4().hex[:12],
@@ -86,6 +92,7 @@ def compare(
         "split_seeds": list(loaded.split_seeds),
         "tuning_seeds": list(loaded.tuning_seeds),
         "retraining_seeds": list(loaded.final_seeds),
+        "register_model": register_model,
     }
     with new_output_dir(directory), sweep_cluster(chosen):
         write_yaml(directory / "base_config.yaml", loaded.base.to_dict())
@@ -97,6 +104,16 @@ def compare(
         return run_comparison(loaded, chosen, directory, manifest)
 
 
+def check_model_name(name: str | None) -> None:
+    """A registered model's name: not empty, and free of what a ``models:/`` URI splits on."""
+    if name is None:
+        return
+    if not name.strip() or any(mark in name for mark in ("/", ":")):
+        raise ConfigError(
+            "--register-model", f"a model name must be non-empty, without '/' or ':', got {name!r}"
+        )
+
+
 def plan_compare(
     spec: str | Path | None = None,
     *,
@@ -104,10 +121,12 @@ def plan_compare(
     overrides: Overrides = (),
     trials: int | None = None,
     out: str | Path | None = None,
+    register_model: str | None = None,
     **options: Any,
 ) -> DryRun:
     """What :func:`compare` would run, checked as it checks it, with one epoch timed here;
     nothing is written and Ray is not started (``margin-tune compare --dry-run``)."""
+    check_model_name(register_model)
     loaded, chosen, _, dataset = _prepare(spec, preset, overrides, trials, out, options)
     epochs, methods = loaded.base.train.epochs, len(loaded.methods)
     runs = loaded.splits * methods * (chosen.trials + loaded.seeds)
@@ -191,5 +210,9 @@ def run_comparison(
         for path in files:
             tracker.log_artifact(result.comparison_run_id, str(path), artifact_path="comparison")
         missing = result.methods_without_winner
+        name = manifest.get("register_model")
+        registered = (
+            register_winner(tracker, name, result.table, result.runs, spec) if name else None
+        )
         tracker.end_run(result.comparison_run_id, "FAILED" if missing else "FINISHED")
-    return dataclasses.replace(result, out=out, spec=spec)
+    return dataclasses.replace(result, out=out, spec=spec, registered=registered)

@@ -5,6 +5,7 @@ compared on test classes (and ``resume`` of one); :func:`margin_tune.compare` ru
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset", choices=sorted(PRESETS), help="a packaged comparison; --config keys win"
     )
     add_override_flag(parser, "override on the base trial config, repeatable")
+    parser.add_argument(
+        "--register-model",
+        metavar="NAME",
+        help="register the winner in the MLflow Model Registry as NAME (alias champion): the "
+        "table's best method, its best re-training by validation",
+    )
     add_sweep_flags(parser, trials_required=False)
 
 
@@ -40,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         overrides=args.overrides,
         trials=args.trials,
         out=args.out,
+        register_model=args.register_model,
         **sweep_kwargs(args),
     )
     return finish(outcome, show, as_json=args.json)
@@ -64,6 +72,13 @@ def show(result: CompareResult, *, as_json: bool = False) -> int:
     else:
         print((out / "table.md").read_text())
         print(f"comparison run {result.comparison_run_id} in {shown}")
+        if result.registered is not None:
+            r = result.registered
+            print(
+                f"registered {r.name} version {r.version} (alias {r.alias}): {r.method}, "
+                f"split {r.split} seed {r.seed}, chosen by {r.selected_by} "
+                f"{r.validation_value:.4f} (run {r.run_id})"
+            )
         tables = ", ".join(f"{name}.csv" for name in TABLE_FILES)
         plots = len(list(out.glob("*.png")))
         print(f"wrote {out}: table.md, {tables}, {plots} plots (*.png), {LOG_FILE}")
@@ -101,6 +116,7 @@ def document(
         "baselines": list(spec.baselines),
         "metric": spec.metric,
         "methods_without_winner": result.methods_without_winner,
+        "registered": None if result.registered is None else dataclasses.asdict(result.registered),
         "best_configs": {
             str(split): {method: config.to_dict() for method, config in chosen.items()}
             for split, chosen in result.best_configs.items()

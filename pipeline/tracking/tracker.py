@@ -399,6 +399,47 @@ class Tracker:
         shutil.copytree(local_dir, staged)
         self._writer.submit(ModelUpload(run_id, staged, name, step, self._clean_tags(tags or {})))
 
+    def register_model(
+        self,
+        name: str,
+        run_id: str,
+        model_name: str,
+        *,
+        alias: str,
+        tags: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Register the model ``model_name`` that ``run_id`` logged as a new version of the
+        registered model ``name`` (created if missing), point ``alias`` at it; its version.
+
+        Synchronous: everything queued is written first (the model's upload included).
+        """
+        if not self.flush(self._sync_timeout):
+            raise RuntimeError("the MLflow store did not take the queued records in time")
+        found = self._call(
+            self._client.search_logged_models,
+            [self.experiment_id],
+            filter_string=f"source_run_id = '{run_id}' AND name = '{model_name}'",
+            max_results=1,
+        )
+        if not found:
+            raise ValueError(f"run {run_id} logged no model named {model_name!r}")
+        model_id = found[0].model_id
+        try:
+            self._call(self._client.create_registered_model, name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        version = self._call(
+            self._client.create_model_version,
+            name,
+            source=f"models:/{model_id}",
+            run_id=run_id,
+            model_id=model_id,
+            tags=self._clean_tags(tags or {}),
+        )
+        self._call(self._client.set_registered_model_alias, name, alias, version.version)
+        return str(version.version)
+
     def end_run(
         self,
         run_id: str,

@@ -54,6 +54,8 @@ BEST_SCORE_TAG = "margin_tune.best_tuning_score"
 BEST_CONFIG_PREFIX = "margin_tune.best."
 #: An ablation's best cell (mean over seeds).
 BEST_CELL_TAG = "margin_tune.best_cell"
+#: How a registered model version was chosen (``compare --register-model``).
+SELECTED_BY_TAG = "margin_tune.selected_by"
 #: Trial statuses whose metrics are measurements: trained to the end, or stopped by collapse
 #: detection and evaluated where they stopped.
 MEASURED_STATUSES = ("completed", "collapsed")

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from margin_tune.pipeline.analysis.tables import paired_table, summary_table
+from margin_tune.pipeline.jobs.compare.registry import Registration
 from margin_tune.pipeline.jobs.compare.spec import CompareSpec
 from margin_tune.pipeline.outputs.folders import write_yaml
 from margin_tune.pipeline.sweep.grid_trials import (
@@ -127,6 +128,8 @@ class CompareResult:
     """The output directory: tables, plots, each sweep's and re-training's files."""
     spec: CompareSpec | None = None
     """The comparison that ran."""
+    registered: Registration | None = None
+    """What ``register_model`` registered in the MLflow Model Registry, if it was asked."""
 
     @property
     def ok(self) -> bool:
@@ -255,7 +258,7 @@ def _run_final(
     dataset: Dataset,
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """Re-train each chosen config of one split with every re-training seed."""
-    columns = ["split", "method", "seed", "status", TRIAL_ID_TAG, *final_columns(spec)]
+    columns = ["split", "method", "seed", "status", TRIAL_ID_TAG, *final_columns(spec), "run_id"]
     if not configs:
         return pd.DataFrame(columns=columns), {}
     points = GridPointConfig(
@@ -289,6 +292,7 @@ def _run_final(
                 "status": trial.status,
                 TRIAL_ID_TAG: trial.trial_id,
                 **completed_metrics(trial.status, trial.result.metrics or {}, final_columns(spec)),
+                "run_id": trial.run_id,
             }
         )
     runs = pd.DataFrame(rows, columns=columns).sort_values(["method", "seed"])

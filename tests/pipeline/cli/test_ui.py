@@ -28,6 +28,7 @@ from typing import Any
 
 import matplotlib.image
 import optuna
+import pandas as pd
 import pytest
 from mlflow_server import MlflowServer, free_port
 from sockets import listeners, processes
@@ -44,6 +45,7 @@ from margin_tune.pipeline.tracking.vocabulary import (
 
 EXPERIMENT = "ui-test"
 METHODS = ("dams", "constant")
+REGISTERED = "margin-tune-ui-test"
 TRIALS = 2
 EPOCHS = 2
 SEEDS = 2
@@ -131,7 +133,7 @@ def compared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compared]:
             [
                 *("compare", "--config", str(spec), "--out", str(directory / "cmp")),
                 *("--tracking-uri", server.url, "--experiment", EXPERIMENT),
-                "--no-early-stopping",
+                *("--no-early-stopping", "--register-model", REGISTERED),
             ]
         )
         assert code == 0
@@ -192,6 +194,22 @@ def test_the_ui_server_shows_nesting_histories_and_artifacts(compared: Compared)
         assert [Path(item["path"]).name for item in space["files"]] == [
             f"{tags(sweep)['mlflow.runName']}.yaml"
         ]
+
+
+@pytest.mark.slow
+def test_the_registry_holds_the_winner_by_test_mean_and_validation(compared: Compared) -> None:
+    """``--register-model``: alias champion on a version of the table's best method, whose run
+    is that method's best re-training on validation."""
+    version = compared.get(
+        "/api/2.0/mlflow/registered-models/alias", name=REGISTERED, alias="champion"
+    )["model_version"]
+    table = pd.read_csv(compared.out / "table.csv")
+    runs = pd.read_csv(compared.out / "runs.csv")
+    best = table.loc[table["map_at_r_mean"].idxmax(), "method"]
+    mine = runs[runs["method"] == best]
+    assert version["run_id"] == mine.loc[mine["val_map_at_r"].idxmax(), "run_id"]
+    assert version["source"].startswith("models:/m-")
+    assert {t["key"]: t["value"] for t in version["tags"]}["margin_tune.method"] == best
 
 
 @pytest.mark.slow
