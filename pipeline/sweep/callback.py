@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 from ray.tune import Callback, Result
 
 from margin_tune.pipeline.search.space import apply_overrides
@@ -268,7 +269,7 @@ def open_trial_run(
 ) -> str:
     """The trial's child run, created or re-opened (found by its trial id under the parent)."""
     name = trial_run_name(config, tags)
-    return tracker.child_run(
+    run_id = tracker.child_run(
         parent_run_id,
         trial_id,
         name=name,
@@ -282,7 +283,13 @@ def open_trial_run(
         },
         wait=wait,
     )
+    # The whole resolved config, as the file `train --config` takes: the run's provenance.
+    tracker.log_text(run_id, yaml.safe_dump(config.to_dict(), sort_keys=False), CONFIG_ARTIFACT)
+    return run_id
 
+
+#: Each trial run's resolved config, as an artifact.
+CONFIG_ARTIFACT = "config.yaml"
 
 #: The status of a trial a signal stopped: neither completed nor early-stopped; ``resume``
 #: continues it from its last checkpoint.

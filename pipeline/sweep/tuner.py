@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -64,7 +63,6 @@ from margin_tune.pipeline.tracking.vocabulary import (
     BEST_TRIAL_TAG,
     DATASET_FINGERPRINT_TAG,
     DATASET_TAG,
-    GIT_COMMIT_TAG,
     KIND_TAG,
     SWEEP_ID_TAG,
     SWEEP_KIND,
@@ -465,7 +463,6 @@ def run_sweep(
         tags={
             SWEEP_ID_TAG: plan.sweep_id,
             KIND_TAG: SWEEP_KIND,
-            GIT_COMMIT_TAG: git_commit(),
             DATASET_TAG: base.dataset.name,
             DATASET_FINGERPRINT_TAG: plan.dataset.fingerprint(),
             **(tags or {}),
@@ -676,18 +673,3 @@ def best_trial(table: pd.DataFrame, metric: str, mode: str) -> dict[str, Any]:
         return {}
     position = scored[metric].idxmax() if mode == "max" else scored[metric].idxmin()
     return dict(scored.loc[position].to_dict())
-
-
-def git_commit() -> str:
-    """The commit of the code that ran, or ``unknown`` outside a git checkout."""
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).parent,
-            timeout=5,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"

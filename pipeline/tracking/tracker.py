@@ -50,6 +50,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from margin_tune.pipeline.runtime.secrets import redact_uri
+from margin_tune.pipeline.tracking.provenance import provenance_tags
 from margin_tune.pipeline.tracking.records import (
     check_name,
     clip,
@@ -263,7 +264,7 @@ class Tracker:
         deferrable: bool = False,
         wait: bool = True,
     ) -> str:
-        clean_tags = self._clean_tags(tags)
+        clean_tags = self._clean_tags({**provenance_tags(), **tags})
         if parent_run_id is not None:
             clean_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
         opening = Opening(query, name, clean_tags)
@@ -374,6 +375,13 @@ class Tracker:
         staged = self._stage() / source.name
         shutil.copy2(source, staged)
         self._writer.submit(Artifact(run_id, staged, artifact_path))
+
+    def log_text(self, run_id: str, text: str, file_name: str) -> None:
+        """Queues ``text`` as the artifact ``file_name`` of the run (staged and ordered like
+        :meth:`log_artifact`)."""
+        staged = self._stage() / file_name
+        staged.write_text(text, encoding="utf-8")
+        self._writer.submit(Artifact(run_id, staged, None))
 
     def log_artifacts(
         self, run_id: str, local_dir: str | Path, artifact_path: str | None = None

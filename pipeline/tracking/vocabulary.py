@@ -42,8 +42,14 @@ CELL_TAG = "margin_tune.cell"
 SCHEDULER_TAG = "margin_tune.scheduler"
 DATASET_TAG = "margin_tune.dataset"
 SEED_TAG = "margin_tune.seed"
-#: The code and data a parent run trained on.
+#: The code and data a run trained on: margin-tune's commit (where it runs from its own
+#: checkout) and whether that tree had uncommitted changes, its version, the host, the
+#: versions of Python and the libraries (``margin_tune.versions.<name>``).
 GIT_COMMIT_TAG = "margin_tune.git_commit"
+GIT_DIRTY_TAG = "margin_tune.git_dirty"
+VERSION_TAG = "margin_tune.version"
+HOST_TAG = "margin_tune.host"
+VERSIONS_PREFIX = "margin_tune.versions."
 DATASET_FINGERPRINT_TAG = "margin_tune.dataset_fingerprint"
 #: What a finished sweep chose: the trial, its run, how many epochs it trained, its score.
 BEST_TRIAL_TAG = "margin_tune.best_trial_id"

@@ -32,7 +32,7 @@ from margin_tune.pipeline.sweep.grid_trials import (
     run_grid_trials,
 )
 from margin_tune.pipeline.sweep.trainable import run_ablation_trial
-from margin_tune.pipeline.sweep.tuner import EXPERIMENT_DIR, SweepOptions, git_commit
+from margin_tune.pipeline.sweep.tuner import EXPERIMENT_DIR, SweepOptions
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import (
     ABLATION_KIND,
@@ -40,7 +40,6 @@ from margin_tune.pipeline.tracking.vocabulary import (
     BEST_CELL_TAG,
     DATASET_FINGERPRINT_TAG,
     DATASET_TAG,
-    GIT_COMMIT_TAG,
     KIND_TAG,
     STAGE_TAG,
     SWEEP_ID_TAG,
@@ -104,7 +103,6 @@ def run_ablation(
         tags={
             SWEEP_ID_TAG: ablation_id,
             KIND_TAG: ABLATION_KIND,
-            GIT_COMMIT_TAG: git_commit(),
             DATASET_TAG: base.dataset.name,
             DATASET_FINGERPRINT_TAG: dataset.fingerprint(),
         },

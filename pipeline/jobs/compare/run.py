@@ -55,7 +55,6 @@ from margin_tune.pipeline.sweep.trainable import run_final_trial
 from margin_tune.pipeline.sweep.tuner import (
     SweepOptions,
     SweepResult,
-    git_commit,
     plan_sweep,
     record_sweep_outputs,
     run_sweep,
@@ -65,7 +64,6 @@ from margin_tune.pipeline.tracking.vocabulary import (
     COMPARISON_KIND,
     DATASET_TAG,
     FINAL_TAGS,
-    GIT_COMMIT_TAG,
     KIND_TAG,
     METHOD_TAG,
     SPLIT_TAG,
@@ -178,7 +176,6 @@ def run_compare(
         tags={
             SWEEP_ID_TAG: comparison_id,
             KIND_TAG: COMPARISON_KIND,
-            GIT_COMMIT_TAG: git_commit(),
             DATASET_TAG: spec.base.dataset.name,
         },
     )

@@ -1,0 +1,109 @@
+"""What ran, where: the tags every run margin-tune opens carries, read once per process.
+
+MLflow's own ``mlflow.source.*`` tags fill the UI's Source column: the command (or the script
+that called the API), ``LOCAL``, and the git commit of margin-tune's own checkout. Beside
+them, ours: margin-tune's version, its commit and whether that tree had uncommitted changes,
+the versions of Python and of the libraries a result depends on, and the host.
+
+The commit is margin-tune's only when margin-tune runs from a git checkout of itself (an
+editable install): the package's ``__init__.py`` must be a file that work tree tracks. A
+wheel installed into a virtual environment inside the user's own repository sits in that
+repository's tree, but untracked, so no commit is recorded for it rather than the user's.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import platform
+import socket
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import margin_tune
+from margin_tune.pipeline.tracking.vocabulary import (
+    GIT_COMMIT_TAG,
+    GIT_DIRTY_TAG,
+    HOST_TAG,
+    VERSION_TAG,
+    VERSIONS_PREFIX,
+)
+
+#: The distributions whose versions a result depends on.
+LIBRARIES = ("torch", "ray", "optuna", "mlflow", "numpy")
+#: What ``margin_tune.git_commit`` says where margin-tune does not run from its checkout.
+NO_CHECKOUT = "none: not run from a git checkout of margin-tune"
+#: The package's own ``__init__.py`` as imported (not resolved: in a checkout, ``pipeline/``
+#: is linked into ``margin_tune/``, and only ``margin_tune/__init__.py`` is margin-tune's).
+_PACKAGE_FILE = Path(margin_tune.__file__ or "__init__.py")
+
+
+def _git(*args: str, cwd: Path) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args], capture_output=True, text=True, cwd=cwd, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def own_checkout(package_file: Path = _PACKAGE_FILE) -> tuple[str, bool] | None:
+    """(commit, dirty) of the git work tree that tracks margin-tune's own ``__init__.py``;
+    None where no work tree tracks it (a wheel, wherever it is installed)."""
+    where = package_file.parent
+    if _git("ls-files", "--error-unmatch", package_file.name, cwd=where) is None:
+        return None
+    commit = _git("rev-parse", "HEAD", cwd=where)
+    if not commit:
+        return None
+    changes = _git("status", "--porcelain", "--untracked-files=no", cwd=where)
+    return commit, bool(changes)
+
+
+def source_name(argv: list[str] | None = None) -> str:
+    """``margin-tune compare`` for a command; the script's path for a script; ``python``."""
+    args = sys.argv if argv is None else argv
+    program = Path(args[0]).name if args and args[0] else ""
+    if program in ("margin-tune", "__main__.py"):
+        command = next((arg for arg in args[1:] if not arg.startswith("-")), "")
+        return f"margin-tune {command}".strip()
+    if args and args[0] and Path(args[0]).is_file():
+        return str(Path(args[0]).resolve())
+    return "python"
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+@functools.cache
+def provenance_tags() -> dict[str, str]:
+    """The tags (see the module's docstring), computed once per process."""
+    checkout = own_checkout()
+    tags = {
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.name": source_name(),
+        "mlflow.user": _user(),
+        VERSION_TAG: _version("margin-tune"),
+        GIT_COMMIT_TAG: checkout[0] if checkout else NO_CHECKOUT,
+        HOST_TAG: socket.gethostname(),
+        f"{VERSIONS_PREFIX}python": platform.python_version(),
+        **{f"{VERSIONS_PREFIX}{name}": _version(name) for name in LIBRARIES},
+    }
+    if checkout is not None:
+        tags["mlflow.source.git.commit"] = checkout[0]
+        tags[GIT_DIRTY_TAG] = "true" if checkout[1] else "false"
+    return tags
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        return "unknown"

@@ -1,0 +1,89 @@
+"""Every run says what ran: MLflow's source tags, margin-tune's version and its own commit
+(never the commit of a user's repository it is installed in), the library versions, the host,
+and each trial's resolved config as an artifact."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+from tiny import TINY
+
+from margin_tune.pipeline.sweep.callback import CONFIG_ARTIFACT, open_trial_run
+from margin_tune.pipeline.tracking.provenance import (
+    NO_CHECKOUT,
+    own_checkout,
+    provenance_tags,
+    source_name,
+)
+from margin_tune.pipeline.tracking.tracker import Tracker
+from margin_tune.pipeline.tracking.vocabulary import GIT_COMMIT_TAG, VERSION_TAG, VERSIONS_PREFIX
+from margin_tune.trainables.parts import load_config
+
+
+def git(*args: str, cwd: Path) -> str:
+    command = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=True).stdout
+
+
+def test_a_package_inside_someone_elses_repository_records_no_commit(tmp_path: Path) -> None:
+    """A wheel in a venv inside the user's repo: the package file is there, untracked."""
+    git("init", "-q", cwd=tmp_path)
+    (tmp_path / "analysis.py").write_text("x = 1\n")
+    git("add", "analysis.py", cwd=tmp_path)
+    git("commit", "-qm", "the user's work", cwd=tmp_path)
+    package = tmp_path / ".venv" / "lib" / "site-packages" / "margin_tune"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    assert own_checkout(package / "__init__.py") is None
+
+
+def test_a_checkout_of_margin_tune_records_its_commit_and_whether_it_was_dirty(
+    tmp_path: Path,
+) -> None:
+    package = tmp_path / "margin_tune"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    git("init", "-q", cwd=tmp_path)
+    git("add", ".", cwd=tmp_path)
+    git("commit", "-qm", "release", cwd=tmp_path)
+    head = git("rev-parse", "HEAD", cwd=tmp_path).strip()
+    assert own_checkout(package / "__init__.py") == (head, False)
+    (package / "__init__.py").write_text("changed = True\n")
+    assert own_checkout(package / "__init__.py") == (head, True)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["/venv/bin/margin-tune", "compare", "--preset", "quick"], "margin-tune compare"),
+        (["/venv/bin/margin-tune", "-q", "tune"], "margin-tune tune"),
+        ([""], "python"),
+    ],
+)
+def test_the_source_name_is_the_command(argv: list[str], expected: str) -> None:
+    assert source_name(argv) == expected
+
+
+def test_every_run_carries_the_provenance_and_a_trial_its_config(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = load_config(overrides=list(TINY))
+    with Tracker(uri, "provenance") as tracker:
+        sweep = tracker.sweep_run("dams", sweep_id="s1")
+        trial = open_trial_run(tracker, sweep, "t1", config, {})
+        tracker.flush()
+    client = MlflowClient(uri)
+    for run_id in (sweep, trial):
+        tags = client.get_run(run_id).data.tags
+        assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.source.name"]
+        assert tags[VERSION_TAG] == provenance_tags()[VERSION_TAG] != "not installed"
+        assert {f"{VERSIONS_PREFIX}{n}" for n in ("python", "torch", "ray", "mlflow")} <= set(tags)
+        commit = tags[GIT_COMMIT_TAG]
+        assert commit == NO_CHECKOUT or tags["mlflow.source.git.commit"] == commit
+    (artifact,) = client.list_artifacts(trial)
+    assert artifact.path == CONFIG_ARTIFACT
+    local = client.download_artifacts(trial, CONFIG_ARTIFACT, str(tmp_path))
+    assert yaml.safe_load(Path(local).read_text()) == config.to_dict()
