@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import uuid
 from collections.abc import Mapping
@@ -40,10 +41,14 @@ from margin_tune.pipeline.outputs.folders import (
     write_yaml,
 )
 from margin_tune.pipeline.outputs.manifest import manifest_options, write_manifest
+from margin_tune.pipeline.sweep.callback import first_line
 from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, sweep_cluster
 from margin_tune.pipeline.tracking.tracker import Tracker
+from margin_tune.pipeline.tracking.vocabulary import REGISTRY_ERROR_TAG
 from margin_tune.trainables.data import Dataset, load_dataset
 from margin_tune.trainables.errors import ConfigError
+
+_logger = logging.getLogger(__name__)
 
 
 def compare(
@@ -211,8 +216,15 @@ def run_comparison(
             tracker.log_artifact(result.comparison_run_id, str(path), artifact_path="comparison")
         missing = result.methods_without_winner
         name = manifest.get("register_model")
-        registered = (
-            register_winner(tracker, name, result.table, result.runs, spec) if name else None
-        )
+        registered = None
+        if name:
+            try:
+                registered = register_winner(tracker, name, result.table, result.runs, spec)
+            except Exception as error:  # the comparison stands without it
+                _logger.error("the winner was not registered as %r: %s", name, error)
+                tracker.set_tags(
+                    result.comparison_run_id,
+                    {REGISTRY_ERROR_TAG: f"{type(error).__name__}: {first_line(error)}"},
+                )
         tracker.end_run(result.comparison_run_id, "FAILED" if missing else "FINISHED")
     return dataclasses.replace(result, out=out, spec=spec, registered=registered)

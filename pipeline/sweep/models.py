@@ -20,6 +20,7 @@ this runs in a trial: the trials never talk to MLflow.
 from __future__ import annotations
 
 import functools
+import logging
 import tempfile
 from collections.abc import Iterable
 from importlib import metadata
@@ -28,14 +29,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from margin_tune.pipeline.sweep.callback import SyncedTrial
+from margin_tune.pipeline.sweep.callback import SyncedTrial, first_line
 from margin_tune.pipeline.sweep.trainable import CHECKPOINT_FILE
 from margin_tune.pipeline.tracking.tracker import Tracker
-from margin_tune.pipeline.tracking.vocabulary import MEASURED_STATUSES, TRIAL_ID_TAG
+from margin_tune.pipeline.tracking.vocabulary import (
+    MEASURED_STATUSES,
+    MODEL_ERROR_TAG,
+    TRIAL_ID_TAG,
+)
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Dataset, split_classes
 from margin_tune.trainables.models import SiameseEmbedder, build_model
 from margin_tune.trainables.saved_model import save_embedder
+
+_logger = logging.getLogger(__name__)
 
 #: The name each trained network is logged under in its run.
 MODEL_NAME = "embedder"
@@ -93,10 +100,18 @@ def log_trained_models(
         for index, trial in enumerate(trials):
             if trial.status not in MEASURED_STATUSES:
                 continue
-            model = trained_network(trial, dataset)
-            if model is None:
+            try:
+                model = trained_network(trial, dataset)
+                if model is None:
+                    continue
+                folder = save_mlflow_model(model, trial.config, dataset, Path(scratch) / str(index))
+            except Exception as error:  # a model that cannot be kept must not
+                # cost the sweep or comparison whose results are already recorded
+                _logger.warning("trial %s: its network was not logged: %s", trial.trial_id, error)
+                tracker.set_tags(
+                    trial.run_id, {MODEL_ERROR_TAG: f"{type(error).__name__}: {first_line(error)}"}
+                )
                 continue
-            folder = save_mlflow_model(model, trial.config, dataset, Path(scratch) / str(index))
             epochs = int((trial.result.metrics or {}).get("epoch", 0))
             tracker.log_model(
                 trial.run_id,

@@ -45,6 +45,7 @@ from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
 from mlflow import MlflowClient
+from mlflow.entities import LoggedModelStatus
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
@@ -421,17 +422,18 @@ class Tracker:
 
         Synchronous: everything queued is written first (the model's upload included).
         """
-        if not self.flush(self._sync_timeout):
+        if not self.flush():  # the uploads of every model first, however long they take
             raise RuntimeError("the MLflow store did not take the queued records in time")
         found = self._call(
             self._client.search_logged_models,
             [self.experiment_id],
             filter_string=f"source_run_id = '{run_id}' AND name = '{model_name}'",
-            max_results=1,
         )
-        if not found:
-            raise ValueError(f"run {run_id} logged no model named {model_name!r}")
-        model_id = found[0].model_id
+        # Only a model whose upload finished (a status filter is not honoured by every store).
+        ready = [model for model in found if model.status == LoggedModelStatus.READY]
+        if not ready:
+            raise ValueError(f"run {run_id} has no complete model named {model_name!r}")
+        model_id = max(ready, key=lambda model: model.creation_timestamp or 0).model_id
         try:
             self._call(self._client.create_registered_model, name)
         except MlflowException as exc:

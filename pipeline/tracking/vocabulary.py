@@ -62,6 +62,9 @@ BEST_CONFIG_PREFIX = "margin_tune.best."
 BEST_CELL_TAG = "margin_tune.best_cell"
 #: How a registered model version was chosen (``compare --register-model``).
 SELECTED_BY_TAG = "margin_tune.selected_by"
+#: Why a run's network could not be logged as a model, or the winner not registered.
+MODEL_ERROR_TAG = "margin_tune.model_error"
+REGISTRY_ERROR_TAG = "margin_tune.registry_error"
 #: Trial statuses whose metrics are measurements: trained to the end, or stopped by collapse
 #: detection and evaluated where they stopped.
 MEASURED_STATUSES = ("completed", "collapsed")

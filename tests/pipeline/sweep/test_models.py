@@ -22,7 +22,7 @@ import margin_tune
 from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.sweep.models import FREEZE_FILE, MODEL_NAME, OWN_FORMAT_DIR
 from margin_tune.pipeline.sweep.tuner import SweepResult
-from margin_tune.pipeline.tracking.vocabulary import TRIAL_ID_TAG
+from margin_tune.pipeline.tracking.vocabulary import MODEL_ERROR_TAG, TRIAL_ID_TAG
 from margin_tune.trainables.data import load_dataset, split_classes
 from margin_tune.trainables.metric_names import MAP_AT_R, on_validation
 from margin_tune.trainables.metrics import Evaluator
@@ -125,3 +125,32 @@ def test_embed_reads_a_logged_model_by_its_uri(
     bad = ["embed", "--model", "models:/m-0000", "--tracking-uri", swept.uri, "--out", other]
     assert main(bad) == 2
     assert "margin-tune: error: --model: cannot read models:/m-0000" in capsys.readouterr().err
+
+
+def test_a_network_that_cannot_be_logged_costs_the_sweep_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export that fails (a plug-in model torch.export refuses, a full disk) is a tag on
+    the run, not a failed sweep."""
+    from margin_tune.pipeline.sweep import models
+
+    def refuse(*args: object, **kwargs: object) -> Path:
+        raise RuntimeError("export refused")
+
+    monkeypatch.setattr(models, "save_mlflow_model", refuse)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = margin_tune.tune(
+        "constant",
+        trials=1,
+        overrides=[*TINY, "train.epochs=1"],
+        out=tmp_path / "sweep",
+        early_stopping=False,
+        tracking_uri=uri,
+        experiment="refused",
+    )
+    assert result.ok
+    client = MlflowClient(uri)
+    best = client.get_run(result.best["run_id"])
+    assert best.data.tags[MODEL_ERROR_TAG] == "RuntimeError: export refused"
+    assert best.outputs is None or not best.outputs.model_outputs
+    assert client.get_run(result.parent_run_id).info.status == "FINISHED"
