@@ -118,18 +118,18 @@ def _load(model: str | Path, tracking_uri: str | None) -> SavedEmbedder:
     from margin_tune.pipeline.sweep.models import OWN_FORMAT_DIR, logged_model_artifacts
     from margin_tune.pipeline.tracking.store import resolve_tracking_uri
 
-    scratch = Path(tempfile.mkdtemp(prefix="margin-tune-embed-"))
     store = resolve_tracking_uri(tracking_uri)
-    try:
-        location = logged_model_artifacts(str(model), store)
-        folder = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"{location.rstrip('/')}/{OWN_FORMAT_DIR}",
-            dst_path=str(scratch),
-            tracking_uri=store,
-        )
-    except Exception as error:  # MLflow raises its own and OSError kinds for a bad URI
-        raise ConfigError("--model", f"cannot read {model}: {first_line(error)}") from None
-    return load_embedder(folder)
+    with tempfile.TemporaryDirectory(prefix="margin-tune-embed-") as scratch:
+        try:
+            location = logged_model_artifacts(str(model), store)
+            folder = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{location.rstrip('/')}/{OWN_FORMAT_DIR}",
+                dst_path=scratch,
+                tracking_uri=store,
+            )
+        except Exception as error:  # MLflow raises its own and OSError kinds for a bad URI
+            raise ConfigError("--model", f"cannot read {model}: {first_line(error)}") from None
+        return load_embedder(folder)  # read whole into memory: the download can go
 
 
 def _chosen(dataset: Dataset, config: Config, classes: str) -> np.ndarray:
@@ -161,5 +161,11 @@ def _write_npz(target: Path, embeddings: np.ndarray, labels: np.ndarray, names: 
             os.link(temporary, target)  # fails if the file appeared meanwhile
         except FileExistsError:
             raise ConfigError("--out", f"{target} already exists; choose a new file") from None
+        except OSError:  # a file system without hard links: an exclusive create instead
+            try:
+                with open(target, "xb") as stream:
+                    stream.write(temporary.read_bytes())
+            except FileExistsError:
+                raise ConfigError("--out", f"{target} already exists; choose a new file") from None
     finally:
         temporary.unlink(missing_ok=True)

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                     "exit_code": 0,
                     "ok": True,
                     "out": str(args.out.resolve()),
-                    "model": str(result.model.path.resolve()),
+                    "model": str(args.model),
                     "dataset": result.dataset.name,
                     "samples": rows,
                     "embedding_dim": width,
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"embedded {rows:,} samples of {result.dataset.name} "
         f"({len(set(result.labels.tolist()))} classes) into {width} dimensions with "
-        f"{result.model.path}"
+        f"{args.model}"
     )
     print(f"wrote {args.out}: X, y, class_names")
     return 0

@@ -138,16 +138,27 @@ def pip_freeze() -> str:
 
 
 def logged_model_artifacts(uri: str, tracking_uri: str) -> str:
-    """Where the artifacts of the model ``models:/<model id>`` or ``runs:/<run id>/<name>``
-    live, asked of the store at ``tracking_uri`` (MLflow resolves a ``models:/`` URI against
-    the process's global store, which need not be this one)."""
+    """Where the artifacts of the model ``models:/<model id>``, ``models:/NAME@ALIAS``,
+    ``models:/NAME/VERSION`` or ``runs:/<run id>/<name>`` live, asked of the store at
+    ``tracking_uri`` (MLflow resolves a ``models:/`` URI against the process's global store,
+    which need not be this one)."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     if uri.startswith("models:/"):
-        return str(
-            client.get_logged_model(uri.removeprefix("models:/").strip("/")).artifact_location
-        )
+        reference = uri.removeprefix("models:/").strip("/")
+        version = None
+        if "@" in reference:  # a registered model's alias: models:/NAME@champion
+            name, _, alias = reference.partition("@")
+            version = client.get_model_version_by_alias(name, alias)
+        elif "/" in reference:  # a registered model's version: models:/NAME/3
+            name, _, number = reference.partition("/")
+            version = client.get_model_version(name, number)
+        if version is not None:
+            # Over HTTP a version may come back without its model id; its source names it.
+            source = str(version.source or "")
+            reference = version.model_id or source.removeprefix("models:/").strip("/")
+        return str(client.get_logged_model(reference).artifact_location)
     run_id, _, name = uri.removeprefix("runs:/").strip("/").partition("/")
     run = client.get_run(run_id)
     found = client.search_logged_models(

@@ -50,9 +50,10 @@ def _git(*args: str, cwd: Path) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def own_checkout(package_file: Path = _PACKAGE_FILE) -> tuple[str, bool] | None:
+def own_checkout(package_file: Path = _PACKAGE_FILE) -> tuple[str, bool | None] | None:
     """(commit, dirty) of the git work tree that tracks margin-tune's own ``__init__.py``;
-    None where no work tree tracks it (a wheel, wherever it is installed)."""
+    None where no work tree tracks it (a wheel, wherever it is installed); dirty is None
+    where ``git status`` did not answer."""
     where = package_file.parent
     if _git("ls-files", "--error-unmatch", package_file.name, cwd=where) is None:
         return None
@@ -60,14 +61,15 @@ def own_checkout(package_file: Path = _PACKAGE_FILE) -> tuple[str, bool] | None:
     if not commit:
         return None
     changes = _git("status", "--porcelain", "--untracked-files=no", cwd=where)
-    return commit, bool(changes)
+    return commit, None if changes is None else bool(changes)
 
 
 def source_name(argv: list[str] | None = None) -> str:
     """``margin-tune compare`` for a command; the script's path for a script; ``python``."""
     args = sys.argv if argv is None else argv
     program = Path(args[0]).name if args and args[0] else ""
-    if program in ("margin-tune", "__main__.py"):
+    own_main = bool(args and args[0]) and Path(args[0]).parent.name == "margin_tune"
+    if program == "margin-tune" or (program == "__main__.py" and own_main):
         command = next((arg for arg in args[1:] if not arg.startswith("-")), "")
         return f"margin-tune {command}".strip()
     if args and args[0] and Path(args[0]).is_file():
@@ -98,7 +100,8 @@ def provenance_tags() -> dict[str, str]:
     }
     if checkout is not None:
         tags["mlflow.source.git.commit"] = checkout[0]
-        tags[GIT_DIRTY_TAG] = "true" if checkout[1] else "false"
+        dirty = checkout[1]
+        tags[GIT_DIRTY_TAG] = "unknown" if dirty is None else "true" if dirty else "false"
     return tags
 
 

@@ -445,14 +445,16 @@ class Writer:
                 )
             if logged.status != LoggedModelStatus.READY:
                 description = Model.load(str(op.staged))
-                description.model_id = logged.model_id
+                description.model_id = description.model_uuid = logged.model_id
                 description.run_id = run_id
                 description.artifact_path = logged.artifact_location
                 description.save(str(op.staged / "MLmodel"))
-                self._retry(client.log_model_artifacts, logged.model_id, str(op.staged))
-                self._retry(client.finalize_logged_model, logged.model_id, LoggedModelStatus.READY)
+                # Linked to its run first, as mlflow's Model.log does: a model found READY
+                # later (a resumed command) is linked already.
                 output = LoggedModelOutput(logged.model_id, step=op.step)
                 self._retry(client.log_outputs, run_id, [output])
+                self._retry(client.log_model_artifacts, logged.model_id, str(op.staged))
+                self._retry(client.finalize_logged_model, logged.model_id, LoggedModelStatus.READY)
         except _AbandonedError:
             raise
         except Exception as exc:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.image
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -197,7 +198,9 @@ def test_the_ui_server_shows_nesting_histories_and_artifacts(compared: Compared)
 
 
 @pytest.mark.slow
-def test_the_registry_holds_the_winner_by_test_mean_and_validation(compared: Compared) -> None:
+def test_the_registry_holds_the_winner_by_test_mean_and_validation(
+    compared: Compared, tmp_path: Path
+) -> None:
     """``--register-model``: alias champion on a version of the table's best method, whose run
     is that method's best re-training on validation."""
     version = compared.get(
@@ -210,6 +213,11 @@ def test_the_registry_holds_the_winner_by_test_mean_and_validation(compared: Com
     assert version["run_id"] == mine.loc[mine["val_map_at_r"].idxmax(), "run_id"]
     assert version["source"].startswith("models:/m-")
     assert {t["key"]: t["value"] for t in version["tags"]}["margin_tune.method"] == best
+    # The alias is a model URI embed reads, through the server.
+    out = tmp_path / "champion.npz"
+    uri = f"models:/{REGISTERED}@champion"
+    command = ["embed", "--model", uri, "--tracking-uri", compared.server.url, "--out", str(out)]
+    assert main(command) == 0 and np.load(out)["X"].shape[1] == 16
 
 
 @pytest.mark.slow

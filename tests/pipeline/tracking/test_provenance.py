@@ -62,6 +62,8 @@ def test_a_checkout_of_margin_tune_records_its_commit_and_whether_it_was_dirty(
         (["/venv/bin/margin-tune", "compare", "--preset", "quick"], "margin-tune compare"),
         (["/venv/bin/margin-tune", "-q", "tune"], "margin-tune tune"),
         ([""], "python"),
+        (["/venv/site-packages/margin_tune/__main__.py", "train"], "margin-tune train"),
+        (["/nowhere/theirs/__main__.py", "train"], "python"),  # another package's -m
     ],
 )
 def test_the_source_name_is_the_command(argv: list[str], expected: str) -> None:
