@@ -115,6 +115,11 @@ class BudgetOptunaSearch(OptunaSearch):
                 self._ot_study.tell(trial, None, state=state)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # told before the driver was killed: the first value stays
+        except ValueError as error:
+            # Optuna's tell refuses a finished trial with a ValueError of its own before it
+            # reaches the storage ("Cannot tell a COMPLETE trial."): the same case.
+            if not str(error).startswith("Cannot tell a"):
+                raise
         self._completed_trials.add(trial_id)
 
     def restore(self, checkpoint_path: str) -> None:

@@ -69,7 +69,11 @@ def test_a_resumed_searcher_keeps_what_the_study_holds_and_closes_what_no_one_wi
         TrialState.COMPLETE,
         TrialState.FAIL,
     ]
-    # Tune re-runs "b" from its checkpoint and ends it again: no error, the first value stays.
+    # Tune replays the end of "b" (no result first), or re-runs it from its checkpoint and
+    # ends it again: no error either way, the first value stays.
+    result = {"epoch": EPOCHS, "training_iteration": EPOCHS, "val_map_at_r": 0.2}
+    after.on_trial_complete("b", result)
+    after._completed_trials.discard("b")
     train(after, "b", 0.1)
     assert after.suggest("d") is not None
     train(after, "d", 0.6)
