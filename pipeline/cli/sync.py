@@ -33,9 +33,11 @@ from margin_tune.pipeline.outputs.folders import output_lock
 from margin_tune.pipeline.outputs.manifest import manifest_options, read_manifest
 from margin_tune.pipeline.sweep.callback import SearchedConfig, SyncedTrial, sync_results
 from margin_tune.pipeline.sweep.grid_trials import GridPointConfig
+from margin_tune.pipeline.sweep.inputs import SCORED_CONTEXTS, TUNING_CONTEXTS, DatasetInputs
 from margin_tune.pipeline.sweep.tuner import EXPERIMENT_DIR
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.trainables.config import Config, read_yaml
+from margin_tune.trainables.data import load_dataset
 from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.parts import config_from_dict
 
@@ -67,28 +69,41 @@ def run(args: argparse.Namespace) -> int:
 def sync_tune(out: Path, manifest: dict[str, Any], tracker: Tracker) -> list[SyncedTrial]:
     base = config_from_dict(manifest["base"])
     parent = _sweep_run(tracker, manifest["sweep_id"])
-    return _sync_experiment(tracker, out / EXPERIMENT_DIR, parent, SearchedConfig(base))
+    inputs = DatasetInputs.build(load_dataset(base.dataset), [base.dataset], TUNING_CONTEXTS)
+    return _sync_experiment(
+        tracker, out / EXPERIMENT_DIR, parent, SearchedConfig(base), inputs=inputs
+    )
 
 
 def sync_compare(out: Path, manifest: dict[str, Any], tracker: Tracker) -> list[SyncedTrial]:
     check_split_layout(out, manifest)
     base = config_from_dict(manifest["spec"]["base"])
     comparison = _sweep_run(tracker, manifest["comparison_id"])
+    dataset = load_dataset(base.dataset)  # one load: the splits differ only in split_seed
     synced = []
     for split_text, sweep_ids in manifest["sweep_ids"].items():
         split = int(split_text)
         directory = split_dir(out, split)
-        searched = SearchedConfig(split_config(base, split))
+        split_base = split_config(base, split)
+        searched = SearchedConfig(split_base)
+        tuning = DatasetInputs.build(dataset, [split_base.dataset], TUNING_CONTEXTS)
         for method, sweep_id in sweep_ids.items():
             experiment = directory / SWEEPS_DIR / method / EXPERIMENT_DIR
             if experiment.is_dir():
                 parent = _sweep_run(tracker, sweep_id)
-                synced += _sync_experiment(tracker, experiment, parent, searched)
+                synced += _sync_experiment(tracker, experiment, parent, searched, inputs=tuning)
         best = directory / BEST_CONFIGS_FILE
         if best.is_file():
             points = GridPointConfig(read_yaml(best, field_name="DIR"), fixed={"split": split})
+            scored = DatasetInputs.build(dataset, [split_base.dataset], SCORED_CONTEXTS)
             synced += _sync_experiment(
-                tracker, directory / FINAL_DIR, comparison, points, FINAL_TAGS, points.run_key
+                tracker,
+                directory / FINAL_DIR,
+                comparison,
+                points,
+                FINAL_TAGS,
+                points.run_key,
+                scored,
             )
     return synced
 
@@ -96,8 +111,10 @@ def sync_compare(out: Path, manifest: dict[str, Any], tracker: Tracker) -> list[
 def sync_ablate(out: Path, manifest: dict[str, Any], tracker: Tracker) -> list[SyncedTrial]:
     points = GridPointConfig(cell_configs(load_ablation_grid(out, manifest)), key="cell")
     parent = _sweep_run(tracker, manifest["ablation_id"])
+    configs = [config_from_dict(config).dataset for config in points.configs.values()]
+    inputs = DatasetInputs.build(load_dataset(configs[0]), configs, SCORED_CONTEXTS)
     return _sync_experiment(
-        tracker, out / EXPERIMENT_DIR, parent, points, ABLATION_TAGS, points.run_key
+        tracker, out / EXPERIMENT_DIR, parent, points, ABLATION_TAGS, points.run_key, inputs
     )
 
 
@@ -122,10 +139,13 @@ def _sync_experiment(
     resolve_config: Callable[[Mapping[str, Any]], Config],
     tags: Mapping[str, str] | None = None,
     run_key: tuple[str, ...] = (),
+    inputs: DatasetInputs | None = None,
 ) -> list[SyncedTrial]:
     """Sync one Ray Tune experiment's trials; nothing if Tune never saved its state there."""
     if not list(experiment.glob("experiment_state-*.json")):
         return []
     grid = ResultGrid(ExperimentAnalysis(str(experiment.resolve())))
     results = list(grid)  # type: ignore[call-overload]  # ResultGrid iterates via __getitem__
-    return sync_results(tracker, parent_run_id, results, resolve_config, tags, run_key)
+    return sync_results(
+        tracker, parent_run_id, results, resolve_config, tags, run_key, inputs=inputs
+    )

@@ -22,6 +22,7 @@ import yaml
 from ray.tune import Callback, Result
 
 from margin_tune.pipeline.search.space import apply_overrides
+from margin_tune.pipeline.sweep.inputs import DatasetInputs
 from margin_tune.pipeline.tracking.records import flatten_params
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import (
@@ -159,7 +160,8 @@ class TrackingCallback(Callback):
 
     ``resolve_config`` turns a trial's Tune config into the trial config it runs (for params,
     tags and the run name); ``tags`` are added to every child run; ``run_key`` names the Tune
-    config keys that identify a trial's run (see :func:`run_identity`).
+    config keys that identify a trial's run (see :func:`run_identity`); ``inputs`` are the
+    datasets each run logs (built once, in the driver).
     """
 
     def __init__(
@@ -168,8 +170,10 @@ class TrackingCallback(Callback):
         resolve_config: Callable[[Mapping[str, Any]], Config],
         tags: Mapping[str, str] | None = None,
         run_key: tuple[str, ...] = (),
+        inputs: DatasetInputs | None = None,
     ) -> None:
         self.parent_run_id = parent_run_id
+        self.inputs = inputs
         self.resolve_config = resolve_config
         self.tags = dict(tags or {})
         self.run_key = run_key
@@ -197,6 +201,7 @@ class TrackingCallback(Callback):
                 self._config(trial),
                 {**grid_point_tags(trial.config), **self.tags, STATUS_TAG: "running"},
                 wait=False,  # Tune's event loop must not wait on the store
+                inputs=self.inputs,
             )
         return self.run_ids[trial.trial_id]
 
@@ -266,8 +271,10 @@ def open_trial_run(
     tags: Mapping[str, str],
     *,
     wait: bool = True,
+    inputs: DatasetInputs | None = None,
 ) -> str:
-    """The trial's child run, created or re-opened (found by its trial id under the parent)."""
+    """The trial's child run, created or re-opened (found by its trial id under the parent),
+    with its resolved config and, given ``inputs``, its datasets."""
     name = trial_run_name(config, tags)
     run_id = tracker.child_run(
         parent_run_id,
@@ -285,6 +292,8 @@ def open_trial_run(
     )
     # The whole resolved config, as the file `train --config` takes: the run's provenance.
     tracker.log_text(run_id, yaml.safe_dump(config.to_dict(), sort_keys=False), CONFIG_ARTIFACT)
+    if inputs is not None:
+        tracker.log_inputs(run_id, inputs.for_config(config))
     return run_id
 
 
@@ -316,6 +325,7 @@ def sync_trial_run(
     status: str,
     error: str | None,
     tags: Mapping[str, str] | None = None,
+    inputs: DatasetInputs | None = None,
 ) -> str:
     """Make a trial's run hold what Ray Tune holds for it; idempotent.
 
@@ -324,7 +334,7 @@ def sync_trial_run(
     replay events of trials that had already ended. Steps the run already holds are skipped.
     A run that is missing is created with the tags, params and parent the live path gives.
     """
-    run_id = open_trial_run(tracker, parent_run_id, trial_id, config, tags or {})
+    run_id = open_trial_run(tracker, parent_run_id, trial_id, config, tags or {}, inputs=inputs)
     for row in history:
         tracker.log_epoch(run_id, epoch_metrics(row), step=int(row["epoch"]))
     end_trial_run(tracker, run_id, status, error)
@@ -371,6 +381,7 @@ def sync_results(
     tags: Mapping[str, str] | None = None,
     run_key: tuple[str, ...] = (),
     interrupted: Iterable[str] = (),
+    inputs: DatasetInputs | None = None,
 ) -> list[SyncedTrial]:
     """Make the trial runs under ``parent_run_id`` hold what Ray Tune's results hold.
 
@@ -382,8 +393,8 @@ def sync_results(
     skipped); runs that match are not touched, so a second call writes nothing. Runs of trials
     the results no longer have (a trial that lived only in a killed driver) are kept but ended
     KILLED with ``trial_status=abandoned``. ``tags`` (and a trial's ``method``) are given to
-    runs created here, as the live :class:`TrackingCallback` gives them; ``run_key`` must be
-    the callback's.
+    runs created here, as the live :class:`TrackingCallback` gives them, and so are ``inputs``
+    to runs written here; ``run_key`` must be the callback's.
     """
     tracker.flush()
     stored = tracker.child_runs(parent_run_id)
@@ -410,6 +421,7 @@ def sync_results(
                 status,
                 str(result.error) if result.error is not None else None,
                 {**grid_point_tags(params), **(tags or {})},
+                inputs,
             )
         else:
             run_id = known.run_id

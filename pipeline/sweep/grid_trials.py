@@ -34,6 +34,7 @@ from margin_tune.pipeline.sweep.checkpoints import (
     KeepReadableExperimentState,
     PruneEndedTrialCheckpoints,
 )
+from margin_tune.pipeline.sweep.inputs import SCORED_CONTEXTS, DatasetInputs
 from margin_tune.pipeline.sweep.models import log_trained_models
 from margin_tune.pipeline.sweep.progress import TrialProgress
 from margin_tune.pipeline.sweep.tuner import SweepOptions, restored_or_new, tune_environment
@@ -108,6 +109,8 @@ def run_grid_trials(
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
     names = TrialNames(points, tags)
+    configs = [config_from_dict(config).dataset for config in points.configs.values()]
+    inputs = DatasetInputs.build(dataset, configs, SCORED_CONTEXTS)
     tuner = restored_or_new(
         directory.resolve(),
         trainable,
@@ -128,7 +131,7 @@ def run_grid_trials(
                 name=directory.name,
                 storage_path=str(directory.resolve().parent),
                 callbacks=[
-                    TrackingCallback(parent_run_id, points, tags, points.run_key),
+                    TrackingCallback(parent_run_id, points, tags, points.run_key, inputs),
                     TrialProgress(title, len(points.configs) * len(seeds), points, metric),
                     PruneEndedTrialCheckpoints(),
                     KeepReadableExperimentState(),
@@ -144,7 +147,14 @@ def run_grid_trials(
     results = list(grid)  # type: ignore[call-overload]  # iterates via __getitem__
     stopped = unfinished_trial_ids(directory.resolve())
     synced = sync_results(
-        tracker, parent_run_id, results, points, tags, points.run_key, interrupted=stopped
+        tracker,
+        parent_run_id,
+        results,
+        points,
+        tags,
+        points.run_key,
+        interrupted=stopped,
+        inputs=inputs,
     )
     if stopped:
         tracker.end_run(parent_run_id, "KILLED")

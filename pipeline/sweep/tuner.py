@@ -49,6 +49,7 @@ from margin_tune.pipeline.sweep.checkpoints import (
     prune_to_newest,
     repair_experiment_state,
 )
+from margin_tune.pipeline.sweep.inputs import TUNING_CONTEXTS, DatasetInputs
 from margin_tune.pipeline.sweep.models import log_trained_models
 from margin_tune.pipeline.sweep.progress import TrialProgress
 from margin_tune.pipeline.sweep.ray_network import loopback_warning, release, token_exposure_warning
@@ -468,6 +469,9 @@ def run_sweep(
             **(tags or {}),
         },
     )
+    # Digest and class split once per sweep; every trial run logs the same records.
+    inputs = DatasetInputs.build(plan.dataset, [base.dataset], TUNING_CONTEXTS)
+    tracker.log_inputs(sweep_run, inputs.for_config(base))
     if space.source is not None:
         tracker.log_artifact(sweep_run, str(space.source), artifact_path="space")
     searcher = build_searcher(
@@ -525,7 +529,7 @@ def run_sweep(
                 name=EXPERIMENT_DIR,
                 storage_path=str(plan.out.resolve()),
                 callbacks=[
-                    TrackingCallback(sweep_run, SearchedConfig(base)),
+                    TrackingCallback(sweep_run, SearchedConfig(base), inputs=inputs),
                     TrialProgress(
                         plan.name, options.trials, SearchedConfig(base), space.metric, space.mode
                     ),
@@ -547,14 +551,21 @@ def run_sweep(
         # A signal stopped the fit: keep every checkpoint resume may need, record the stopped
         # trials as interrupted (never as completed or early-stopped), choose no winner.
         results = list(grid)  # type: ignore[call-overload]
-        sync_results(tracker, sweep_run, results, SearchedConfig(plan.base), interrupted=stopped)
+        sync_results(
+            tracker,
+            sweep_run,
+            results,
+            SearchedConfig(plan.base),
+            interrupted=stopped,
+            inputs=inputs,
+        )
         tracker.end_run(sweep_run, "KILLED")
         raise InterruptedRunError()
     for result in grid:  # type: ignore[attr-defined]
         # fit() ends with a forced snapshot: no resume needs an older checkpoint any more.
         if Path(result.path).is_dir():
             prune_to_newest(Path(result.path))
-    return _summarise(plan, tracker, sweep_run, grid, elapsed)
+    return _summarise(plan, tracker, sweep_run, grid, elapsed, inputs)
 
 
 def record_sweep_outputs(result: SweepResult, tracker: Tracker) -> list[Path]:
@@ -585,13 +596,14 @@ def _summarise(
     sweep_run: str,
     grid: tune.ResultGrid,
     elapsed: float,
+    inputs: DatasetInputs,
 ) -> SweepResult:
     space = plan.space
     rows = []
     histories: dict[str, pd.DataFrame] = {}
     results = list(grid)  # type: ignore[call-overload]  # ResultGrid iterates via __getitem__
     errors: list[str] = []
-    synced = list(sync_results(tracker, sweep_run, results, SearchedConfig(plan.base)))
+    synced = sync_results(tracker, sweep_run, results, SearchedConfig(plan.base), inputs=inputs)
     for trial in synced:
         if trial.result.error is not None:
             errors.append(

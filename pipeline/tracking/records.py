@@ -1,4 +1,5 @@
-"""What a value becomes on its way into MLflow: dotted params, clipped text, checked names.
+"""What a value becomes on its way into MLflow: dotted params, clipped text, checked names,
+dataset inputs.
 
 MLflow refuses a bad name only when the batch holding it is written, in the background writer,
 where the error is lost to the caller and costs the batch's other records. These checks run in
@@ -14,9 +15,21 @@ import posixpath
 import re
 import traceback
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_TAG_VAL_LENGTH
+from mlflow.entities import Dataset, DatasetInput, InputTag
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+from mlflow.utils.validation import (
+    MAX_DATASET_DIGEST_SIZE,
+    MAX_DATASET_NAME_SIZE,
+    MAX_DATASET_PROFILE_SIZE,
+    MAX_DATASET_SCHEMA_SIZE,
+    MAX_DATASET_SOURCE_SIZE,
+    MAX_ENTITY_KEY_LENGTH,
+    MAX_INPUT_TAG_VALUE_SIZE,
+    MAX_TAG_VAL_LENGTH,
+)
 
 from margin_tune.pipeline.tracking.vocabulary import ERROR_TAG
 
@@ -114,3 +127,50 @@ def filter_value(value: str) -> str:
     if '"' not in value:
         return f'"{value}"'
     raise ValueError(f"an id may not contain both kinds of quote: {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetRecord:
+    """One MLflow dataset input of a run: what ``mlflow.log_input`` sends, as plain strings.
+
+    ``context`` is the input's ``mlflow.data.context`` tag (``training``, ``validation``,
+    ``test``), what the UI's Dataset column shows beside ``name`` and ``digest``. Plain data,
+    so it travels in Tune's pickled callbacks; checked against MLflow's limits here, where a
+    bad value fails in the caller and not in the background writer.
+    """
+
+    name: str
+    digest: str
+    source_type: str
+    source: str
+    schema: str
+    profile: str
+    context: str
+
+    def __post_init__(self) -> None:
+        for field_name, value, limit in (
+            ("name", self.name, MAX_DATASET_NAME_SIZE),
+            ("digest", self.digest, MAX_DATASET_DIGEST_SIZE),
+            ("source", self.source, MAX_DATASET_SOURCE_SIZE),
+            ("schema", self.schema, MAX_DATASET_SCHEMA_SIZE),
+            ("profile", self.profile, MAX_DATASET_PROFILE_SIZE),
+            ("context", self.context, MAX_INPUT_TAG_VALUE_SIZE),
+        ):
+            if not value or len(value) > limit:
+                raise ValueError(
+                    f"dataset input {field_name} must be 1..{limit} characters, got {len(value)}"
+                )
+
+    def to_mlflow(self) -> DatasetInput:
+        """The entity ``MlflowClient.log_inputs`` takes."""
+        return DatasetInput(
+            Dataset(
+                name=self.name,
+                digest=self.digest,
+                source_type=self.source_type,
+                source=self.source,
+                schema=self.schema,
+                profile=self.profile,
+            ),
+            tags=[InputTag(MLFLOW_DATASET_CONTEXT, self.context)],
+        )

@@ -38,7 +38,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -53,6 +53,7 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from margin_tune.pipeline.runtime.secrets import redact_uri
 from margin_tune.pipeline.tracking.provenance import provenance_tags
 from margin_tune.pipeline.tracking.records import (
+    DatasetRecord,
     check_name,
     clip,
     error_text,
@@ -75,6 +76,7 @@ from margin_tune.pipeline.tracking.vocabulary import (
 )
 from margin_tune.pipeline.tracking.writer import (
     Artifact,
+    Inputs,
     Log,
     ModelUpload,
     Opening,
@@ -391,6 +393,12 @@ class Tracker:
         staged = self._stage() / "contents"
         shutil.copytree(local_dir, staged)
         self._writer.submit(Artifact(run_id, staged, artifact_path))
+
+    def log_inputs(self, run_id: str, records: Sequence[DatasetRecord]) -> None:
+        """Queues ``records`` as the run's dataset inputs (``mlflow.log_input``), in order with
+        its other records and retried through outages; logging them again adds nothing."""
+        if records:
+            self._writer.submit(Inputs(run_id, tuple(records)))
 
     def log_model(
         self,

@@ -38,6 +38,8 @@ from mlflow.utils.validation import (
     MAX_PARAMS_TAGS_PER_BATCH,
 )
 
+from margin_tune.pipeline.tracking.records import DatasetRecord
+
 # Error codes that mean the request itself is wrong: retrying cannot help.
 _PERMANENT_ERROR_CODES = frozenset(
     {
@@ -112,6 +114,16 @@ class ModelUpload:
     tags: dict[str, str]
 
 
+@dataclass(slots=True)
+class Inputs:
+    """Dataset inputs of ``run_id`` (``MlflowClient.log_inputs``). The store keeps one dataset
+    per name and digest in an experiment and one input edge per dataset and run, so a retry or
+    a resumed command logs nothing twice."""
+
+    run_id: str
+    records: tuple[DatasetRecord, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Opening:
     """How to find a run by its tags, and what to create when none exists."""
@@ -137,7 +149,7 @@ class Found:
     last_step: int | None
 
 
-Op = Log | Status | Artifact | ModelUpload | Open
+Op = Log | Status | Artifact | ModelUpload | Inputs | Open
 
 
 def find_or_create(
@@ -329,6 +341,8 @@ class Writer:
                 self._write_status(Status(run_id, op.status, op.end_time))
             elif isinstance(op, ModelUpload):
                 self._write_model(op, run_id)
+            elif isinstance(op, Inputs):
+                self._write_inputs(op, run_id)
             else:
                 self._write_artifact(Artifact(run_id, op.staged, op.artifact_path))
         self._write_logs(merged)
@@ -413,6 +427,15 @@ class Writer:
         except Exception as exc:
             self._drop(f"artifact {op.staged.name} of run {op.run_id}", exc)
         shutil.rmtree(op.staged.parent, ignore_errors=True)
+
+    def _write_inputs(self, op: Inputs, run_id: str) -> None:
+        datasets = [record.to_mlflow() for record in op.records]
+        try:
+            self._retry(self._client.log_inputs, run_id, datasets=datasets)
+        except _AbandonedError:
+            raise
+        except Exception as exc:
+            self._drop(f"dataset inputs of run {run_id}", exc)
 
     def _write_model(self, op: ModelUpload, run_id: str) -> None:
         """Log the model in ``op.staged`` as a model of ``run_id``, once.

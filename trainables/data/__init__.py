@@ -19,7 +19,7 @@ from margin_tune.trainables.data.synthetic import load_synthetic
 from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.registry import Registry
 
-__all__ = ["DATASETS", "ClassSplit", "Dataset", "load_dataset", "split_classes"]
+__all__ = ["DATASETS", "GENERATOR_FIELDS", "ClassSplit", "Dataset", "load_dataset", "split_classes"]
 
 DATASETS = Registry[Callable[[DatasetConfig], Dataset]]("dataset")
 DATASETS.register("synthetic")(load_synthetic)
@@ -27,6 +27,15 @@ DATASETS.register("digits")(load_digits)
 DATASETS.register("glyphs")(load_glyphs)
 DATASETS.register("npz")(load_npz)
 DATASETS.register("image_folder")(load_image_folder)
+
+#: The ``dataset.*`` fields each built-in source without a file reads: what, beside the source's
+#: name, a run records as where its data came from. A source read from ``dataset.path`` is
+#: recorded by its path; an added source without a path by every field but the split's.
+GENERATOR_FIELDS: dict[str, tuple[str, ...]] = {
+    "synthetic": ("num_classes", "samples_per_class", "dim", "noise"),
+    "glyphs": ("num_classes", "samples_per_class", "image_size"),
+    "digits": (),
+}
 
 
 def load_dataset(config: DatasetConfig) -> Dataset:

@@ -228,6 +228,30 @@ def test_compare_yields_every_method_and_seed_and_a_complete_table(
         assert "test_roc_auc" in final.data.metrics
         assert final.data.tags[METHOD_TAG] in ("dams", "constant")
 
+    # Every run records its data as MLflow dataset inputs: a tuning trial the training and
+    # validation classes, a re-training the test classes too; one split, so one digest each.
+    trials = [
+        t
+        for sweep in sweeps
+        for t in child_runs(client, experiment.experiment_id, sweep.info.run_id)
+    ]
+    seen: dict[str, set[str]] = {}
+    for run, contexts in [
+        *((sweep, ["training", "validation"]) for sweep in sweeps),
+        *((trial, ["training", "validation"]) for trial in trials),
+        *((final, ["training", "validation", "test"]) for final in finals),
+    ]:
+        logged = run.inputs.dataset_inputs
+        assert sorted(i.tags[0].value for i in logged) == sorted(contexts), run.info.run_name
+        for item in logged:
+            assert item.dataset.name == "synthetic" and item.dataset.source_type == "code"
+            seen.setdefault(item.tags[0].value, set()).add(item.dataset.digest)
+    assert {context: len(digests) for context, digests in seen.items()} == {
+        "training": 1,
+        "validation": 1,
+        "test": 1,
+    }
+
 
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(
     local_ray: None, base: Config, tmp_path: Path

@@ -52,6 +52,9 @@ def recorded(client: MlflowClient, run: Run) -> dict[str, Any]:
         "trial_status": run.data.tags[STATUS_TAG],
         "tags": {key: run.data.tags[key] for key in KEPT_TAGS},
         "params": run.data.params,
+        "inputs": sorted(
+            (item.dataset.digest, item.tags[0].value) for item in run.inputs.dataset_inputs
+        ),
         "metrics": {
             key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
             for key in run.data.metrics
@@ -68,6 +71,7 @@ def store_contents(client: MlflowClient, experiment_id: str) -> list[Any]:
             run.info.end_time,
             sorted(run.data.tags.items()),
             sorted(run.data.params.items()),
+            sorted((i.dataset.digest, i.tags[0].value) for i in run.inputs.dataset_inputs),
             sorted(
                 (key, m.step, m.timestamp, m.value)
                 for key in run.data.metrics
@@ -104,6 +108,7 @@ def test_sync_changes_nothing_twice_and_restores_what_the_store_lost(
     runs = trial_runs(client, experiment_id)
     assert len(runs) == TRIALS
     expected = {trial_id: recorded(client, run) for trial_id, run in runs.items()}
+    assert all(len(trial["inputs"]) == 2 for trial in expected.values())  # training, validation
     unended, lost, intact = sorted(runs)
     # The driver died before the trial's end reached the store ...
     client.update_run(runs[unended].info.run_id, "RUNNING")

@@ -18,10 +18,18 @@ from mlflow import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from mlflow_server import MlflowServer
 
-from margin_tune.pipeline.tracking.records import MAX_ERROR_CHARS, check_name, flatten_params
+from margin_tune.pipeline.sweep.inputs import DatasetInputs, split_key
+from margin_tune.pipeline.tracking.records import (
+    MAX_ERROR_CHARS,
+    DatasetRecord,
+    check_name,
+    flatten_params,
+)
 from margin_tune.pipeline.tracking.store import resolve_tracking_uri
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import ERROR_TAG, SWEEP_ID_TAG, TRIAL_ID_TAG
+from margin_tune.trainables.config import DatasetConfig
+from margin_tune.trainables.data import load_dataset
 
 EPOCH_KEYS = [f"metric_{index}" for index in range(16)]
 OPEN_TIMEOUT = 1.0
@@ -34,6 +42,12 @@ def _tracker(uri: str, experiment: str = "tests", **options: Any) -> Tracker:
 
 def _epoch(step: int) -> dict[str, float]:
     return {key: step + index / 100 for index, key in enumerate(EPOCH_KEYS)}
+
+
+def _dataset_records() -> tuple[DatasetRecord, ...]:
+    """The training and validation inputs of a small generated dataset."""
+    config = DatasetConfig(num_classes=20, samples_per_class=4, dim=3)
+    return DatasetInputs.build(load_dataset(config), [config]).records[split_key(config)]
 
 
 def _steps(client: MlflowClient, run_id: str, key: str = "metric_0") -> list[int]:
@@ -366,6 +380,12 @@ def test_records_survive_a_tracking_server_outage(
     for step in range(10):
         tracker.log_epoch(late, _epoch(step), step)
         tracker.log_epoch(restored, _epoch(step), step)
+    # Dataset inputs wait in the queue like every record: the late run's under its
+    # provisional id; a run's inputs logged twice are stored once.
+    records = _dataset_records()
+    tracker.log_inputs(late, records)
+    tracker.log_inputs(trials[1], records)
+    tracker.log_inputs(trials[1], records)
     tracker.end_run(late)
     tracker.end_run(restored)
     assert time.perf_counter() - started < 0.5  # the caller never waits on the store
@@ -394,6 +414,12 @@ def test_records_survive_a_tracking_server_outage(
     assert opened_late.data.tags["k"] == "v"
     for key in EPOCH_KEYS:
         assert _steps(client, opened_late.info.run_id, key) == list(range(10))
+    for run_id in (opened_late.info.run_id, trials[1]):
+        logged = client.get_run(run_id).inputs.dataset_inputs
+        assert sorted((i.dataset.digest, i.tags[0].value) for i in logged) == sorted(
+            (r.digest, r.context) for r in records
+        )
+    assert client.get_run(trials[2]).inputs.dataset_inputs == []
 
 
 NAMES = [
