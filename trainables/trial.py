@@ -31,6 +31,14 @@ from margin_tune.trainables.losses import (
     build_loss,
 )
 from margin_tune.trainables.metrics import Evaluator, embedding_spread, evaluate_raw_features
+from margin_tune.trainables.metrics.verification import pair_scores, roc_curve
+from margin_tune.trainables.metrics.views import (
+    FAR_GRID,
+    EmbeddingViews,
+    map_indices,
+    roc_at_grid,
+    tsne_map,
+)
 from margin_tune.trainables.miners import build_miner
 from margin_tune.trainables.models import SiameseEmbedder, build_model
 from margin_tune.trainables.samplers import EpochContext, build_sampler
@@ -230,9 +238,31 @@ class Trial:
             seed=self.config.eval.pair_seed,
         )
 
-    def evaluate_test(self) -> dict[str, float]:
-        """The current network on the test classes."""
-        return self.test_evaluator(self.embed(self._to_device(self.split.test_indices)))
+    def embed_test(self) -> torch.Tensor:
+        """The current network's embeddings of the test classes' samples, in split order."""
+        return self.embed(self._to_device(self.split.test_indices))
+
+    def evaluate_test(self, embeddings: torch.Tensor | None = None) -> dict[str, float]:
+        """The current network on the test classes (``embeddings``: :meth:`embed_test`'s, when
+        the caller has them already)."""
+        return self.test_evaluator(self.embed_test() if embeddings is None else embeddings)
+
+    def test_views(self, embeddings: torch.Tensor | None = None) -> EmbeddingViews:
+        """The current network's ROC curve on the test pairs and its t-SNE map of test samples
+        (:mod:`~margin_tune.trainables.metrics.views`), the same pairs and classes for every
+        method of a split."""
+        embeddings = self.embed_test() if embeddings is None else embeddings
+        evaluator = self.test_evaluator
+        curve = roc_curve(pair_scores(embeddings, evaluator.pairs), evaluator.pairs.same)
+        labels = self.dataset.labels[self.split.test_indices]
+        picked = map_indices(labels, self.config.eval.pair_seed)
+        mapped = embeddings[torch.as_tensor(picked, device=embeddings.device)].cpu().numpy()
+        return EmbeddingViews(
+            far=FAR_GRID,
+            tar=roc_at_grid(curve),
+            map_xy=tsne_map(mapped, self.config.eval.pair_seed),
+            map_labels=labels[picked],
+        )
 
     def reference_metrics(self) -> dict[str, dict[str, float]]:
         """Test metrics of raw features and of the untrained network: what training must beat."""

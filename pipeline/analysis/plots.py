@@ -5,38 +5,112 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import matplotlib
 
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
+import numpy as np
 import optuna
 import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from margin_tune.trainables.metric_names import EASY_RATIO, EFFECTIVE_MARGIN_QUANTILES, MARGIN
+from margin_tune.pipeline.tracking.vocabulary import TRIAL_ID_TAG
+from margin_tune.trainables.metric_names import (
+    EASY_RATIO,
+    EER,
+    EFFECTIVE_MARGIN_QUANTILES,
+    MAP_AT_R,
+    MARGIN,
+    RECALL_AT_1,
+    ROC_AUC,
+    TAR_AT_FAR,
+    TEST_PREFIX,
+    TRAIN_LOSS,
+    VALIDATION_PREFIX,
+)
+
+#: Most lines a plot draws: past a dozen, a legend cannot be read and colours repeat.
+MAX_LINES = 12
+#: What each evaluation measures, in words and units, for an axis.
+METRIC_AXES = {
+    ROC_AUC: "ROC-AUC (0–1)",
+    EER: "equal error rate (fraction of pairs, 0–1)",
+    TAR_AT_FAR: "TAR at FAR = 1e-3 (fraction of same-class pairs)",
+    RECALL_AT_1: "Recall@1 (fraction of queries, 0–1)",
+    MAP_AT_R: "MAP@R (0–1)",
+}
+#: The per-epoch training columns, in words and units.
+EPOCH_AXES = {
+    MARGIN: "margin μ (distance between unit-length embeddings, 0–2)",
+    EASY_RATIO: "easy triplets (fraction of the epoch's triplets)",
+    EFFECTIVE_MARGIN_QUANTILES[1]: "median d(a,n) − d(a,p) (embedding distance)",
+    TRAIN_LOSS: "training loss (per triplet)",
+}
+
+
+def axis_label(column: str) -> str:
+    """``val_map_at_r`` → ``validation MAP@R (0–1)``; a column without words keeps its name."""
+    for prefix, part in ((VALIDATION_PREFIX, "validation"), (TEST_PREFIX, "test")):
+        bare = column.removeprefix(prefix)
+        if column.startswith(prefix) and bare in METRIC_AXES:
+            return f"{part} {METRIC_AXES[bare]}"
+    return EPOCH_AXES.get(column, column)
 
 
 def epoch_curves(
     histories: Mapping[str, pd.DataFrame], column: str, title: str, path: Path
 ) -> Path | None:
-    """One line per history (a trial, or a method) of a per-epoch column; None if none has it."""
-    drawn = [(name, h) for name, h in histories.items() if column in h and "epoch" in h]
-    if not drawn:
+    """:func:`epoch_figure` saved to ``path``; None if no history has the column."""
+    return save(epoch_figure(histories, column, title), path)
+
+
+def save(figure: Figure | None, path: Path) -> Path | None:
+    """Write ``figure`` as a PNG and free it; None for no figure."""
+    if figure is None:
         return None
-    figure, axes = plt.subplots(figsize=(7, 4))
-    for name, history in drawn:
-        axes.plot(history["epoch"], history[column], marker=".", linewidth=1, label=name)
-    axes.set_xlabel("epoch")
-    axes.set_ylabel(column)
-    axes.set_title(title)
-    if len(drawn) <= 12:
-        axes.legend(fontsize=7, loc="best")
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+_Line = TypeVar("_Line")
+
+
+def at_most_a_dozen(lines: list[_Line], title: str) -> tuple[list[_Line], str]:
+    """The first :data:`MAX_LINES` lines (callers put the best first), and the title saying
+    how many were left out when some were."""
+    if len(lines) <= MAX_LINES:
+        return lines, title
+    return lines[:MAX_LINES], f"{title} (best {MAX_LINES} of {len(lines)})"
+
+
+def epoch_figure(histories: Mapping[str, pd.DataFrame], column: str, title: str) -> Figure | None:
+    """One line per history of a per-epoch column, labelled by its key (a method, a cell, a
+    trial's config); None if none has the column.
+
+    At most :data:`MAX_LINES` are drawn, the first in the mapping's order: callers order
+    them best first, and the title says how many were left out. Epochs are whole numbers on
+    the axis.
+    """
+    drawn = [(name, h) for name, h in histories.items() if column in h and "epoch" in h]
+    if not drawn:
+        return None
+    drawn, title = at_most_a_dozen(drawn, title)
+    figure, axes = plt.subplots(figsize=(7.5, 4.2))
+    for name, history in drawn:
+        axes.plot(history["epoch"], history[column], marker=".", linewidth=1, label=name)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(axis_label(column), fontsize=8)
+    axes.set_title(title, fontsize=10)
+    axes.legend(fontsize=6.5, loc="best")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
 
 
 def epoch_curve_files(
@@ -49,6 +123,79 @@ def epoch_curve_files(
         for column, title in titles.items()
     ]
     return [path for path in made if path is not None]
+
+
+def roc_plot(
+    curves: Mapping[str, list[np.ndarray]], far: np.ndarray, title: str, path: Path
+) -> Path | None:
+    """:func:`roc_figure` saved to ``path``; None without curves."""
+    return save(roc_figure(curves, far, title), path)
+
+
+def roc_figure(
+    curves: Mapping[str, list[np.ndarray]], far: np.ndarray, title: str
+) -> Figure | None:
+    """Each method's ROC curve on one plot: the mean true-accept rate over its runs at each
+    false-accept rate of ``far`` (log scale, where verification is used); None without curves.
+
+    ``curves`` maps a method to the TAR arrays of its runs, best method first; at most
+    :data:`MAX_LINES` are drawn.
+    """
+    drawn = [(name, np.vstack(tars)) for name, tars in curves.items() if tars]
+    if not drawn:
+        return None
+    drawn, title = at_most_a_dozen(drawn, title)
+    figure, axes = plt.subplots(figsize=(6.5, 4.6))
+    for name, tars in drawn:
+        with np.errstate(all="ignore"):
+            mean = np.nanmean(tars, axis=0) if np.isfinite(tars).any() else tars[0]
+        axes.plot(far, mean, linewidth=1.4, label=f"{name} (n={len(tars)})")
+    axes.set_xscale("log")
+    axes.set_xlabel("false accept rate (fraction of different-class pairs, log scale)")
+    axes.set_ylabel("true accept rate (fraction of same-class pairs)")
+    axes.set_ylim(0, 1.01)
+    axes.set_title(title, fontsize=10)
+    axes.legend(fontsize=7, loc="lower right")
+    axes.grid(alpha=0.3, which="both")
+    figure.tight_layout()
+    return figure
+
+
+def embedding_map(
+    xy: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], title: str, path: Path
+) -> Path:
+    """:func:`map_figure` saved to ``path``."""
+    saved = save(map_figure(xy, labels, class_names, title), path)
+    assert saved is not None
+    return saved
+
+
+def map_figure(
+    xy: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], title: str
+) -> Figure:
+    """A t-SNE map of test samples, one colour per class, the classes named in the legend.
+
+    t-SNE's coordinates have no unit (only neighbourhoods mean something), and the axes say so.
+    """
+    figure, axes = plt.subplots(figsize=(6.2, 5.0))
+    colours = plt.get_cmap("tab10")
+    for index, label in enumerate(np.unique(labels)):
+        chosen = labels == label
+        axes.scatter(
+            xy[chosen, 0],
+            xy[chosen, 1],
+            s=10,
+            color=colours(index % 10),
+            label=class_names[int(label)],
+        )
+    axes.set_xlabel("t-SNE 1 (no unit: only neighbours are meaningful)", fontsize=8)
+    axes.set_ylabel("t-SNE 2 (no unit)", fontsize=8)
+    axes.set_xticks([])
+    axes.set_yticks([])
+    axes.set_title(title, fontsize=9)
+    axes.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.0, 0.5), title="test class")
+    figure.tight_layout()
+    return figure
 
 
 def sweep_plots(
@@ -67,14 +214,17 @@ def sweep_plots(
     distributions of the searched parameters.
     """
     directory.mkdir(parents=True, exist_ok=True)
+    named = labelled_best_first(trials, histories, metric, mode)
     made = [
-        epoch_curves(histories, MARGIN, "margin μ per epoch", directory / "margin.png"),
-        epoch_curves(histories, EASY_RATIO, "easy-triplet ratio", directory / "easy_ratio.png"),
-        epoch_curves(histories, metric, f"{metric} per epoch", directory / f"{metric}.png"),
+        epoch_curves(named, MARGIN, "margin μ per epoch", directory / "margin.png"),
         epoch_curves(
-            histories,
+            named, EASY_RATIO, "easy-triplet ratio per epoch", directory / "easy_ratio.png"
+        ),
+        epoch_curves(named, metric, f"{metric} per epoch", directory / f"{metric}.png"),
+        epoch_curves(
+            named,
             EFFECTIVE_MARGIN_QUANTILES[1],
-            "median effective margin d(a,n) − d(a,p)",
+            "median effective margin d(a,n) − d(a,p) per epoch",
             directory / "effective_margin.png",
         ),
         parameter_importance_plot(
@@ -82,6 +232,31 @@ def sweep_plots(
         ),
     ]
     return [path for path in made if path is not None]
+
+
+def labelled_best_first(
+    trials: pd.DataFrame, histories: Mapping[str, pd.DataFrame], metric: str, mode: str
+) -> dict[str, pd.DataFrame]:
+    """The trials' histories keyed by their run names (the config, not Tune's trial id), the
+    trials that trained their whole budget first, each group by its last value of ``metric``,
+    best first. A trial that did not complete says how it ended and when; a name two trials
+    share gets the trial id."""
+    if trials.empty or not {"name", "status", metric} <= set(trials):
+        return dict(histories)
+    ordered = trials.assign(_short=trials["status"] != "completed").sort_values(
+        ["_short", metric], ascending=[True, mode == "min"], na_position="last"
+    )
+    counts = ordered["name"].value_counts()
+    named = {}
+    for row in ordered.to_dict("records"):
+        trial_id, name = row[TRIAL_ID_TAG], row["name"]
+        if trial_id not in histories:
+            continue
+        label = name if counts[name] == 1 else f"{name} ({trial_id})"
+        if row["status"] != "completed":
+            label += f" [{row['status'].replace('_', ' ')} at epoch {row.get('epochs', '?')}]"
+        named[label] = histories[trial_id]
+    return named
 
 
 def parameter_importance_plot(

@@ -19,7 +19,11 @@ from typing import Any
 
 from margin_tune.pipeline.api.config import Overrides, sweep_options, with_default_storage
 from margin_tune.pipeline.api.dry_run import DryRun, time_one_epoch
-from margin_tune.pipeline.jobs.compare.outputs import write_comparison
+from margin_tune.pipeline.jobs.compare.outputs import (
+    MAP_ARTIFACT,
+    write_comparison,
+    write_embedding_maps,
+)
 from margin_tune.pipeline.jobs.compare.registry import register_winner
 from margin_tune.pipeline.jobs.compare.run import (
     CompareResult,
@@ -214,10 +218,23 @@ def run_comparison(
         files = write_comparison(result, spec, out, indicative=manifest["indicative"])
         for path in files:
             tracker.log_artifact(result.comparison_run_id, str(path), artifact_path="comparison")
+        for run_id, path in write_embedding_maps(result, out).items():
+            tracker.log_artifact(run_id, path, file_name=MAP_ARTIFACT)
         missing = result.methods_without_winner
         name = manifest.get("register_model")
         registered = None
-        if name:
+        if name and missing:
+            # A comparison with a method that had no winner has no finding to register.
+            _logger.error(
+                "the winner was not registered as %r: %s had no trial that trained its budget",
+                name,
+                ", ".join(missing),
+            )
+            tracker.set_tags(
+                result.comparison_run_id,
+                {REGISTRY_ERROR_TAG: f"not registered: no winner for {', '.join(missing)}"},
+            )
+        elif name:
             try:
                 registered = register_winner(tracker, name, result.table, result.runs, spec)
             except Exception as error:  # the comparison stands without it

@@ -75,9 +75,11 @@ def show(result: CompareResult, *, as_json: bool = False) -> int:
         if result.registered is not None:
             r = result.registered
             print(
-                f"registered {r.name} version {r.version} (alias {r.alias}): {r.method}, "
-                f"split {r.split} seed {r.seed}, chosen by {r.selected_by} "
-                f"{r.validation_value:.4f} (run {r.run_id})"
+                f"registered {r.name} version {r.version} (alias {r.alias}): {r.method}, the "
+                f"best method by its mean {spec.primary} on the test classes "
+                f"({r.test_mean:.4f}: the comparison's finding); its re-training split "
+                f"{r.split} seed {r.seed} chosen among that method's by validation "
+                f"{r.selected_by} {r.validation_value:.4f}, not by test (run {r.run_id})"
             )
         tables = ", ".join(f"{name}.csv" for name in TABLE_FILES)
         plots = len(list(out.glob("*.png")))

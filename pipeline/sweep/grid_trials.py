@@ -87,6 +87,7 @@ def run_grid_trials(
     title: str = "grid",
     metric: str | None = None,
     log_models: bool = False,
+    views: bool = False,
 ) -> list[SyncedTrial]:
     """Run, or continue, every (value of ``points.key``, seed in ``seeds``) under
     ``parent_run_id``.
@@ -95,7 +96,9 @@ def run_grid_trials(
     ``directory``, in the order of ``points.configs``; the runs get ``tags`` beside their
     grid point. Returns the trials as their MLflow runs now hold them. ``title`` and ``metric``
     are what the progress lines call the grid and show of each ended trial; ``log_models``
-    logs each measured trial's network to its run (:mod:`~margin_tune.pipeline.sweep.models`).
+    logs each measured trial's network to its run (:mod:`~margin_tune.pipeline.sweep.models`);
+    ``views`` has each trial keep its test ROC curve and map in its last checkpoint
+    (:func:`~margin_tune.pipeline.sweep.trainable.checkpoint_views` reads them).
     """
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -105,6 +108,7 @@ def run_grid_trials(
             cpus=options.cpus_per_trial,
             checkpoint_interval_s=options.checkpoint_interval_s,
             parts=added_parts(),
+            **({"views": True} if views else {}),  # only re-trainings take it
         ),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )

@@ -72,6 +72,10 @@ class DatasetInputs:
                 records[key] = dataset_records(dataset, config, contexts)
         return cls(records)
 
+    def every_record(self) -> tuple[DatasetRecord, ...]:
+        """The records of every split: what a run spanning them (a comparison) logs."""
+        return tuple(record for records in self.records.values() for record in records)
+
     def for_config(self, config: Config) -> tuple[DatasetRecord, ...]:
         """The records of the split ``config`` trains on.
 

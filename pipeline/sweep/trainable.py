@@ -21,10 +21,13 @@ from margin_tune.pipeline.search.space import apply_overrides
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Dataset
 from margin_tune.trainables.metric_names import COLLAPSED, on_test
+from margin_tune.trainables.metrics.views import EmbeddingViews
 from margin_tune.trainables.parts import config_from_dict, restore_parts
 from margin_tune.trainables.trial import EpochReport, Trial
 
 CHECKPOINT_FILE = "trial.pt"
+#: Beside it in a re-training's last checkpoint: the network's test ROC curve and 2-D map.
+VIEWS_FILE = "test_views.npz"
 #: A checkpoint (save + copy to the trial's storage) took ~15 ms here, 5% of a 0.3-s epoch; one
 #: every 10 s bounds that to a fraction of a percent, and a crash loses at most 10 s a trial.
 DEFAULT_CHECKPOINT_INTERVAL_S = 10.0
@@ -80,12 +83,28 @@ def _resume(trial: Trial) -> None:
         trial.load_state_dict(state)
 
 
-def _report(epoch: EpochReport, metrics: dict[str, float], checkpoint: bool) -> None:
+def checkpoint_views(checkpoint: tune.Checkpoint | None) -> EmbeddingViews | None:
+    """The test views a re-training's last checkpoint holds (``views=True``), else None."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        path = Path(directory) / VIEWS_FILE
+        return EmbeddingViews.load(path) if path.is_file() else None
+
+
+def _report(
+    epoch: EpochReport,
+    metrics: dict[str, float],
+    checkpoint: bool,
+    extra: Mapping[str, EmbeddingViews] | None = None,
+) -> None:
     if not checkpoint:
         tune.report(dict(metrics))
         return
     with tempfile.TemporaryDirectory() as directory:
         torch.save(epoch.checkpoint(), Path(directory) / CHECKPOINT_FILE)
+        for name, views in (extra or {}).items():
+            views.save(Path(directory) / name)
         tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(directory))
 
 
@@ -98,6 +117,7 @@ def run_final_trial(
     checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S,
     key: str = "method",
     parts: Mapping[str, Mapping[str, Any]] | None = None,
+    views: bool = False,
 ) -> None:
     """Train a grid point's config with one training seed; the last epoch adds test_*.
 
@@ -105,6 +125,8 @@ def run_final_trial(
     (a comparison's method, an ablation's cell) to its config. Test classes are evaluated once,
     after the last epoch: the budget's last, or the epoch a collapse stopped the run at. A
     collapsed network is an outcome of its method, measured and averaged in like any other.
+    With ``views``, the last checkpoint also holds the network's ROC curve and t-SNE map of the
+    test classes (:data:`VIEWS_FILE`), computed here, in parallel with the other trials.
     """
     restore_parts(parts or {})
     config = trial_config(configs[params[key]], {"seed": params["seed"]}, cpus)
@@ -115,10 +137,14 @@ def run_final_trial(
     def report(epoch: EpochReport) -> None:
         metrics = dict(epoch.metrics)
         last = epoch.epoch == config.train.epochs or bool(epoch.metrics.get(COLLAPSED))
+        extra: dict[str, EmbeddingViews] = {}
         if last:
-            metrics.update({on_test(k): v for k, v in trial.evaluate_test().items()})
+            embeddings = trial.embed_test()
+            metrics.update({on_test(k): v for k, v in trial.evaluate_test(embeddings).items()})
+            if views:
+                extra[VIEWS_FILE] = trial.test_views(embeddings)
         # The network a final run ends with is checkpointed, collapsed or not: it is logged.
-        _report(epoch, metrics, clock.due(epoch.epoch) or last)
+        _report(epoch, metrics, clock.due(epoch.epoch) or last, extra)
 
     trial.run(report)
 

@@ -41,6 +41,7 @@ from margin_tune.pipeline.sweep.callback import (
     TrialNames,
     bind_tracker,
     first_line,
+    run_name,
     sync_results,
 )
 from margin_tune.pipeline.sweep.checkpoints import (
@@ -615,6 +616,7 @@ def _summarise(
         rows.append(
             {
                 TRIAL_ID_TAG: trial.trial_id,
+                "name": run_name(trial.config),
                 "status": trial.status,
                 "epochs": int(last.get("epoch", 0)) if last else 0,
                 **{f"config.{k}": v for k, v in (trial.result.config or {}).items()},

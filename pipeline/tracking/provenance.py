@@ -27,10 +27,13 @@ from margin_tune.pipeline.tracking.vocabulary import (
     GIT_COMMIT_TAG,
     GIT_DIRTY_TAG,
     HOST_TAG,
+    RESUMED_BY_PREFIX,
     VERSION_TAG,
     VERSIONS_PREFIX,
 )
 
+#: margin-tune's distribution name, as its pyproject.toml declares it.
+DISTRIBUTION = "margin-tune"
 #: The distributions whose versions a result depends on.
 LIBRARIES = ("torch", "ray", "optuna", "mlflow", "numpy")
 #: What ``margin_tune.git_commit`` says where margin-tune does not run from its checkout.
@@ -57,11 +60,29 @@ def own_checkout(package_file: Path = _PACKAGE_FILE) -> tuple[str, bool | None] 
     where = package_file.parent
     if _git("ls-files", "--error-unmatch", package_file.name, cwd=where) is None:
         return None
+    # Tracked, but by whose repository? margin-tune's own has the package at its top level
+    # beside the pyproject.toml that names it; a copy vendored into another repository
+    # (its pyproject names another project, or the package sits deeper) is not ours.
+    top = _git("rev-parse", "--show-toplevel", cwd=where)
+    if top is None or Path(top).resolve() != where.resolve().parent:
+        return None
+    if not _declares_margin_tune(Path(top) / "pyproject.toml"):
+        return None
     commit = _git("rev-parse", "HEAD", cwd=where)
     if not commit:
         return None
     changes = _git("status", "--porcelain", "--untracked-files=no", cwd=where)
     return commit, None if changes is None else bool(changes)
+
+
+def _declares_margin_tune(pyproject: Path) -> bool:
+    import tomllib
+
+    try:
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    return bool(project.get("name") == DISTRIBUTION)
 
 
 def source_name(argv: list[str] | None = None) -> str:
@@ -92,7 +113,7 @@ def provenance_tags() -> dict[str, str]:
         "mlflow.source.type": "LOCAL",
         "mlflow.source.name": source_name(),
         "mlflow.user": _user(),
-        VERSION_TAG: _version("margin-tune"),
+        VERSION_TAG: _version(DISTRIBUTION),
         GIT_COMMIT_TAG: checkout[0] if checkout else NO_CHECKOUT,
         HOST_TAG: socket.gethostname(),
         f"{VERSIONS_PREFIX}python": platform.python_version(),
@@ -103,6 +124,17 @@ def provenance_tags() -> dict[str, str]:
         dirty = checkout[1]
         tags[GIT_DIRTY_TAG] = "unknown" if dirty is None else "true" if dirty else "false"
     return tags
+
+
+def reopening_tags(tags: dict[str, str]) -> dict[str, str]:
+    """The tags a run that already exists gets when it is opened again (a resumed command):
+    the others as given, but this process's provenance under ``resumed_by.``, so that what
+    created the run, and its results, stays what its tags say."""
+    own = provenance_tags()
+    return {
+        (RESUMED_BY_PREFIX + key if key in own and value == own[key] else key): value
+        for key, value in tags.items()
+    }
 
 
 def _user() -> str:

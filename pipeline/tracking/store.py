@@ -10,6 +10,7 @@ import base64
 import contextlib
 import fcntl
 import os
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -148,3 +149,32 @@ def store_creation_lock(uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+_GLOBAL_STORE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def as_global_store(uri: str) -> Iterator[None]:
+    """Make ``uri`` MLflow's process-wide tracking URI for the block, then put back what was.
+
+    MLflow's SQL model registry resolves a version's ``models:/<id>`` source with a client of
+    the *global* store (``MlflowClient()``, a TODO in its code), not the store it registers in;
+    a tracker on another store would see its own model "not found". ``mlflow.set_tracking_uri``
+    also sets ``MLFLOW_TRACKING_URI``: the variable is restored exactly as it was.
+    """
+    from mlflow.tracking._tracking_service import utils
+
+    with _GLOBAL_STORE_LOCK:
+        previous_uri = utils._tracking_uri
+        previous_env = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield
+        finally:
+            # None is what "unset" is in MLflow's own code, beyond its annotation.
+            mlflow.set_tracking_uri(previous_uri)  # type: ignore[arg-type]
+            if previous_env is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = previous_env

@@ -51,7 +51,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from margin_tune.pipeline.runtime.secrets import redact_uri
-from margin_tune.pipeline.tracking.provenance import provenance_tags
+from margin_tune.pipeline.tracking.provenance import provenance_tags, reopening_tags
 from margin_tune.pipeline.tracking.records import (
     DatasetRecord,
     check_name,
@@ -63,6 +63,7 @@ from margin_tune.pipeline.tracking.records import (
 )
 from margin_tune.pipeline.tracking.store import (
     DEFAULT_EXPERIMENT,
+    as_global_store,
     fail_fast_over_http,
     resolve_tracking_uri,
     store_creation_lock,
@@ -295,7 +296,7 @@ class Tracker:
                         ):
                             state.last_step = found.last_step
                     self._writer.submit(Status(run_id, "RUNNING", None))
-                    self.set_tags(run_id, clean_tags)
+                    self.set_tags(run_id, reopening_tags(clean_tags))
         if params:
             self.log_params(run_id, params)
         return run_id
@@ -367,15 +368,21 @@ class Tracker:
             self._writer.submit(Log(run_id, tags=clean))
 
     def log_artifact(
-        self, run_id: str, local_path: str | Path, artifact_path: str | None = None
+        self,
+        run_id: str,
+        local_path: str | Path,
+        artifact_path: str | None = None,
+        *,
+        file_name: str | None = None,
     ) -> None:
-        """Queues a file for upload, after everything logged before it.
+        """Queues a file for upload, after everything logged before it, as ``file_name``
+        (default: its own name).
 
         The file is copied to a private staging directory at once, so the caller may delete
         or overwrite it; the upload is retried through outages like every other write.
         """
         source = Path(local_path)
-        staged = self._stage() / source.name
+        staged = self._stage() / (file_name or source.name)
         shutil.copy2(source, staged)
         self._writer.submit(Artifact(run_id, staged, artifact_path))
 
@@ -429,6 +436,7 @@ class Tracker:
         registered model ``name`` (created if missing), point ``alias`` at it; its version.
 
         Synchronous: everything queued is written first (the model's upload included).
+        Idempotent: a model already registered under ``name`` gets no second version.
         """
         if not self.flush():  # the uploads of every model first, however long they take
             raise RuntimeError("the MLflow store did not take the queued records in time")
@@ -447,16 +455,34 @@ class Tracker:
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-        version = self._call(
+        # A version of this run's model already registered (a resumed command, a retry whose
+        # answer was lost) is the one: registering it again would add a version.
+        existing = [
+            version
+            for version in self._call(
+                self._client.search_model_versions, f"name = '{name}' AND run_id = '{run_id}'"
+            )
+            if (version.source or "") == f"models:/{model_id}"
+        ]
+        if existing:
+            version = min(existing, key=lambda found: int(found.version))
+        else:
+            with as_global_store(self.tracking_uri):
+                version = self._create_version(name, run_id, model_id, tags or {})
+        self._call(self._client.set_registered_model_alias, name, alias, version.version)
+        return str(version.version)
+
+    def _create_version(
+        self, name: str, run_id: str, model_id: str, tags: Mapping[str, Any]
+    ) -> Any:
+        return self._call(
             self._client.create_model_version,
             name,
             source=f"models:/{model_id}",
             run_id=run_id,
             model_id=model_id,
-            tags=self._clean_tags(tags or {}),
+            tags=self._clean_tags(tags),
         )
-        self._call(self._client.set_registered_model_alias, name, alias, version.version)
-        return str(version.version)
 
     def end_run(
         self,

@@ -50,6 +50,9 @@ GIT_DIRTY_TAG = "margin_tune.git_dirty"
 VERSION_TAG = "margin_tune.version"
 HOST_TAG = "margin_tune.host"
 VERSIONS_PREFIX = "margin_tune.versions."
+#: A re-opened run (a resumed command) keeps its creator's provenance; what resumed it is
+#: recorded under this prefix (``margin_tune.resumed_by.margin_tune.git_commit``...).
+RESUMED_BY_PREFIX = "margin_tune.resumed_by."
 DATASET_FINGERPRINT_TAG = "margin_tune.dataset_fingerprint"
 #: What a finished sweep chose: the trial, its run, how many epochs it trained, its score.
 BEST_TRIAL_TAG = "margin_tune.best_trial_id"

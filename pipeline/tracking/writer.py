@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import LoggedModel, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.validation import (
     MAX_BATCH_LOG_REQUEST_SIZE,
@@ -38,6 +38,7 @@ from mlflow.utils.validation import (
     MAX_PARAMS_TAGS_PER_BATCH,
 )
 
+from margin_tune.pipeline.tracking.provenance import reopening_tags
 from margin_tune.pipeline.tracking.records import DatasetRecord
 
 # Error codes that mean the request itself is wrong: retrying cannot help.
@@ -177,6 +178,23 @@ def find_or_create(
         for metric in client.get_metric_history(run.info.run_id, key)
     ]
     return run.info.run_id, Found(dict(run.data.params), max(steps, default=None))
+
+
+def find_or_create_model(
+    client: MlflowClient, experiment_id: str, run_id: str, op: ModelUpload
+) -> LoggedModel:
+    """One idempotent attempt to get the logged model ``op.name`` of ``run_id``: the one the
+    store holds, else a new one (PENDING until its artifacts are uploaded)."""
+    found = client.search_logged_models(
+        [experiment_id],
+        filter_string=f"source_run_id = '{run_id}' AND name = '{op.name}'",
+        max_results=1,
+    )
+    if found:
+        return found[0]
+    return client.create_logged_model(
+        experiment_id, name=op.name, source_run_id=run_id, tags=op.tags, model_type="embedder"
+    )
 
 
 class Writer:
@@ -366,7 +384,8 @@ class Writer:
             )
             if found is not None:
                 self._retry(self._client.update_run, run_id, status="RUNNING")
-                tags = [RunTag(key, value) for key, value in op.opening.tags.items()]
+                reopened = reopening_tags(op.opening.tags)
+                tags = [RunTag(key, value) for key, value in reopened.items()]
                 self._retry(self._client.log_batch, run_id, tags=tags)
                 if found.last_step is not None:
                     self._floors[op.provisional_id] = found.last_step
@@ -450,22 +469,9 @@ class Writer:
 
         client = self._client
         try:
-            found = self._retry(
-                client.search_logged_models,
-                [self._experiment_id],
-                filter_string=f"source_run_id = '{run_id}' AND name = '{op.name}'",
-                max_results=1,
-            )
-            logged = found[0] if found else None
-            if logged is None:
-                logged = self._retry(
-                    client.create_logged_model,
-                    self._experiment_id,
-                    name=op.name,
-                    source_run_id=run_id,
-                    tags=op.tags,
-                    model_type="embedder",
-                )
+            # Searched before every create, in one retried unit (as runs are opened): a create
+            # that reached the store but whose answer was lost is found, not made twice.
+            logged = self._retry(find_or_create_model, client, self._experiment_id, run_id, op)
             if logged.status != LoggedModelStatus.READY:
                 description = Model.load(str(op.staged))
                 description.model_id = description.model_uuid = logged.model_id

@@ -28,8 +28,11 @@ def write_ablation(
     files[3].write_text(render_markdown(result, grid, base), encoding="utf-8")
     files.append(cell_bars(result.cells, grid.metric, out / "cells.png"))
     files.append(main_effect_plot(result.effects, grid.metric, out / "main_effects.png"))
+    # Best cell first: a grid of more than a dozen cells draws its best dozen.
+    ranked = result.cells.sort_values("rank", na_position="last")["cell"]
+    histories = {cell: result.histories[cell] for cell in ranked if cell in result.histories}
     files += epoch_curve_files(
-        result.histories,
+        histories,
         {
             MARGIN: "margin μ per cell (seed 0)",
             EASY_RATIO: "easy-triplet ratio per cell (seed 0)",

@@ -31,6 +31,7 @@ from margin_tune.pipeline.sweep.grid_trials import (
     completed_metrics,
     run_grid_trials,
 )
+from margin_tune.pipeline.sweep.inputs import SCORED_CONTEXTS, DatasetInputs
 from margin_tune.pipeline.sweep.trainable import run_ablation_trial
 from margin_tune.pipeline.sweep.tuner import EXPERIMENT_DIR, SweepOptions
 from margin_tune.pipeline.tracking.tracker import Tracker
@@ -107,6 +108,8 @@ def run_ablation(
             DATASET_FINGERPRINT_TAG: dataset.fingerprint(),
         },
     )
+    scored = DatasetInputs.build(dataset, [base.dataset], SCORED_CONTEXTS)
+    tracker.log_inputs(parent, scored.every_record())
     if grid.source is not None:
         tracker.log_artifact(parent, str(grid.source), artifact_path="grid")
     started = time.perf_counter()

@@ -8,17 +8,25 @@ from pathlib import Path
 
 import pandas as pd
 
-from margin_tune.pipeline.analysis.plots import comparison_bars, epoch_curve_files
+from margin_tune.pipeline.analysis.plots import (
+    comparison_bars,
+    embedding_map,
+    epoch_curve_files,
+    roc_plot,
+)
 from margin_tune.pipeline.analysis.tables import mean_ci
 from margin_tune.pipeline.jobs.compare.run import CompareResult
 from margin_tune.pipeline.jobs.compare.spec import CompareSpec
+from margin_tune.pipeline.sweep.callback import path_slug, run_name
 from margin_tune.trainables.metric_names import (
     COUNT_KEYS,
     EASY_RATIO,
     EVALUATION_METRICS,
     MARGIN,
+    best_mode,
     on_test,
 )
+from margin_tune.trainables.metrics.views import FAR_GRID
 
 
 def write_comparison(
@@ -39,14 +47,86 @@ def write_comparison(
     files[4].write_text(render_markdown(result, spec, indicative=indicative), encoding="utf-8")
     files.append(comparison_bars(result.table, EVALUATION_METRICS, out / "test_metrics.png"))
     files += epoch_curve_files(
-        result.final_histories,
+        method_labels(result, best_methods(result, spec)),
         {
-            MARGIN: "margin μ of each method's chosen config (first re-training)",
-            EASY_RATIO: "easy-triplet ratio (first re-training)",
+            MARGIN: "margin μ per epoch, each method's chosen config (first re-training)",
+            EASY_RATIO: "easy-triplet ratio per epoch (first re-training)",
         },
         out / "final",
     )
+    roc = roc_plot(
+        {
+            method: [
+                views.tar
+                for split_views in result.views.values()
+                for (name, _), views in split_views.items()
+                if name == method
+            ]
+            for method in best_methods(result, spec)
+        },
+        FAR_GRID,
+        "test ROC: mean over re-trainings" + (" and splits" if spec.splits > 1 else ""),
+        out / ROC_FILE,
+    )
+    if roc is not None:
+        files.append(roc)
     return files
+
+
+#: The comparison's ROC curves, and the folder of its re-trainings' embedding maps.
+ROC_FILE, MAPS_DIR = "roc.png", "maps"
+#: What each re-training run's map is called among its artifacts.
+MAP_ARTIFACT = "embedding_map.png"
+
+
+def best_methods(result: CompareResult, spec: CompareSpec) -> list[str]:
+    """The methods, best first by the primary metric's mean (what legends list first)."""
+    column = f"{spec.primary}_mean"
+    if result.table.empty or column not in result.table:
+        return list(spec.methods)
+    ordered = result.table.sort_values(
+        column, ascending=best_mode(spec.primary) == "min", na_position="last"
+    )
+    return [str(method) for method in ordered["method"]]
+
+
+def method_labels(result: CompareResult, methods: list[str]) -> dict[str, pd.DataFrame]:
+    """Each method's first re-training history, labelled by the method and its chosen config
+    (``constant: constant μ0=0.25 lr=1e-03``), in ``methods``' order."""
+    chosen = next(iter(result.best_configs.values()), {})
+    labelled = {}
+    for method in methods:
+        if method not in result.final_histories:
+            continue
+        name = run_name(chosen[method]) if method in chosen else ""
+        label = name if name.split(" ")[0] == method else f"{method}: {name}".rstrip(": ")
+        labelled[label] = result.final_histories[method]
+    return labelled
+
+
+def write_embedding_maps(result: CompareResult, out: Path) -> dict[str, Path]:
+    """One t-SNE map of test samples per measured re-training, in ``maps/``; by run id."""
+    if not any(result.views.values()):
+        return {}
+    folder = out / MAPS_DIR
+    folder.mkdir(exist_ok=True)
+    several = len(result.views) > 1
+    written = {}
+    for row in result.runs.itertuples():
+        views = result.views.get(int(row.split), {}).get((str(row.method), int(row.seed)))
+        if views is None:
+            continue
+        prefix = f"split{row.split}_" if several else ""
+        classes = len(set(views.map_labels.tolist()))
+        written[str(row.run_id)] = embedding_map(
+            views.map_xy,
+            views.map_labels,
+            result.class_names,
+            f"{row.method}, re-training seed {row.seed}: t-SNE of {len(views.map_labels)} test "
+            f"samples, {classes} classes (split {row.split})",
+            folder / f"{prefix}{path_slug(str(row.method))}_seed{row.seed}.png",
+        )
+    return written
 
 
 def caption(result: CompareResult, spec: CompareSpec) -> list[str]:

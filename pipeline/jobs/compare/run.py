@@ -51,7 +51,8 @@ from margin_tune.pipeline.sweep.grid_trials import (
     completed_metrics,
     run_grid_trials,
 )
-from margin_tune.pipeline.sweep.trainable import run_final_trial
+from margin_tune.pipeline.sweep.inputs import SCORED_CONTEXTS, DatasetInputs
+from margin_tune.pipeline.sweep.trainable import checkpoint_views, run_final_trial
 from margin_tune.pipeline.sweep.tuner import (
     SweepOptions,
     SweepResult,
@@ -65,6 +66,7 @@ from margin_tune.pipeline.tracking.vocabulary import (
     DATASET_TAG,
     FINAL_TAGS,
     KIND_TAG,
+    MEASURED_STATUSES,
     METHOD_TAG,
     SPLIT_TAG,
     SWEEP_ID_TAG,
@@ -74,6 +76,7 @@ from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Dataset, load_dataset
 from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.metric_names import TEST_COLUMNS, on_test
+from margin_tune.trainables.metrics.views import EmbeddingViews
 
 #: Where each split's directories live: ``splits/<split seed>/sweeps/<method>`` and ``…/final``.
 SPLITS_DIR = "splits"
@@ -122,6 +125,12 @@ class CompareResult:
     comparison_run_id: str
     final_histories: dict[str, pd.DataFrame]
     """Per method, the per-epoch history of its first re-training on the first split."""
+    views: dict[int, dict[tuple[str, int], EmbeddingViews]] = dataclasses.field(
+        default_factory=dict
+    )
+    """Per split, the test ROC curve and map of each measured re-training, by (method, seed)."""
+    class_names: tuple[str, ...] = ()
+    """The dataset's class names, what the maps' legends call the classes."""
     out: Path | None = None
     """The output directory: tables, plots, each sweep's and re-training's files."""
     spec: CompareSpec | None = None
@@ -184,7 +193,13 @@ def run_compare(
     best_configs: dict[int, dict[str, Config]] = {}
     run_frames, tuning_rows = [], []
     histories: dict[str, pd.DataFrame] = {}
+    views: dict[int, dict[tuple[str, int], EmbeddingViews]] = {}
     dataset = load_dataset(spec.base.dataset)  # the same samples on every split
+    # The comparison spans every split: its run lists each split's parts.
+    splits = [split_config(spec.base, split).dataset for split in spec.split_seeds]
+    tracker.log_inputs(
+        comparison_run, DatasetInputs.build(dataset, splits, SCORED_CONTEXTS).every_record()
+    )
     for index, split in enumerate(spec.split_seeds):
         base = split_config(spec.base, split)
         directory = split_dir(out, split)
@@ -214,8 +229,9 @@ def run_compare(
         }
         best_configs[split] = chosen
         write_yaml(directory / BEST_CONFIGS_FILE, {m: c.to_dict() for m, c in chosen.items()})
+        views[split] = {}
         runs, split_histories = _run_final(
-            spec, split, options, directory, tracker, comparison_run, chosen, dataset
+            spec, split, options, directory, tracker, comparison_run, chosen, dataset, views[split]
         )
         run_frames.append(runs)
         for method, history in split_histories.items():
@@ -231,7 +247,16 @@ def run_compare(
     )
     tracker.log_metrics(comparison_run, {"wall_seconds": time.perf_counter() - started})
     return CompareResult(
-        runs, table, comparisons, tuning, sweeps, best_configs, comparison_run, histories
+        runs,
+        table,
+        comparisons,
+        tuning,
+        sweeps,
+        best_configs,
+        comparison_run,
+        histories,
+        views,
+        dataset.class_names,
     )
 
 
@@ -253,8 +278,10 @@ def _run_final(
     comparison_run: str,
     configs: dict[str, Config],
     dataset: Dataset,
+    views: dict[tuple[str, int], EmbeddingViews],
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    """Re-train each chosen config of one split with every re-training seed."""
+    """Re-train each chosen config of one split with every re-training seed; each measured
+    run's test views go into ``views`` by (method, seed)."""
     columns = ["split", "method", "seed", "status", TRIAL_ID_TAG, *final_columns(spec), "run_id"]
     if not configs:
         return pd.DataFrame(columns=columns), {}
@@ -274,6 +301,7 @@ def _run_final(
         title="re-training" if spec.splits == 1 else f"re-training split {split}",
         metric=on_test(spec.primary),
         log_models=True,
+        views=True,
     )
     rows = []
     histories: dict[str, pd.DataFrame] = {}
@@ -281,6 +309,10 @@ def _run_final(
         params = trial.result.config or {}
         if params.get("seed") == spec.final_seeds[0] and trial.history is not None:
             histories[str(params["method"])] = trial.history
+        if trial.status in MEASURED_STATUSES:
+            found = checkpoint_views(trial.result.checkpoint)
+            if found is not None:
+                views[str(params["method"]), int(params["seed"])] = found
         rows.append(
             {
                 "split": split,

@@ -15,7 +15,12 @@ from mlflow import MlflowClient
 from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.runtime.exit_codes import EXIT_RUNS_FAILED
 from margin_tune.pipeline.sweep.tuner import ray_session
-from margin_tune.pipeline.tracking.vocabulary import KIND_TAG, METHOD_TAG, STAGE_TAG
+from margin_tune.pipeline.tracking.vocabulary import (
+    KIND_TAG,
+    METHOD_TAG,
+    REGISTRY_ERROR_TAG,
+    STAGE_TAG,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -88,6 +93,7 @@ def test_a_comparison_with_a_method_without_winner_writes_its_tables_and_exits_1
         [
             *("compare", "--config", str(spec), "--tracking-uri", uri, "--out", str(out)),
             *("--experiment", "no-winner", "--no-early-stopping"),
+            *("--register-model", "no-winner-model"),
         ]
     )
     assert code == EXIT_RUNS_FAILED
@@ -103,3 +109,6 @@ def test_a_comparison_with_a_method_without_winner_writes_its_tables_and_exits_1
     assert comparison.info.status == "FAILED"
     finals = [r for r in runs if r.data.tags.get(STAGE_TAG) == "final"]
     assert sorted(r.data.tags[METHOD_TAG] for r in finals) == ["dams", "dams"]
+    # A comparison without a finding registers nothing, and says why.
+    assert MlflowClient(uri).search_registered_models() == []
+    assert "no winner for broken" in comparison.data.tags[REGISTRY_ERROR_TAG]

@@ -63,3 +63,27 @@ def test_a_bad_model_name_is_refused_before_anything_starts(
     assert code == EXIT_BAD_INPUT
     assert capsys.readouterr().err.startswith("margin-tune: error: --register-model: ")
     assert not out.exists()
+
+
+def test_registering_a_run_again_adds_no_version(tmp_path: Path) -> None:
+    """A resumed comparison registers its winner again: the same version, the alias on it."""
+    from mlflow import MlflowClient
+    from mlflow.models import Model
+
+    from margin_tune.pipeline.tracking.tracker import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    folder = tmp_path / "model"
+    folder.mkdir()
+    Model().save(str(folder / "MLmodel"))
+    with Tracker(uri, "registry", artifact_location=(tmp_path / "artifacts").as_uri()) as tracker:
+        runs = [tracker.sweep_run(f"final {i}", sweep_id=f"f{i}") for i in range(2)]
+        for run in runs:
+            tracker.log_model(run, folder, "embedder")
+        first = tracker.register_model("champions", runs[0], "embedder", alias="champion")
+        again = tracker.register_model("champions", runs[0], "embedder", alias="champion")
+        other = tracker.register_model("champions", runs[1], "embedder", alias="champion")
+    assert (first, again, other) == ("1", "1", "2")
+    client = MlflowClient(uri, registry_uri=uri)
+    assert len(client.search_model_versions("name = 'champions'")) == 2
+    assert str(client.get_model_version_by_alias("champions", "champion").version) == "2"

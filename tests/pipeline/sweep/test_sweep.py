@@ -237,6 +237,7 @@ def test_compare_yields_every_method_and_seed_and_a_complete_table(
     ]
     seen: dict[str, set[str]] = {}
     for run, contexts in [
+        (comparison, ["training", "validation", "test"]),
         *((sweep, ["training", "validation"]) for sweep in sweeps),
         *((trial, ["training", "validation"]) for trial in trials),
         *((final, ["training", "validation", "test"]) for final in finals),
@@ -246,6 +247,14 @@ def test_compare_yields_every_method_and_seed_and_a_complete_table(
         for item in logged:
             assert item.dataset.name == "synthetic" and item.dataset.source_type == "code"
             seen.setdefault(item.tags[0].value, set()).add(item.dataset.digest)
+    # The pictures: one ROC plot of the methods, one test-class map per re-training, each
+    # map also in its run.
+    assert (out / "roc.png").is_file()
+    maps = sorted(path.name for path in (out / "maps").glob("*.png"))
+    assert maps == [f"{m}_seed{s}.png" for m in ("constant", "dams") for s in range(1, 4)]
+    for final in finals:
+        names = [a.path for a in client.list_artifacts(final.info.run_id)]
+        assert "embedding_map.png" in names, names
     assert {context: len(digests) for context, digests in seen.items()} == {
         "training": 1,
         "validation": 1,

@@ -20,7 +20,13 @@ from margin_tune.pipeline.tracking.provenance import (
     source_name,
 )
 from margin_tune.pipeline.tracking.tracker import Tracker
-from margin_tune.pipeline.tracking.vocabulary import GIT_COMMIT_TAG, VERSION_TAG, VERSIONS_PREFIX
+from margin_tune.pipeline.tracking.vocabulary import (
+    GIT_COMMIT_TAG,
+    HOST_TAG,
+    RESUMED_BY_PREFIX,
+    VERSION_TAG,
+    VERSIONS_PREFIX,
+)
 from margin_tune.trainables.parts import load_config
 
 
@@ -47,6 +53,7 @@ def test_a_checkout_of_margin_tune_records_its_commit_and_whether_it_was_dirty(
     package = tmp_path / "margin_tune"
     package.mkdir()
     (package / "__init__.py").write_text("")
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "margin-tune"\n')
     git("init", "-q", cwd=tmp_path)
     git("add", ".", cwd=tmp_path)
     git("commit", "-qm", "release", cwd=tmp_path)
@@ -54,6 +61,57 @@ def test_a_checkout_of_margin_tune_records_its_commit_and_whether_it_was_dirty(
     assert own_checkout(package / "__init__.py") == (head, False)
     (package / "__init__.py").write_text("changed = True\n")
     assert own_checkout(package / "__init__.py") == (head, True)
+
+
+@pytest.mark.parametrize(
+    ("package_dir", "pyproject"),
+    [
+        ("third_party/margin_tune", '[project]\nname = "margin-tune"\n'),  # vendored deeper
+        ("margin_tune", '[project]\nname = "their-analysis"\n'),  # copied into their root
+        ("margin_tune", None),  # a repository without a pyproject.toml
+    ],
+)
+def test_a_copy_vendored_into_someone_elses_repository_records_no_commit(
+    tmp_path: Path, package_dir: str, pyproject: str | None
+) -> None:
+    """Tracked by git, but by the user's repository: its commit is not margin-tune's."""
+    package = tmp_path / package_dir
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    if pyproject is not None:
+        (tmp_path / "pyproject.toml").write_text(pyproject)
+    git("init", "-q", cwd=tmp_path)
+    git("add", ".", cwd=tmp_path)
+    git("commit", "-qm", "their work", cwd=tmp_path)
+    assert own_checkout(package / "__init__.py") is None
+
+
+def test_a_resumed_run_keeps_its_creators_provenance_and_says_what_resumed_it(
+    tmp_path: Path,
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with Tracker(uri, "provenance", artifact_location=(tmp_path / "a").as_uri()) as tracker:
+        sweep = tracker.sweep_run("dams", sweep_id="s1")
+    client = MlflowClient(uri)
+    # As if an older margin-tune on another host had created it.
+    client.set_tag(sweep, VERSION_TAG, "0.1.0")
+    client.set_tag(sweep, HOST_TAG, "elsewhere")
+    with Tracker(uri, "provenance", artifact_location=(tmp_path / "a").as_uri()) as tracker:
+        assert tracker.sweep_run("dams", sweep_id="s1") == sweep
+        tracker.child_run(sweep, "t1", wait=False)
+    with Tracker(
+        uri, "provenance", artifact_location=(tmp_path / "a").as_uri()
+    ) as tracker:  # re-opened by the writer this time
+        assert tracker.child_run(sweep, "t1", wait=False) is not None
+    tags = client.get_run(sweep).data.tags
+    assert (tags[VERSION_TAG], tags[HOST_TAG]) == ("0.1.0", "elsewhere")
+    assert tags[RESUMED_BY_PREFIX + VERSION_TAG] == provenance_tags()[VERSION_TAG]
+    assert tags[RESUMED_BY_PREFIX + HOST_TAG] == provenance_tags()[HOST_TAG]
+    (trial,) = client.search_runs(
+        [client.get_run(sweep).info.experiment_id], f"tags.mlflow.parentRunId = '{sweep}'"
+    )
+    assert trial.data.tags[VERSION_TAG] == provenance_tags()[VERSION_TAG]
+    assert trial.data.tags[RESUMED_BY_PREFIX + VERSION_TAG] == provenance_tags()[VERSION_TAG]
 
 
 @pytest.mark.parametrize(
@@ -73,7 +131,7 @@ def test_the_source_name_is_the_command(argv: list[str], expected: str) -> None:
 def test_every_run_carries_the_provenance_and_a_trial_its_config(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = load_config(overrides=list(TINY))
-    with Tracker(uri, "provenance") as tracker:
+    with Tracker(uri, "provenance", artifact_location=(tmp_path / "a").as_uri()) as tracker:
         sweep = tracker.sweep_run("dams", sweep_id="s1")
         trial = open_trial_run(tracker, sweep, "t1", config, {})
         tracker.flush()

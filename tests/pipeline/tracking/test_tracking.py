@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 from mlflow import MlflowClient
+from mlflow.entities import LoggedModelStatus
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from mlflow_server import MlflowServer
 
@@ -253,6 +254,37 @@ def test_a_create_whose_answer_was_lost_is_found_not_repeated(
     assert tracker.flush(timeout=30)
     runs = MlflowClient(store_uri).search_runs([tracker.experiment_id])
     assert sorted(run.info.run_id for run in runs) == sorted(lost)
+
+
+def test_a_model_whose_create_answer_was_lost_is_logged_once(
+    tracker: Tracker, store_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like a run: the store made the logged model, the answer was lost; the retry finds it."""
+    from mlflow.models import Model
+
+    create = tracker._client.create_logged_model
+    lost: list[str] = []
+
+    def create_and_lose_the_answer(*args: Any, **kwargs: Any) -> Any:
+        model = create(*args, **kwargs)
+        if not lost:
+            lost.append(model.model_id)
+            raise requests.exceptions.ConnectionError("connection reset; response lost")
+        return model
+
+    monkeypatch.setattr(tracker._client, "create_logged_model", create_and_lose_the_answer)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    Model().save(str(folder / "MLmodel"))
+    (folder / "weights.txt").write_text("w")
+    sweep = tracker.sweep_run("sweep", sweep_id="sw-1")
+    tracker.log_model(sweep, folder, "embedder")
+    assert tracker.flush(timeout=30)
+    assert tracker.dropped == 0
+    client = MlflowClient(store_uri)
+    (model,) = client.search_logged_models([tracker.experiment_id])
+    assert model.model_id == lost[0]
+    assert model.status.to_int() == LoggedModelStatus.READY.to_int()
 
 
 def test_batches_respect_mlflow_limits(tracker: Tracker) -> None:
