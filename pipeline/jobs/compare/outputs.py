@@ -46,8 +46,9 @@ def write_comparison(
     result.runs.to_csv(files[3], index=False)
     files[4].write_text(render_markdown(result, spec, indicative=indicative), encoding="utf-8")
     files.append(comparison_bars(result.table, EVALUATION_METRICS, out / "test_metrics.png"))
+    ranked = best_methods(result, spec)  # legends list the best method first
     files += epoch_curve_files(
-        method_labels(result, best_methods(result, spec)),
+        method_labels(result, ranked),
         {
             MARGIN: "margin μ per epoch, each method's chosen config (first re-training)",
             EASY_RATIO: "easy-triplet ratio per epoch (first re-training)",
@@ -62,7 +63,7 @@ def write_comparison(
                 for (name, _), views in split_views.items()
                 if name == method
             ]
-            for method in best_methods(result, spec)
+            for method in ranked
         },
         FAR_GRID,
         "test ROC: mean over re-trainings" + (" and splits" if spec.splits > 1 else ""),
