@@ -5,14 +5,14 @@ in memory or, with ``storage``, in an RDB under a unique study name so sweeps ne
 
 A sweep's winner is chosen among the trials that trained the whole epoch budget (see
 :mod:`margin_tune.pipeline.sweep.tuner`), so every searcher learns only from those as finished
-results: a
-trial
-stopped early (by ASHA or a collapse) reaches Optuna as PRUNED, with its last reported value as
-its intermediate value, and an errored one as FAILED, whatever it reported before.
+results: a trial stopped early (by ASHA or a collapse) reaches Optuna as PRUNED, with its last
+reported value as its intermediate value, and an errored one as FAILED, whatever it reported
+before.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +26,15 @@ from ray.tune.search.optuna import OptunaSearch
 from margin_tune.pipeline.search.coordinate import CoordinateSearch
 from margin_tune.pipeline.search.space import SearchSpace
 from margin_tune.trainables.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+#: Optuna user attribute naming the Tune trial that a study trial was handed to: what ties a
+#: study row to its MLflow run (whose trial-id tag holds the same id), and what tells, on resume,
+#: which finished study trials no Tune trial owns any more.
+TUNE_TRIAL_ATTR = "tune_trial_id"
+#: Finished states that leave the sampler something to learn from (a FAIL leaves nothing).
+OBSERVED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 @dataclass(frozen=True)
@@ -80,12 +89,28 @@ class BudgetOptunaSearch(OptunaSearch):
     ignored (Optuna refuses to update a finished trial: ``UpdateFinishedTrialError``), so the
     value first told stays. A trial that Optuna handed out after the snapshot is unknown to
     both Tune and this searcher and would stay RUNNING for ever: :meth:`restore` tells it FAIL.
+    One handed out after the snapshot that also *finished* before the kill cannot be undone
+    (Optuna never changes a finished trial): it stays in the study, as an observation the
+    sampler may learn from, but Tune does not know it, plans a trial in its place, and the
+    sweep's tracker closes its run as abandoned. :meth:`restore` lists those in
+    :attr:`orphaned_trials` and says so; every study trial names its Tune trial in the user
+    attribute :data:`TUNE_TRIAL_ATTR`, so a reader can tell the counted trials from them.
     Plain attributes only, so the searcher pickles with the experiment for ``resume``.
     """
 
     def __init__(self, *args: Any, epochs: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.budget_epochs = epochs
+        #: Study trial number → Tune trial id, for finished study trials that Tune's snapshot
+        #: did not know (found by :meth:`restore`).
+        self.orphaned_trials: dict[int, str | None] = {}
+
+    def suggest(self, trial_id: str) -> dict | None:
+        known = trial_id in self._ot_trials
+        suggestion = super().suggest(trial_id)
+        if suggestion is not None and not known:
+            self._ot_trials[trial_id].set_user_attr(TUNE_TRIAL_ATTR, trial_id)
+        return suggestion
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         try:
@@ -127,9 +152,23 @@ class BudgetOptunaSearch(OptunaSearch):
         if self._ot_study is None or self._storage is None:  # in memory: nothing outlived it
             return
         known = {trial.number for trial in self._ot_trials.values()}
-        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if frozen.number not in known:
+        for frozen in self._ot_study.get_trials(deepcopy=False):
+            if frozen.number in known:
+                continue
+            if frozen.state == TrialState.RUNNING:
                 self._ot_study.tell(frozen.number, state=TrialState.FAIL)
+            elif frozen.state in OBSERVED and frozen.number not in self.orphaned_trials:
+                owner = frozen.user_attrs.get(TUNE_TRIAL_ATTR)
+                self.orphaned_trials[frozen.number] = owner
+                logger.warning(
+                    "Optuna trial %d (Tune trial %s) finished %s after Tune's last snapshot: "
+                    "the resumed sweep does not count it and runs another in its place; it "
+                    "stays in the study as an extra observation, and its run is closed as "
+                    "abandoned.",
+                    frozen.number,
+                    owner or "unknown",
+                    frozen.state.name,
+                )
 
 
 SearcherFactory = Callable[[SearcherRequest], Searcher]

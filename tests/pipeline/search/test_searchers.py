@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from tiny import lr_space
 
 from margin_tune.pipeline.search.searchers import (
+    TUNE_TRIAL_ATTR,
     BudgetOptunaSearch,
     SearcherRequest,
     build_searcher,
@@ -85,6 +86,51 @@ def test_a_resumed_searcher_keeps_what_the_study_holds_and_closes_what_no_one_wi
         (TrialState.COMPLETE, 0.6),
     ]
     assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert [t.user_attrs[TUNE_TRIAL_ATTR] for t in study.trials] == ["a", "b", "c", "d"]
+    assert after.orphaned_trials == {}
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_trial_handed_out_and_finished_after_the_snapshot_is_kept_but_named_an_orphan(
+    tmp_path: Path, tiny_config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Optuna cannot undo a finished trial, and Tune will plan another in its place."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    before = searcher(tiny_config, storage)
+    assert before.suggest("a") is not None
+    train(before, "a", 0.5)
+    snapshot = tmp_path / "searcher.pkl"
+    before.save(str(snapshot))
+    assert before.suggest("c") is not None  # handed out after the snapshot ...
+    train(before, "c", 0.9)  # ... and finished before the kill
+    assert before.suggest("e") is not None  # handed out, stopped early by ASHA
+    before.on_trial_complete("e", {"epoch": 1, "training_iteration": 1, "val_map_at_r": 0.3})
+    del before
+
+    after = searcher(tiny_config, storage)
+    with caplog.at_level("WARNING", logger="margin_tune.pipeline.search.searchers"):
+        after.restore(str(snapshot))
+    assert after.orphaned_trials == {1: "c", 2: "e"}
+    assert "Optuna trial 1 (Tune trial c) finished COMPLETE" in caplog.text
+    assert "Optuna trial 2 (Tune trial e) finished PRUNED" in caplog.text
+    assert after.suggest("d") is not None  # Tune's replacement
+    train(after, "d", 0.6)
+    study = optuna.load_study(study_name="study", storage=storage)
+    rows = [(t.state, t.value, t.user_attrs[TUNE_TRIAL_ATTR]) for t in study.trials]
+    assert rows == [
+        (TrialState.COMPLETE, 0.5, "a"),
+        (TrialState.COMPLETE, 0.9, "c"),
+        (TrialState.PRUNED, 0.3, "e"),  # Optuna keeps a pruned trial's last value
+        (TrialState.COMPLETE, 0.6, "d"),
+    ]
+    # A second resume from a later snapshot names no orphan twice and finds none new.
+    after.save(str(snapshot))
+    again = searcher(tiny_config, storage)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="margin_tune.pipeline.search.searchers"):
+        again.restore(str(snapshot))
+    assert again.orphaned_trials == {1: "c", 2: "e"}
+    assert "Optuna trial" not in caplog.text
 
 
 def test_a_study_in_memory_is_restored_as_it_was(tmp_path: Path, tiny_config: Config) -> None:
