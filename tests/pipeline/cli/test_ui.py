@@ -36,6 +36,7 @@ from sockets import listeners, processes
 from tiny import TINY
 
 from margin_tune.pipeline.cli.main import main
+from margin_tune.pipeline.sweep.models import MODEL_NAME
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import (
     BEST_RUN_TAG,
@@ -254,11 +255,42 @@ def test_the_experiment_page_renders_in_chromium(compared: Compared, tmp_path: P
         "--window-size=1400,900",
         "--virtual-time-budget=20000",
     ]
-    dom = subprocess.run(
-        [*common, "--dump-dom", page], capture_output=True, text=True, timeout=180, check=True
-    ).stdout
-    # The JS app rendered the runs list, with the comparison's parent run in it.
+
+    def rendered(url: str) -> str:
+        command = [*common, "--dump-dom", url]
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=180, check=True
+        ).stdout
+
+    (comparison,) = compared.by_kind("comparison")
+    # The comparison trained on the training classes of its dataset (validation and test
+    # are inputs too, shown as "+2"): the one the Dataset column names.
+    (dataset,) = [
+        (entry["dataset"]["name"], entry["dataset"]["digest"])
+        for entry in comparison["inputs"]["dataset_inputs"]
+        if {"key": "mlflow.data.context", "value": "training"} in entry["tags"]
+    ]
+    # The Source column shows a script by its file name ("margin-tune compare" from the CLI).
+    source = Path(tags(comparison)["mlflow.source.name"]).name
+    dom = rendered(page)
+    # The JS app rendered the runs list, with the comparison's parent run in it, and its
+    # Dataset and Source columns filled: the dataset by name and digest, the command.
     assert "compare dams vs constant" in dom
+    assert f"{dataset[0]} ({dataset[1]})" in dom
+    assert source in dom
+    # The registered network's run: its Dataset, Source, logged model (the Models column of
+    # the re-training rows) and the registry entry.
+    version = compared.get(
+        "/api/2.0/mlflow/registered-models/alias", name=REGISTERED, alias="champion"
+    )["model_version"]
+    winner = (
+        f"{compared.server.url}/#/experiments/{compared.experiment_id}/runs/{version['run_id']}"
+    )
+    dom = rendered(winner)
+    assert f"{dataset[0]} ({dataset[1]})" in dom
+    assert source in dom
+    assert "Logged models" in dom and MODEL_NAME in dom
+    assert "Registered models" in dom and REGISTERED in dom
     screenshot = tmp_path / "experiment.png"
     subprocess.run(
         [*common, f"--screenshot={screenshot}", page],
