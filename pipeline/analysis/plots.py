@@ -152,7 +152,7 @@ def roc_figure(
         # its mean stays NaN (a gap in the line), without numpy's "Mean of empty slice".
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(tars, axis=0) if np.isfinite(tars).any() else tars[0]
+            mean = np.nanmean(tars, axis=0)
         axes.plot(far, mean, linewidth=1.4, label=f"{name} (n={len(tars)})")
     axes.set_xscale("log")
     axes.set_xlabel("false accept rate (fraction of different-class pairs, log scale)")
