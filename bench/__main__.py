@@ -1,11 +1,16 @@
 """``python -m bench``: measure the performance figures P1–P8 and write ``bench/RESULTS.md``.
 
-Usage: ``python -m bench [--only P1,P3] [--quick] [--out bench/RESULTS.md]``. Each figure is a
+Usage: ``python -m bench [--only P1,P3] [--quick] [--baseline] [--out bench/RESULTS.md]``. Each
+figure is a
 module with ``measure(quick) -> Figure``; every figure is a ratio (or a count) taken within one
 run of its module, so a noisy machine slows both sides alike. Results are kept in
 ``results.json`` beside the markdown: ``--only`` replaces the figures it measures and keeps
 the others, each row saying when, how and on what it was measured. A figure that raises is
 recorded as an error (exit code 1) without losing the others.
+
+``--baseline`` records the figures as the "before" of a change instead (``baselines.json``):
+measure them on the commit before it, e.g. from a ``git worktree`` of that commit with this
+``bench/`` copied in. Each figure with a baseline then shows both, each with its commit.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ MODULES = {
     "P6": "bench.p6_bookkeeping",
     "P7": "bench.p7_memory",
     "P8": "bench.p8_fractional_gpu",
+    "P9": "bench.p9_startup",
     "P10": "bench.p10_report",
     "P11": "bench.p11_model_logging",
 }
@@ -47,6 +53,9 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--only", help=f"comma-separated ids of {', '.join(MODULES)}")
     parser.add_argument("--quick", action="store_true", help="small sizes: checks, not figures")
+    parser.add_argument(
+        "--baseline", action="store_true", help="record as the figures before a change"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
     arguments = parser.parse_args(argv)
     if arguments.only is None:
@@ -132,50 +141,66 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
-def render(rows: dict[str, dict[str, Any]]) -> str:
+def render(rows: dict[str, dict[str, Any]], baselines: dict[str, dict[str, Any]]) -> str:
     ordered = [rows[identifier] for identifier in MODULES if identifier in rows]
     lines = [
         "# Benchmark results",
         "",
         "Written by `python -m bench` (see `bench/__main__.py`); each row says when and how it was",
-        "measured. Every figure is a ratio or a count taken within one run of its module.",
+        "measured. Every figure is a ratio or a count taken within one run of its module. Where a",
+        "change was measured before and after, *before* gives the figure on the commit before it.",
         "",
-        "| id | what | target | value | met | measured |",
-        "|---|---|---|---|---|---|",
+        "| id | what | target | value | met | measured | before |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in ordered:
         met = {True: "yes", False: "no", None: "—"}[row["met"]]
         quick = " (quick)" if row["quick"] else ""
+        before = baselines.get(row["id"])
+        was = f"{before['value']} (commit {before['machine']['git_commit']})" if before else ""
         lines.append(
             f"| {row['id']} | {row['what']} | {row['target']} | {row['value']} | {met} | "
-            f"{row['measured_at'][:16].replace('T', ' ')}{quick} |"
+            f"{row['measured_at'][:16].replace('T', ' ')}{quick} | {was} |"
         )
     for row in ordered:
-        setting = row["machine"]
-        versions = ", ".join(f"{name} {version}" for name, version in setting["versions"].items())
-        lines += [
-            "",
-            f"## {row['id']}: {row['what']}",
-            "",
-            row["details"],
-            "",
-            f"Measured {row['measured_at']} in {row['seconds']} s by `{row['command']}` "
-            f"(load average {row['load_before']} before it) on {setting['cpu']}, "
-            f"{setting['logical_cores']} logical cores, {setting['memory_gib']} GiB, CUDA "
-            f"{setting['cuda']}, {setting['os']}; Python {setting['python']}, {versions}; "
-            f"commit {setting['git_commit']}.",
-        ]
+        lines += ["", f"## {row['id']}: {row['what']}", "", *_measured(row)]
+        before = baselines.get(row["id"])
+        if before:
+            lines += [
+                "",
+                f"### Before: commit {before['machine']['git_commit']}",
+                "",
+                f"Value then: {before['value']}.",
+                "",
+                *_measured(before),
+            ]
     return "\n".join(lines) + "\n"
+
+
+def _measured(row: dict[str, Any]) -> list[str]:
+    setting = row["machine"]
+    versions = ", ".join(f"{name} {version}" for name, version in setting["versions"].items())
+    return [
+        row["details"],
+        "",
+        f"Measured {row['measured_at']} in {row['seconds']} s by `{row['command']}` "
+        f"(load average {row['load_before']} before it) on {setting['cpu']}, "
+        f"{setting['logical_cores']} logical cores, {setting['memory_gib']} GiB, CUDA "
+        f"{setting['cuda']}, {setting['os']}; Python {setting['python']}, {versions}; "
+        f"commit {setting['git_commit']}.",
+    ]
+
+
+def _load(path: Path) -> dict[str, dict[str, Any]]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def main(argv: list[str]) -> int:
     arguments = parse_arguments(argv)
     out: Path = arguments.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    store = out.with_name("results.json")
-    rows: dict[str, dict[str, Any]] = (
-        json.loads(store.read_text(encoding="utf-8")) if store.is_file() else {}
-    )
+    store, baseline_store = out.with_name("results.json"), out.with_name("baselines.json")
+    rows, baselines = _load(store), _load(baseline_store)
     command = " ".join(["python -m bench", *argv])
     setting = machine()
     failed = False
@@ -183,9 +208,10 @@ def main(argv: list[str]) -> int:
         print(f"== {identifier} ({MODULES[identifier]})", flush=True)
         row = run_one(identifier, arguments.quick, command, setting)
         failed |= row["value"].startswith("error:")
-        rows[identifier] = row
-        write_atomically(store, json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
-        write_atomically(out, render(rows))
+        chosen, path = (baselines, baseline_store) if arguments.baseline else (rows, store)
+        chosen[identifier] = row
+        write_atomically(path, json.dumps(chosen, indent=2, ensure_ascii=False) + "\n")
+        write_atomically(out, render(rows, baselines))
         print(f"{identifier}: {row['value']} (target {row['target']})", flush=True)
     print(f"wrote {out} and {store}")
     return 1 if failed else 0

@@ -34,7 +34,9 @@ def _load(base: Config) -> None:
 
 
 def run_trial(config: Config) -> list[float]:
-    """Train one trial; returns the wall seconds of each epoch (training plus validation)."""
+    """Train one trial; returns the wall seconds of each epoch (training plus validation),
+    after the ``time.time()`` at which the trial started and ended."""
+    started = time.time()
     trial = Trial(config, dataset=_dataset)
     epoch_walls: list[float] = []
     last = time.perf_counter()
@@ -46,7 +48,7 @@ def run_trial(config: Config) -> list[float]:
         last = now
 
     trial.run(record)
-    return epoch_walls
+    return [started, time.time(), *epoch_walls]
 
 
 def trial_configs(overrides: list[dict[str, Any]]) -> list[Config]:
@@ -67,12 +69,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("configs", type=Path)
     parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--times", type=Path)
+    parser.add_argument("--times", type=Path, help="write each trial's epoch wall times")
+    parser.add_argument("--events", type=Path, help="write each trial's start and end time")
     args = parser.parse_args()
     configs = trial_configs(json.loads(args.configs.read_text()))
-    walls = run_all(configs, args.processes)
+    runs = run_all(configs, args.processes)
     if args.times:
-        args.times.write_text(json.dumps(walls))
+        args.times.write_text(json.dumps([walls for _, _, *walls in runs]))
+    if args.events:
+        args.events.write_text(json.dumps([[started, ended] for started, ended, *_ in runs]))
 
 
 if __name__ == "__main__":

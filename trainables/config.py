@@ -10,6 +10,7 @@ that names the field, the value and what is allowed, so inner code can trust its
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import re
@@ -431,8 +432,16 @@ def config_fields() -> dict[str, Any]:
     return _field_types(Config, "")
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """The resolved annotations of a config dataclass, computed once per class: resolving them
+    (``get_type_hints`` evaluates every string annotation) was most of building a config, which
+    a sweep's driver does a few times per trial."""
+    return typing.get_type_hints(cls)
+
+
 def _field_types(cls: type, prefix: str) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     found: dict[str, Any] = {}
     for item in dataclasses.fields(cls):
         hint = hints[item.name]
@@ -449,7 +458,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(section, f"must be a mapping, got {type(data).__name__} {data!r}")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     known = {item.name for item in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:

@@ -119,8 +119,11 @@ def epoch_seed(seed: int, epoch: int) -> int:
 class Trial:
     """Everything a config describes, built and checked before any training starts.
 
-    Construction loads the data, splits classes, builds sampler, model, optimiser, miner and
-    scheduler, so every bad value surfaces before a caller creates outputs. ``run`` then trains.
+    Construction loads the data, splits classes, builds sampler, model, miner and scheduler,
+    so every bad value surfaces before a caller creates outputs. ``run`` then trains. The
+    optimiser is built when first used (its values are checked with the config): a sweep's
+    driver builds a trial at every bound of the space only to check it, and the first optimiser
+    in a process imports ``torch._dynamo``, about 1.4 s here, before Ray could start.
     """
 
     def __init__(self, config: Config, dataset: Dataset | None = None) -> None:
@@ -147,7 +150,6 @@ class Trial:
         self.model: SiameseEmbedder = build_model(
             config.model, tuple(self.dataset.features.shape[1:])
         ).to(self.device)
-        self.optimizer = _build_optimizer(config, self.model)
         self.miner = build_miner(config.miner.name)
         self.loss = build_loss(config.loss, self.miner)
         self.scheduler = build_scheduler(config.margin)
@@ -163,6 +165,10 @@ class Trial:
         self.collapse = CollapseMonitor(config.collapse)
         self.epoch = 0
         self.history: list[dict[str, float]] = []
+
+    @functools.cached_property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return _build_optimizer(self.config, self.model)
 
     def _to_device(self, indices: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(self.dataset.features[indices], device=self.device)

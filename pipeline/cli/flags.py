@@ -67,7 +67,11 @@ def add_sweep_flags(parser: argparse.ArgumentParser, *, trials_required: bool) -
         help=f"one of: {', '.join(SEARCHERS.names())} (default tpe, or compare.yaml's)",
     )
     group.add_argument("--seed", type=int, default=0, help="searcher seed")
-    group.add_argument("--storage", help="Optuna RDB storage URL, e.g. sqlite:///optuna.db")
+    group.add_argument(
+        "--storage",
+        help="where the Optuna study lives: a journal file path (default without --address: "
+        "DIR/optuna-journal.log) or an RDB URL, e.g. sqlite:///optuna.db",
+    )
     group.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs before a stop")
     group.add_argument("--reduction-factor", type=float, default=2.0, help="ASHA: keep 1/this")
     group.add_argument("--no-early-stopping", action="store_true", help="disable ASHA")

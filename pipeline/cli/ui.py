@@ -65,7 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     optuna = parser.add_argument_group("optuna-dashboard (pip install 'margin-tune[ui]')")
     source = optuna.add_mutually_exclusive_group()
     source.add_argument(
-        "--storage", help="Optuna RDB storage of a sweep (its --storage), e.g. sqlite:///optuna.db"
+        "--storage",
+        help="Optuna storage of a sweep (its --storage): a journal file or an RDB URL",
     )
     source.add_argument(
         "--sweep-dir",

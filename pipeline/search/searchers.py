@@ -1,7 +1,8 @@
 """Searchers: config names to Ray Tune search algorithms, one registry.
 
 Every searcher sees the same validated :class:`SearchSpace`; Optuna-backed ones keep their study
-in memory or, with ``storage``, in an RDB under a unique study name so sweeps never mix.
+in memory or, with ``storage``, in a journal file or an RDB under a unique study name so
+sweeps never mix.
 
 A sweep's winner is chosen among the trials that trained the whole epoch budget (see
 :mod:`margin_tune.pipeline.sweep.tuner`), so every searcher learns only from those as finished
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from optuna.storages import journal
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
@@ -82,8 +84,8 @@ class BudgetOptunaSearch(OptunaSearch):
     value as the intermediate value at the epoch it stopped, which TPE ranks below every
     complete trial), else COMPLETE.
 
-    A study in an RDB (``--storage``, or the output directory's ``optuna.db``) outlives the
-    driver, and Tune's snapshot of this searcher is older than the database when the driver is
+    A stored study (``--storage``, or the output directory's journal file) outlives the
+    driver, and Tune's snapshot of this searcher is older than the stored study when the driver is
     killed: a trial finished after the snapshot is finished in Optuna but not here, and Tune
     replays or re-runs it on ``resume``. Its second end, and any result it reports again, is
     ignored (Optuna refuses to update a finished trial: ``UpdateFinishedTrialError``), so the
@@ -175,8 +177,25 @@ SearcherFactory = Callable[[SearcherRequest], Searcher]
 SEARCHERS: Registry[SearcherFactory] = Registry("searcher")
 
 
+#: Seconds after which a journal's lock left by a killed driver is taken over. The driver is
+#: the study's only writer (margin-tune holds its output directory's lock), so a lock older
+#: than one append can only be stale; Optuna's default, 30 s, would stall every such resume.
+JOURNAL_LOCK_GRACE_S = 5
+
+
+def study_storage(spec: str | None) -> optuna.storages.BaseStorage | None:
+    """Where a study lives: None in memory, an RDB URL (``sqlite:///…``, ``postgresql://…``)
+    or the path of an Optuna journal file (what optuna-dashboard also opens by path)."""
+    if not spec:
+        return None
+    if "://" in spec:
+        return optuna.storages.RDBStorage(spec)
+    lock = journal.JournalFileSymlinkLock(spec, grace_period=JOURNAL_LOCK_GRACE_S)
+    return journal.JournalStorage(journal.JournalFileBackend(spec, lock_obj=lock))
+
+
 def _optuna(request: SearcherRequest, sampler: optuna.samplers.BaseSampler) -> Searcher:
-    storage = optuna.storages.RDBStorage(request.storage) if request.storage else None
+    storage = study_storage(request.storage)
     return BudgetOptunaSearch(
         space=request.space.optuna_space(),
         metric=request.space.metric,

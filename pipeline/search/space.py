@@ -218,13 +218,21 @@ def parse_space(data: Any, base: Config, *, name: str, source: Path | None = Non
 
 def apply_overrides(base: Config, values: Mapping[str, Any]) -> Config:
     """The trial config: ``base`` with dotted ``values`` laid over it, validated."""
-    data = base.to_dict()
+    return config_from_dict(overlay(base.to_dict(), values))
+
+
+def overlay(data: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` (a config as plain data) with dotted ``values`` laid over it; ``data`` itself is
+    left as it was. What :func:`apply_overrides` validates, for a caller that holds the data."""
+    merged = {
+        key: dict(value) if isinstance(value, Mapping) else value for key, value in data.items()
+    }
     for section, content in unflatten(values).items():
-        if isinstance(content, dict) and isinstance(data.get(section), dict):
-            data[section].update(content)
+        if isinstance(content, dict) and isinstance(merged.get(section), dict):
+            merged[section].update(content)
         else:
-            data[section] = content
-    return config_from_dict(data)
+            merged[section] = content
+    return merged
 
 
 def _parse_parameter(path: str, spec: Any) -> Parameter:

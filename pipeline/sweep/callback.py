@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 from ray.tune import Callback, Result
 
-from margin_tune.pipeline.search.space import apply_overrides
+from margin_tune.pipeline.search.space import overlay
 from margin_tune.pipeline.sweep.inputs import DatasetInputs
 from margin_tune.pipeline.tracking.records import flatten_params
 from margin_tune.pipeline.tracking.tracker import Tracker
@@ -145,14 +145,32 @@ def bind_tracker(tracker: Tracker) -> Iterator[None]:
 
 
 class SearchedConfig:
-    """A sweep trial's config: the searched values laid over the sweep's base."""
+    """A sweep trial's config: the searched values laid over the sweep's base.
+
+    Both of a sweep's callbacks (the MLflow one and the progress lines) ask for each trial's
+    config; the last few are kept, so it is built and validated once per trial.
+    """
+
+    KEEP = 64
 
     def __init__(self, base: Config) -> None:
         # Plain data: Tune pickles this with the experiment state for ``resume``.
         self.base = base.to_dict()
+        self._built: dict[str, Config] = {}
 
     def __call__(self, params: Mapping[str, Any]) -> Config:
-        return apply_overrides(config_from_dict(self.base), params)
+        key = repr(sorted(params.items()))
+        if key not in self._built:
+            if len(self._built) >= self.KEEP:
+                del self._built[next(iter(self._built))]
+            self._built[key] = config_from_dict(overlay(self.base, params))
+        return self._built[key]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"base": self.base}  # the configs it built are not state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.base, self._built = state["base"], {}
 
 
 class TrackingCallback(Callback):

@@ -37,6 +37,7 @@ from margin_tune.pipeline.sweep.checkpoints import (
 from margin_tune.pipeline.sweep.inputs import SCORED_CONTEXTS, DatasetInputs
 from margin_tune.pipeline.sweep.models import log_trained_models
 from margin_tune.pipeline.sweep.progress import TrialProgress
+from margin_tune.pipeline.sweep.session import ray_ready
 from margin_tune.pipeline.sweep.tuner import SweepOptions, restored_or_new, tune_environment
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import MEASURED_STATUSES
@@ -100,6 +101,7 @@ def run_grid_trials(
     ``views`` has each trial keep its test ROC curve and map in its last checkpoint
     (:func:`~margin_tune.pipeline.sweep.trainable.checkpoint_views` reads them).
     """
+    ray_ready()  # the dataset goes into Ray's object store
     trainable = tune.with_resources(
         tune.with_parameters(
             function,

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from ray import tune
 
-from margin_tune.pipeline.search.space import apply_overrides
+from margin_tune.pipeline.search.space import overlay
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Dataset
 from margin_tune.trainables.metric_names import COLLAPSED, on_test
@@ -52,7 +52,7 @@ class CheckpointClock:
 def trial_config(base: dict[str, Any], params: dict[str, Any], cpus: float) -> Config:
     """The config one trial runs: base + searched values, one torch thread per CPU of the trial."""
     threads = max(1, int(cpus))
-    return apply_overrides(config_from_dict(base), {**params, "train.num_threads": threads})
+    return config_from_dict(overlay(base, {**params, "train.num_threads": threads}))
 
 
 def run_tune_trial(

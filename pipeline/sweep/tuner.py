@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -29,7 +28,6 @@ from margin_tune.pipeline.runtime.console import current
 from margin_tune.pipeline.runtime.interrupts import (
     InterruptedRunError,
     fitting,
-    rearm,
     unfinished_trial_ids,
 )
 from margin_tune.pipeline.search.searchers import SEARCHERS, SearcherRequest, build_searcher
@@ -53,7 +51,7 @@ from margin_tune.pipeline.sweep.checkpoints import (
 from margin_tune.pipeline.sweep.inputs import TUNING_CONTEXTS, DatasetInputs
 from margin_tune.pipeline.sweep.models import log_trained_models
 from margin_tune.pipeline.sweep.progress import TrialProgress
-from margin_tune.pipeline.sweep.ray_network import loopback_warning, release, token_exposure_warning
+from margin_tune.pipeline.sweep.session import local_resources, ray_ready, ray_session
 from margin_tune.pipeline.sweep.trainable import DEFAULT_CHECKPOINT_INTERVAL_S, run_tune_trial
 from margin_tune.pipeline.tracking.store import check_tracking_uri
 from margin_tune.pipeline.tracking.tracker import Tracker
@@ -309,49 +307,10 @@ def plan_sweep(
     return plan if sweep_id is None else replace(plan, sweep_id=sweep_id)
 
 
-@contextmanager
-def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[None]:
-    """Join ``address`` or start a local Ray that lives as long as the block."""
-    if ray.is_initialized():
-        yield
-        return
-    release()
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        warning = loopback_warning(ray.util.get_node_ip_address())
-        if warning:
-            print(warning, file=sys.stderr)
-        ray.init(
-            address="local",  # never join a cluster someone else started on this machine
-            num_cpus=num_cpus or os.cpu_count(),
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
-    rearm()
-    exposed = token_exposure_warning()
-    if exposed:
-        print(exposed, file=sys.stderr)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
 def _cuda_available() -> bool:
     import torch
 
     return bool(torch.cuda.is_available())
-
-
-def local_resources() -> list[dict[str, Any]]:
-    """What ``ray_session`` without an address gives: this machine's CPUs and CUDA devices."""
-    import torch
-
-    return [
-        {"Alive": True, "Resources": {"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()}}
-    ]
 
 
 @contextmanager
@@ -359,13 +318,14 @@ def sweep_cluster(options: SweepOptions) -> Iterator[None]:
     """The Ray session a sweep runs in, once the trials' resources are known to fit.
 
     Without ``--address`` the check runs before Ray starts, against what the local Ray will get,
-    so a bad request starts nothing; a joined cluster is checked once connected.
+    so a bad request starts nothing; a joined cluster is checked once connected. A local Ray
+    starts in the background (:mod:`~margin_tune.pipeline.sweep.session`).
     """
     if options.tracking_uri is not None:
         check_tracking_uri(options.tracking_uri)
     if not options.address:
         check_cluster_resources(options, local_resources())
-    with ray_session(options.address):
+    with ray_session(options.address, background=True):
         if options.address:
             check_cluster_resources(options, [node for node in ray.nodes() if node.get("Alive")])
         yield
@@ -497,6 +457,7 @@ def run_sweep(
         if options.early_stopping
         else None
     )
+    ray_ready()  # the dataset goes into Ray's object store
     trainable = tune.with_resources(
         tune.with_parameters(
             function,

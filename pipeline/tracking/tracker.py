@@ -32,6 +32,7 @@ a sweep nor stalls Tune.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import shutil
@@ -77,13 +78,13 @@ from margin_tune.pipeline.tracking.vocabulary import (
 )
 from margin_tune.pipeline.tracking.writer import (
     Artifact,
+    Attempts,
     Inputs,
     Log,
     ModelUpload,
     Opening,
     Status,
     Writer,
-    find_or_create,
     is_permanent,
 )
 
@@ -162,6 +163,10 @@ class Tracker:
         # Guards what the tracker knows of its runs; taken before the writer's own lock.
         self._lock = threading.Lock()
         self._runs: dict[str, _RunState] = {}
+        #: Runs this tracker created (none was found): no child can exist under them yet.
+        self._created: set[str] = set()
+        #: Child queries opened as new: a second opening of one must search again.
+        self._opened_new: set[str] = set()
         self._valid_keys: set[tuple[str, str]] = set()
         self._staging: Path | None = None
         self._staged_count = itertools.count()
@@ -271,23 +276,31 @@ class Tracker:
         clean_tags = self._clean_tags({**provenance_tags(), **tags})
         if parent_run_id is not None:
             clean_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
-        opening = Opening(query, name, clean_tags)
+        with self._lock:
+            new = parent_run_id in self._created and query not in self._opened_new
+            if new:
+                self._opened_new.add(query)
+        opening = Opening(query, name, clean_tags, new=new)
         if deferrable and (not wait or self._writer.in_outage):
             run_id = self._writer.defer(opening)
         else:
             timeout = self._open_timeout if deferrable else self._sync_timeout
             try:
                 run_id, found = self._call(
-                    find_or_create, self._client, self.experiment_id, opening, timeout=timeout
+                    Attempts(self._client, self.experiment_id, opening), timeout=timeout
                 )
             except Exception as exc:
                 if not deferrable or is_permanent(exc):
                     raise
                 _logger.warning("MLflow store unreachable (%s); run %r opened later", exc, name)
                 self._writer.note_outage()  # until the writer gets through again
-                run_id = self._writer.defer(opening)
+                # The attempt made here may have reached the store: the writer searches first.
+                run_id = self._writer.defer(dataclasses.replace(opening, new=False))
             else:
-                if found is not None:
+                if found is None:
+                    with self._lock:
+                        self._created.add(run_id)
+                else:
                     with self._lock:
                         state = self._runs.setdefault(run_id, _RunState())
                         state.params.update(found.params)

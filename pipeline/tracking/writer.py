@@ -127,11 +127,17 @@ class Inputs:
 
 @dataclass(frozen=True, slots=True)
 class Opening:
-    """How to find a run by its tags, and what to create when none exists."""
+    """How to find a run by its tags, and what to create when none exists.
+
+    ``new``: no run can match yet (a trial's first run under a parent this process created),
+    so the first attempt creates without searching; a retry searches all the same, since a
+    create whose answer was lost may have reached the store.
+    """
 
     query: str
     name: str
     tags: dict[str, str]
+    new: bool = False
 
 
 @dataclass(slots=True)
@@ -153,15 +159,33 @@ class Found:
 Op = Log | Status | Artifact | ModelUpload | Inputs | Open
 
 
+class Attempts:
+    """Attempts to open ``opening``: the first of a ``new`` one skips the search."""
+
+    def __init__(self, client: MlflowClient, experiment_id: str, opening: Opening) -> None:
+        self.client, self.experiment_id, self.opening = client, experiment_id, opening
+        self.made = 0
+
+    def __call__(self) -> tuple[str, Found | None]:
+        search = not (self.opening.new and self.made == 0)
+        self.made += 1
+        return find_or_create(self.client, self.experiment_id, self.opening, search=search)
+
+
 def find_or_create(
-    client: MlflowClient, experiment_id: str, opening: Opening
+    client: MlflowClient, experiment_id: str, opening: Opening, *, search: bool = True
 ) -> tuple[str, Found | None]:
     """One idempotent attempt to open a run: found by its tags, else created.
 
     Searching before every create makes retries safe: a create that reached the store but
     whose answer was lost is found by the next attempt instead of being made twice. A found
-    run comes with its params and the highest step it holds over all its metrics.
+    run comes with its params and the highest step it holds over all its metrics. Without
+    ``search`` (the first attempt at a run known to be new) it creates at once: the search
+    was an eighth of a trial's bookkeeping (P6).
     """
+    if not search:
+        run = client.create_run(experiment_id, run_name=opening.name, tags=opening.tags)
+        return run.info.run_id, None
     found = client.search_runs(
         [experiment_id],
         filter_string=opening.query,
@@ -379,9 +403,7 @@ class Writer:
         """Opens a deferred run; a re-opened one is set RUNNING again and re-tagged, and the
         epochs it already holds are not written twice."""
         try:
-            run_id, found = self._retry(
-                find_or_create, self._client, self._experiment_id, op.opening
-            )
+            run_id, found = self._retry(Attempts(self._client, self._experiment_id, op.opening))
             if found is not None:
                 self._retry(self._client.update_run, run_id, status="RUNNING")
                 reopened = reopening_tags(op.opening.tags)

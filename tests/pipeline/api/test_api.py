@@ -20,9 +20,10 @@ from tiny import TINY
 
 import margin_tune
 from margin_tune.pipeline import api
-from margin_tune.pipeline.api.config import OPTUNA_DB, with_default_storage
+from margin_tune.pipeline.api.config import OPTUNA_JOURNAL, with_default_storage
 from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.outputs.manifest import read_manifest
+from margin_tune.pipeline.search.searchers import study_storage
 from margin_tune.pipeline.sweep.callback import path_slug
 from margin_tune.pipeline.sweep.tuner import SweepOptions
 from margin_tune.pipeline.tracking.vocabulary import TRIAL_ID_TAG
@@ -90,7 +91,7 @@ def test_the_optuna_study_defaults_to_the_output_directory_on_this_machine_only(
     tmp_path: Path,
 ) -> None:
     local = with_default_storage(SweepOptions(trials=2), tmp_path / "out")
-    assert local.storage == f"sqlite:///{(tmp_path / 'out' / OPTUNA_DB).resolve()}"
+    assert local.storage == str((tmp_path / "out" / OPTUNA_JOURNAL).resolve())
     given = with_default_storage(SweepOptions(trials=2, storage="sqlite:///x.db"), tmp_path)
     assert given.storage == "sqlite:///x.db"
     cluster = with_default_storage(SweepOptions(trials=2, address="10.0.0.1:6379"), tmp_path)
@@ -156,8 +157,8 @@ def test_tune_ablate_and_report_from_python_and_their_commands(
     assert isinstance(best, Config) and best.margin.scheduler == "dams"
     # The Optuna study lives in the output directory, where `ui --sweep-dir` finds it.
     storage = read_manifest(result.out, ("tune",))["options"]["storage"]
-    assert storage == f"sqlite:///{(tmp_path / 'sweep' / OPTUNA_DB).resolve()}"
-    (study,) = optuna.get_all_study_summaries(storage)
+    assert storage == str((tmp_path / "sweep" / OPTUNA_JOURNAL).resolve())
+    (study,) = optuna.get_all_study_summaries(study_storage(storage))
     assert study.n_trials == 2
     # Tune's trial folders are named after the MLflow runs, in ASCII, with the trial id.
     client = MlflowClient(uri)

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 
 from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.runtime.exit_codes import EXIT_RUNS_FAILED
-from margin_tune.pipeline.sweep.tuner import ray_session
+from margin_tune.pipeline.sweep.session import ray_session
 from margin_tune.pipeline.tracking.vocabulary import (
     KIND_TAG,
     METHOD_TAG,

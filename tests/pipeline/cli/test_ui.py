@@ -35,6 +35,7 @@ from mlflow_server import MlflowServer, free_port
 from sockets import listeners, processes
 from tiny import TINY
 
+from margin_tune.pipeline.api.config import OPTUNA_JOURNAL
 from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.sweep.models import MODEL_NAME
 from margin_tune.pipeline.tracking.tracker import Tracker
@@ -84,7 +85,7 @@ class Compared:
     server: MlflowServer
     experiment_id: str
     runs: list[dict[str, Any]]
-    #: The comparison's output directory (its manifest, its Optuna study in ``optuna.db``).
+    #: The comparison's output directory (its manifest, its Optuna studies' journal).
     out: Path
 
     def get(self, endpoint: str, **query: str) -> Any:
@@ -409,7 +410,7 @@ def test_margin_tune_ui_prints_urls_that_answer_and_ctrl_c_stops_everything(
 def test_the_dashboard_shows_a_comparisons_studies_from_its_directory_alone(
     compared: Compared,
 ) -> None:
-    """``compare`` without ``--storage`` keeps its studies in ``DIR/optuna.db``; ``ui
+    """``compare`` without ``--storage`` keeps its studies in ``DIR/optuna-journal.log``; ``ui
     --sweep-dir DIR`` finds them from the manifest: one study per method, each trial told."""
     if shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent)) is None:
         pytest.skip("the [ui] extra (optuna-dashboard) is not installed")
@@ -428,7 +429,7 @@ def test_the_dashboard_shows_a_comparisons_studies_from_its_directory_alone(
     )
     try:
         lines = _read_until(process, "press Ctrl-C", timeout=240)
-        assert "optuna.db" in next(line for line in lines if "optuna-dashboard:" in line)
+        assert OPTUNA_JOURNAL in next(line for line in lines if "optuna-dashboard:" in line)
         base = f"http://127.0.0.1:{optuna_port}/api/studies"
         with urllib.request.urlopen(base, timeout=30) as response:
             studies = json.load(response)["study_summaries"]

@@ -27,7 +27,8 @@ from margin_tune.pipeline.search.searchers import (
     startup_trials,
 )
 from margin_tune.pipeline.sweep.grid_trials import completed_metrics
-from margin_tune.pipeline.sweep.tuner import best_trial, ray_session
+from margin_tune.pipeline.sweep.session import ray_session
+from margin_tune.pipeline.sweep.tuner import best_trial
 from margin_tune.pipeline.tracking.vocabulary import (
     BEST_EPOCHS_TAG,
     KIND_TAG,

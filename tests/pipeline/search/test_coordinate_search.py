@@ -21,7 +21,7 @@ from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.search.coordinate import CoordinateSearch
 from margin_tune.pipeline.search.searchers import SearcherRequest, build_searcher
 from margin_tune.pipeline.search.space import SearchSpace, parse_space
-from margin_tune.pipeline.sweep.tuner import ray_session
+from margin_tune.pipeline.sweep.session import ray_session
 from margin_tune.trainables.config import Config
 
 #: A separable objective with a known optimum, over the three kinds a space holds: a log-scale

@@ -776,3 +776,32 @@ def test_no_packaged_space_names_a_protocol_key() -> None:
         for key in data["parameters"]:
             assert key not in PROTOCOL_KEYS, (name, key)
             assert not key.startswith(PROTOCOL_PREFIXES), (name, key)
+
+
+def test_overlay_lays_dotted_values_over_plain_data_and_leaves_it_as_it_was() -> None:
+    from margin_tune.pipeline.search.space import apply_overrides, overlay
+
+    base = Config()
+    data = base.to_dict()
+    before = pickle.dumps(data)
+    merged = overlay(data, {"train.lr": 0.01, "margin.scheduler": "linear"})
+    assert pickle.dumps(data) == before
+    assert merged["train"]["lr"] == 0.01 and merged["margin"]["scheduler"] == "linear"
+    assert merged["train"]["epochs"] == data["train"]["epochs"]
+    assert apply_overrides(base, {"train.lr": 0.01}).train.lr == 0.01
+
+
+def test_a_searched_config_is_built_once_per_trial_and_pickles_as_plain_data() -> None:
+    """Both of a sweep's callbacks ask for each trial's config; Tune pickles them."""
+    from margin_tune.pipeline.sweep.callback import SearchedConfig
+
+    resolve = SearchedConfig(Config())
+    first = resolve({"train.lr": 0.01})
+    assert resolve({"train.lr": 0.01}) is first
+    assert resolve({"train.lr": 0.02}).train.lr == 0.02
+    for index in range(SearchedConfig.KEEP + 5):  # bounded: a long sweep keeps the last few
+        resolve({"train.lr": 0.001 * (index + 1)})
+    assert len(resolve._built) == SearchedConfig.KEEP
+    copied = pickle.loads(pickle.dumps(resolve))
+    assert copied._built == {} and copied.base == resolve.base
+    assert copied({"train.lr": 0.01}) == first

@@ -1,9 +1,9 @@
-"""An Optuna searcher resumed from Tune's snapshot onto an RDB study that moved on after it.
+"""An Optuna searcher resumed from Tune's snapshot onto a stored study that moved on after it.
 
-What a SIGKILLed driver leaves: Tune's last snapshot of the searcher, and ``optuna.db``, which
-kept being written until the kill. The test sets that up step by step (no timing involved) with
-the real Optuna and Ray's ``OptunaSearch``: a trial finished after the snapshot, and a trial
-handed out after it.
+What a SIGKILLed driver leaves: Tune's last snapshot of the searcher, and the study (a journal
+file by default, or an RDB; both are run), which kept being written until the kill. The test
+sets that up step by step (no timing involved) with the real Optuna and Ray's
+``OptunaSearch``: a trial finished after the snapshot, and a trial handed out after it.
 """
 
 from __future__ import annotations
@@ -16,14 +16,28 @@ from optuna.trial import TrialState
 from tiny import lr_space
 
 from margin_tune.pipeline.search.searchers import (
+    JOURNAL_LOCK_GRACE_S,
     TUNE_TRIAL_ATTR,
     BudgetOptunaSearch,
     SearcherRequest,
     build_searcher,
+    study_storage,
 )
 from margin_tune.trainables.config import Config
 
 EPOCHS = 3
+
+
+@pytest.fixture(params=["journal", "sqlite"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the study lives: the default journal file, or an RDB URL given as --storage."""
+    if request.param == "journal":
+        return str(tmp_path / "optuna-journal.log")
+    return f"sqlite:///{tmp_path / 'optuna.db'}"
+
+
+def load(storage: str) -> optuna.Study:
+    return optuna.load_study(study_name="study", storage=study_storage(storage))
 
 
 def searcher(base: Config, storage: str) -> BudgetOptunaSearch:
@@ -48,9 +62,8 @@ def train(search: BudgetOptunaSearch, trial_id: str, value: float) -> None:
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_a_resumed_searcher_keeps_what_the_study_holds_and_closes_what_no_one_will_run(
-    tmp_path: Path, tiny_config: Config
+    tmp_path: Path, tiny_config: Config, storage: str
 ) -> None:
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     before = searcher(tiny_config, storage)
     for trial_id in ("a", "b"):
         assert before.suggest(trial_id) is not None
@@ -64,7 +77,7 @@ def test_a_resumed_searcher_keeps_what_the_study_holds_and_closes_what_no_one_wi
     after = searcher(tiny_config, storage)
     after.restore(str(snapshot))
     # The trial handed out after the snapshot is unknown to Tune: told FAIL, not left RUNNING.
-    study = optuna.load_study(study_name="study", storage=storage)
+    study = load(storage)
     assert [t.state for t in study.trials] == [
         TrialState.COMPLETE,
         TrialState.COMPLETE,
@@ -78,7 +91,7 @@ def test_a_resumed_searcher_keeps_what_the_study_holds_and_closes_what_no_one_wi
     train(after, "b", 0.1)
     assert after.suggest("d") is not None
     train(after, "d", 0.6)
-    study = optuna.load_study(study_name="study", storage=storage)
+    study = load(storage)
     assert [(t.state, t.value) for t in study.trials] == [
         (TrialState.COMPLETE, 0.5),
         (TrialState.COMPLETE, 0.7),
@@ -92,10 +105,9 @@ def test_a_resumed_searcher_keeps_what_the_study_holds_and_closes_what_no_one_wi
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_a_trial_handed_out_and_finished_after_the_snapshot_is_kept_but_named_an_orphan(
-    tmp_path: Path, tiny_config: Config, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, tiny_config: Config, caplog: pytest.LogCaptureFixture, storage: str
 ) -> None:
     """Optuna cannot undo a finished trial, and Tune will plan another in its place."""
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     before = searcher(tiny_config, storage)
     assert before.suggest("a") is not None
     train(before, "a", 0.5)
@@ -115,7 +127,7 @@ def test_a_trial_handed_out_and_finished_after_the_snapshot_is_kept_but_named_an
     assert "Optuna trial 2 (Tune trial e) finished PRUNED" in caplog.text
     assert after.suggest("d") is not None  # Tune's replacement
     train(after, "d", 0.6)
-    study = optuna.load_study(study_name="study", storage=storage)
+    study = load(storage)
     rows = [(t.state, t.value, t.user_attrs[TUNE_TRIAL_ATTR]) for t in study.trials]
     assert rows == [
         (TrialState.COMPLETE, 0.5, "a"),
@@ -148,3 +160,24 @@ def test_a_study_in_memory_is_restored_as_it_was(tmp_path: Path, tiny_config: Co
     assert after._ot_study is not None
     states = [t.state for t in after._ot_study.trials]
     assert states == [TrialState.COMPLETE, TrialState.RUNNING]  # "b" runs on after resume
+
+
+def test_a_journal_lock_left_by_a_killed_driver_is_taken_over_after_the_grace_period(
+    tmp_path: Path,
+) -> None:
+    """The driver is the study's only writer: a lock unchanged for the grace period is stale
+    (Optuna's default would hold a resume for 30 s)."""
+    import os
+    import time
+
+    path = tmp_path / "optuna-journal.log"
+    study = optuna.create_study(study_name="study", storage=study_storage(str(path)))
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+    stale = Path(f"{path}.lock")
+    os.symlink(str(path), stale)  # Optuna's lock, as a SIGKILL during an append leaves it
+    started = time.monotonic()
+    again = optuna.load_study(study_name="study", storage=study_storage(str(path)))
+    again.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+    assert len(again.trials) == 2
+    assert time.monotonic() - started < JOURNAL_LOCK_GRACE_S + 5
+    assert not stale.exists()

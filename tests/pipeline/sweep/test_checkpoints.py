@@ -128,3 +128,22 @@ def test_a_sweep_whose_state_a_kill_cut_off_resumes_instead_of_starting_over(
         first.trials["margin_tune.trial_id"]
     )
     assert list(again.trials["status"]) == ["completed", "completed"]
+
+
+def test_the_state_copies_are_looked_for_twice_a_second_and_always_at_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tune ends a controller step every few milliseconds; the copies scan the folder at most
+    every ``EVERY_S``, and once more when the experiment ends."""
+    keeper = KeepReadableExperimentState()
+    scanned: list[Path] = []
+    monkeypatch.setattr(keeper, "backup", scanned.append)
+    trial = SimpleNamespace(path=str(tmp_path / "trial_0"))
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    keeper.on_step_end(1, [trial])
+    keeper.on_step_end(2, [trial])  # the same instant: not again
+    clock[0] += KeepReadableExperimentState.EVERY_S
+    keeper.on_step_end(3, [trial])
+    keeper.on_experiment_end([trial])  # the end: always
+    assert scanned == [tmp_path] * 3

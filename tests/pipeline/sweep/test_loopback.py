@@ -94,7 +94,7 @@ def test_ray_imported_first_is_warned_about_not_hidden(tmp_path: Path) -> None:
     """A script that imports ray before margin-tune gets Ray's own choice, and is told so."""
     script = (
         "import ray\n"
-        "from margin_tune.pipeline.sweep.tuner import ray_session\n"
+        "from margin_tune.pipeline.sweep.session import ray_session\n"
         "with ray_session(None, num_cpus=1):\n"
         "    print(ray.util.get_node_ip_address())\n"
     )

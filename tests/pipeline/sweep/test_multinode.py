@@ -29,11 +29,11 @@ from ray._private.node import Node
 from ray.cluster_utils import Cluster
 
 from margin_tune.pipeline.search.space import parse_space
+from margin_tune.pipeline.sweep.session import ray_session
 from margin_tune.pipeline.sweep.tuner import (
     EXPERIMENT_DIR,
     SweepOptions,
     plan_sweep,
-    ray_session,
     run_sweep,
 )
 from margin_tune.pipeline.tracking.vocabulary import STATUS_TAG, TRIAL_ID_TAG

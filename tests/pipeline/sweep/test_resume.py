@@ -16,10 +16,10 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from margin_tune.pipeline.api.config import OPTUNA_DB
+from margin_tune.pipeline.api.config import OPTUNA_JOURNAL
 from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.outputs.manifest import read_manifest
-from margin_tune.pipeline.search.searchers import TUNE_TRIAL_ATTR
+from margin_tune.pipeline.search.searchers import TUNE_TRIAL_ATTR, study_storage
 from margin_tune.pipeline.tracking.vocabulary import KIND_TAG, STATUS_TAG, TRIAL_ID_TAG
 
 pytestmark = pytest.mark.slow
@@ -96,15 +96,15 @@ def test_resume_after_sigkill_finishes_exactly_the_planned_trials(
     }
     assert len(configs) == TRIALS, "a finished trial was run a second time"
 
-    # The study outlived the killed driver in DIR/optuna.db, ahead of Tune's snapshot: each
+    # The study outlived the killed driver in DIR/optuna-journal.log, ahead of Tune's snapshot: each
     # counted trial is told once, with the value MLflow recorded, and none is left RUNNING (one
     # handed out after the snapshot and never run is told FAIL on resume). One handed out after
     # the snapshot that also finished before the kill stays COMPLETE (Optuna cannot undo it),
     # but its run is the abandoned one: the sweep counts only its planned trials.
     storage = read_manifest(out, ("tune",))["options"]["storage"]
-    assert storage == f"sqlite:///{(out / OPTUNA_DB).resolve()}"
-    (summary,) = optuna.get_all_study_summaries(storage)
-    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    assert storage == str((out / OPTUNA_JOURNAL).resolve())
+    (summary,) = optuna.get_all_study_summaries(study_storage(storage))
+    study = optuna.load_study(study_name=summary.study_name, storage=study_storage(storage))
     assert not study.get_trials(states=(TrialState.RUNNING,))
     counted = {r.data.tags[TRIAL_ID_TAG] for r in finished}
     abandoned = {r.data.tags[TRIAL_ID_TAG] for r in trials if r.info.status == "KILLED"}

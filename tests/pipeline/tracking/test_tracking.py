@@ -233,6 +233,44 @@ def test_child_runs_opened_without_waiting_land_once_with_everything_logged_to_t
         assert _steps(client, run.info.run_id, key) == [0, 1, 2, 3, 4]
 
 
+def test_a_new_sweeps_trials_are_created_without_a_search_and_still_land_once(
+    store_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a sweep run this tracker created, no trial run can exist yet: the writer creates
+    it without searching (the search was an eighth of a trial's bookkeeping). A trial opened
+    twice, and every trial of a sweep that was found rather than created, is searched for."""
+    searches: list[str] = []
+    search = MlflowClient.search_runs
+
+    def counted(self: MlflowClient, *args: Any, **kwargs: Any) -> Any:
+        searches.append(str(kwargs.get("filter_string", args[1] if len(args) > 1 else "")))
+        return search(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "search_runs", counted)
+    with _tracker(store_uri) as first:
+        sweep = first.sweep_run("sweep", sweep_id="sw-new")
+        assert len(searches) == 1  # the sweep's own find-or-create
+        for trial_id in ("trial-0", "trial-1"):
+            run = first.child_run(sweep, trial_id, params={"i": 0}, wait=False)
+            first.log_epoch(run, _epoch(0), 0)
+            first.end_run(run)
+        assert first.flush(timeout=30)
+        assert len(searches) == 1
+        again = first.child_run(sweep, "trial-0", wait=False)  # a second opening: searched
+        first.end_run(again)
+        assert first.flush(timeout=30)
+        assert len(searches) == 2
+    with _tracker(store_uri) as second:  # a resume: the sweep is found, its trials searched
+        found = second.sweep_run("sweep", sweep_id="sw-new")
+        assert found == sweep
+        second.end_run(second.child_run(sweep, "trial-1", wait=False))
+        assert second.flush(timeout=30)
+        assert len(searches) == 4
+    client = MlflowClient(store_uri)
+    runs = client.search_runs([second.experiment_id], f"tags.mlflow.parentRunId = '{sweep}'")
+    assert sorted(run.data.tags[TRIAL_ID_TAG] for run in runs) == ["trial-0", "trial-1"]
+
+
 def test_a_create_whose_answer_was_lost_is_found_not_repeated(
     tracker: Tracker, store_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,0 +1,211 @@
+"""The Ray session a command runs in: started beside the driver's own start-up and shut down
+beside the writing of its outputs.
+
+A local ``ray.init`` takes about 4–5 s here, most of it waiting for Ray's daemons to come up;
+the driver meanwhile has seconds of its own to spend once the input is checked (opening the
+MLflow store, creating the Optuna study, building the searcher, logging the dataset). So
+``ray_session(..., background=True)`` starts Ray on a thread and returns at once, and
+:func:`ray_ready` waits for it where Ray is first needed (putting the dataset into the object
+store). Ray is still only started after the input was checked: a refused input never starts
+it (``tests/pipeline/cli/test_bad_inputs.py`` has a tripwire on ``ray.init``).
+
+Not done, measured: warming workers ahead. Tasks that import the trainable run in the pool's
+workers, but Ray starts each actor (a Tune trial) in a worker of its own: the trials ran in
+processes other than the warmed ones (Ray 2.60, checked by pid).
+
+At the end, :func:`stop_early` shuts Ray down on that thread once the last trial has ended,
+while the driver writes the tables, plots and models that need no Ray; the session's end waits
+for both. A joined cluster (``address``) is joined and left the usual way: the cluster is someone
+else's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import ray
+
+from margin_tune.pipeline.runtime.interrupts import rearm
+from margin_tune.pipeline.sweep.ray_network import (
+    loopback_warning,
+    release,
+    token_exposure_warning,
+)
+from margin_tune.trainables.errors import ConfigError
+
+#: Ray's own opt-out of its usage statistics, for a Ray this process starts (documented at
+#: https://docs.ray.io/en/latest/cluster/usage-stats.html, "How to disable it"); a user's value
+#: wins. A cluster the command joins keeps what its owner chose.
+USAGE_STATS_VARIABLE = "RAY_USAGE_STATS_ENABLED"
+
+
+class _NotMainThread(logging.Filter):
+    """Ray warns that it sets no SIGTERM handler when started off the main thread; the driver
+    installs its own once Ray is up (:func:`~margin_tune.pipeline.runtime.interrupts.rearm`),
+    so the warning would only mislead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("SIGTERM handler is not set")
+
+
+class _Start:
+    """``ray.init``, run here or on a thread that then holds the session.
+
+    Ray starts its daemons with ``PR_SET_PDEATHSIG``, which Linux fires when the *thread* that
+    started them ends: a thread that only ran ``ray.init`` would take the GCS and the raylet
+    with it. So the thread that starts Ray stays until the session ends, and shuts it down.
+    """
+
+    def __init__(self, address: str | None, num_cpus: int | None) -> None:
+        self.address = address
+        self.num_cpus = num_cpus
+        self.error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._up = threading.Event()
+        self._stop = threading.Event()
+        self._ready = False
+
+    def run(self) -> None:
+        try:
+            if self.address:
+                try:
+                    ray.init(address=self.address, log_to_driver=False)
+                except ConnectionError as error:
+                    raise ConfigError(
+                        "--address",
+                        f"cannot join the Ray cluster at {self.address} ({error}); give the "
+                        "address `ray start --head` printed, and for its token authentication "
+                        "(Ray's default) set RAY_AUTH_MODE=token in this shell "
+                        "(https://docs.ray.io/en/latest/ray-security/token-auth.html)",
+                    ) from None
+            else:
+                os.environ.setdefault(USAGE_STATS_VARIABLE, "0")
+                ray.init(
+                    address="local",  # never join a cluster someone else started here
+                    num_cpus=self.num_cpus or os.cpu_count(),
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
+        except BaseException as error:  # handed to the main thread by wait()
+            self.error = error
+        finally:
+            self._up.set()
+
+    def begin(self) -> None:
+        worker_logger = logging.getLogger("ray._private.worker")
+        quiet = _NotMainThread()
+        worker_logger.addFilter(quiet)
+
+        def hold() -> None:
+            try:
+                self.run()
+            finally:
+                worker_logger.removeFilter(quiet)
+            self._stop.wait()
+            ray.shutdown()
+
+        self._thread = threading.Thread(target=hold, name="ray-session", daemon=True)
+        self._thread.start()
+
+    @property
+    def background(self) -> bool:
+        return self._thread is not None
+
+    def wait(self) -> None:
+        """Until Ray is up: its error, raised here; SIGTERM handled by the driver again."""
+        self._up.wait()
+        if self.error is not None:
+            raise self.error
+        if not self._ready:
+            self._ready = True
+            rearm()
+            exposed = token_exposure_warning()
+            if exposed:
+                print(exposed, file=sys.stderr)
+
+    def stop(self) -> None:
+        """Shut Ray down: on the session's thread (without waiting), else here."""
+        if self._thread is None:
+            ray.shutdown()
+        else:
+            self._stop.set()
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+
+_current: _Start | None = None
+_stopping = False
+
+
+def ray_ready() -> None:
+    """Wait, where Ray is first needed, for a session that is starting in the background."""
+    if _current is not None:
+        _current.wait()
+
+
+def stop_early() -> None:
+    """Shut down the local Ray this command started in the background, on its thread, once
+    nothing needs it any more: the session's end waits for it. Does nothing for a joined
+    cluster, a session someone else holds, or one already stopping."""
+    global _stopping
+    start = _current
+    if start is None or start.address or not start.background or _stopping:
+        return
+    start.wait()
+    start.stop()
+    _stopping = True
+
+
+@contextmanager
+def ray_session(
+    address: str | None,
+    num_cpus: int | None = None,
+    *,
+    background: bool = False,
+) -> Iterator[None]:
+    """Join ``address`` or start a local Ray that lives as long as the block.
+
+    With ``background`` the block starts while Ray is still coming up (see the module's
+    docstring). A session already running (the caller's own ``ray.init``, or an enclosing
+    block) is used as it is.
+    """
+    global _current, _stopping
+    if ray.is_initialized() or _current is not None:
+        yield
+        return
+    release()
+    if not address:
+        warning = loopback_warning(ray.util.get_node_ip_address())
+        if warning:
+            print(warning, file=sys.stderr)
+    start = _Start(address, num_cpus)
+    _current = start
+    try:
+        if background and not address:
+            start.begin()
+        else:
+            start.run()
+            start.wait()
+        yield
+    finally:
+        _current, _stopping = None, False
+        start.stop()
+        start.join()
+
+
+def local_resources() -> list[dict[str, Any]]:
+    """What ``ray_session`` without an address gives: this machine's CPUs and CUDA devices."""
+    import torch
+
+    return [
+        {"Alive": True, "Resources": {"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()}}
+    ]

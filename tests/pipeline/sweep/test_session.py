@@ -1,0 +1,74 @@
+"""The Ray session of a command: started in the background and shut down beside the
+outputs."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import ray
+
+from margin_tune.pipeline.sweep import session
+from margin_tune.pipeline.sweep.session import ray_ready, ray_session, stop_early
+from margin_tune.trainables.errors import ConfigError
+
+pytestmark = pytest.mark.slow
+
+
+def _holding() -> bool:
+    """A thread holds a Ray session (it started Ray and shuts it down)."""
+    return any(thread.name == "ray-session" for thread in threading.enumerate())
+
+
+def test_a_background_session_is_up_by_the_first_use_and_the_thread_holds_it() -> None:
+    """Ray's daemons die with the thread that started them (PR_SET_PDEATHSIG): the session's
+    thread outlives the start, and Ray still answers after a pause longer than the start."""
+    with ray_session(None, num_cpus=2, background=True):
+        assert _holding()  # the block runs while Ray starts: nothing here waited for it
+        ray_ready()
+        assert ray.is_initialized()
+        time.sleep(2)
+
+        @ray.remote(num_cpus=1)
+        def answer() -> int:
+            return 42
+
+        assert ray.get([answer.remote() for _ in range(2)], timeout=120) == [42, 42]
+        assert _holding()
+    assert not ray.is_initialized()
+    assert session._current is None and not _holding()
+
+
+def test_stop_early_shuts_ray_down_beside_the_block_and_the_end_waits_for_it() -> None:
+    with ray_session(None, num_cpus=1, background=True):
+        ray_ready()
+        stop_early()
+        stop_early()  # a second call is a no-op
+        assert session._stopping
+        deadline = time.monotonic() + 60
+        while ray.is_initialized() and time.monotonic() < deadline:
+            time.sleep(0.1)  # the block goes on while the session's thread stops Ray
+        assert not ray.is_initialized()
+    assert not _holding()
+    assert not session._stopping and session._current is None
+
+
+def test_a_block_refused_before_it_needed_ray_still_ends_the_session() -> None:
+    with (
+        pytest.raises(ConfigError, match="refused"),
+        ray_session(None, num_cpus=1, background=True),
+    ):
+        raise ConfigError("--trials", "refused")
+    assert not ray.is_initialized()
+    assert not _holding()
+
+
+def test_a_session_inside_another_is_the_outer_one() -> None:
+    with ray_session(None, num_cpus=1, background=True):
+        with ray_session(None, num_cpus=1, background=True):
+            stop_early()  # the inner block owns nothing: the outer session stays up
+            ray_ready()
+            assert ray.is_initialized()
+        assert ray.is_initialized()
+    assert not ray.is_initialized()
