@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -74,6 +75,7 @@ class _Start:
     def run(self) -> None:
         try:
             if self.address:
+                check_listening(self.address)
                 try:
                     ray.init(address=self.address, log_to_driver=False)
                 except ConnectionError as error:
@@ -140,6 +142,23 @@ class _Start:
     def join(self) -> None:
         if self._thread is not None:
             self._thread.join()
+
+
+def check_listening(address: str) -> None:
+    """Refuse a ``host:port`` that nothing answers on, at once: ``ray.init`` retries such an
+    address for about 14 minutes here before it gives up. Other forms (``auto``,
+    ``ray://…``) are left to Ray."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as error:
+        raise ConfigError(
+            "--address",
+            f"nothing answers at {address} ({error.strerror or error}); give the address "
+            "`ray start --head` printed (host:port of its GCS, 6379 by default)",
+        ) from None
 
 
 _current: _Start | None = None

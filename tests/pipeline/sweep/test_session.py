@@ -3,12 +3,16 @@ outputs."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import ray
 
+from margin_tune.pipeline.cli.main import main
+from margin_tune.pipeline.runtime.exit_codes import EXIT_BAD_INPUT
 from margin_tune.pipeline.sweep import session
 from margin_tune.pipeline.sweep.session import ray_ready, ray_session, stop_early
 from margin_tune.trainables.errors import ConfigError
@@ -71,4 +75,27 @@ def test_a_session_inside_another_is_the_outer_one() -> None:
             ray_ready()
             assert ray.is_initialized()
         assert ray.is_initialized()
+    assert not ray.is_initialized()
+
+
+def test_an_address_nothing_answers_on_is_refused_at_once_naming_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``ray.init`` would retry it for about 14 minutes; the refusal leaves nothing behind."""
+    with socket.socket() as probe:  # a port nothing listens on: bound, never listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        started = time.monotonic()
+        code = main(
+            [
+                *("tune", "--space", "constant", "--trials", "1", "--set", "train.epochs=2"),
+                *("--address", f"127.0.0.1:{port}", "--out", str(tmp_path / "out")),
+                *("--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"),
+            ]
+        )
+    assert code == EXIT_BAD_INPUT
+    assert time.monotonic() - started < 120
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"margin-tune: error: --address: nothing answers at 127.0.0.1:{port}")
+    assert not (tmp_path / "out").exists()
     assert not ray.is_initialized()
