@@ -265,12 +265,14 @@ class Accounted:
     started_at: float  # time.time() just before the command was started
 
 
-def account_command(command: Sequence[str], env: dict[str, str] | None = None) -> Accounted:
-    """Run ``command`` to its end under a :class:`ProcessAccount`."""
+def account_command(
+    command: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Accounted:
+    """Run ``command`` to its end under a :class:`ProcessAccount` (in ``cwd``)."""
     with ProcessAccount() as account:
         started_at, started = time.time(), time.perf_counter()
         child = subprocess.Popen(
-            list(command), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+            list(command), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd
         )
         code = child.wait()
         wall = time.perf_counter() - started

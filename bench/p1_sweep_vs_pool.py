@@ -90,10 +90,22 @@ def existing_store(directory: Path) -> str:
     return uri
 
 
+#: The checkout ``bench/`` sits in: its ``margin_tune`` is the code measured (a ``git worktree``
+#: of an older commit, for a baseline), also when a sweep runs in a scratch directory.
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def sweep_env(**extra: str) -> dict[str, str]:
+    """A sweep's environment: the checkout's ``margin_tune`` first on the path, so a sweep can
+    run in its scratch directory (where MLflow's default ``./mlruns`` then lands)."""
+    path = os.pathsep.join(filter(None, [str(CHECKOUT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def cluster_env() -> dict[str, str]:
     """What a process joining the bench's loopback cluster needs: Ray's token auth, and no
     rewrite of 127.0.0.1 to the host's address (ray-project/ray#59110)."""
-    return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    return sweep_env(RAY_AUTH_MODE="token", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
 
 
 @contextmanager
@@ -199,7 +211,8 @@ def measure_size(
         out = scratch / f"sweep-{trials}-{kind}-{repeat}"
         experiment = f"bench-p1-{trials}-{kind}-{repeat}"
         command = sweep_command(out, uri, experiment, epochs, trials, address)
-        accounted[kind].append(account_command(command, env=cluster_env() if address else None))
+        env = cluster_env() if address else sweep_env()
+        accounted[kind].append(account_command(command, env=env, cwd=scratch))
         marks[kind].append(sweep_marks(out, uri, experiment))
 
     for repeat in range(repeats):

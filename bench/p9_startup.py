@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.common import Figure
-from bench.p1_sweep_vs_pool import existing_store, sweep_command, sweep_marks
+from bench.p1_sweep_vs_pool import existing_store, sweep_command, sweep_env, sweep_marks
 from bench.tables import markdown_table
 
 TARGET_RATIO = 1.25
@@ -56,7 +56,14 @@ def ours(scratch: Path, uri: str, repeat: int) -> tuple[float, float]:
     out, experiment = scratch / f"sweep-{repeat}", f"bench-p9-{repeat}"
     command = sweep_command(out, uri, experiment, epochs=2, trials=2, address=None)
     started = time.time()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        command,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=scratch,
+        env=sweep_env(),
+    )
     wall = time.time() - started
     first = dict(sweep_marks(out, uri, experiment))["first trial started"]
     return first - started, wall
