@@ -196,15 +196,16 @@ def measure(quick: bool) -> Figure:
                 bare_wall, bare_cpu = bare(trials, scratch / f"bare-{repeat}")
                 ours_wall, ours_cpu, runs = ours(trials, scratch, f"memory-{repeat}", None)
                 stored = default_storage(scratch / f"stored-{repeat}")
-                rdb_wall, rdb_cpu, rdb_runs = ours(trials, scratch, f"stored-{repeat}", stored)
+                stored_run = ours(trials, scratch, f"stored-{repeat}", stored)
+                stored_wall, stored_cpu, stored_runs = stored_run
                 for sweep, wall, cpu, made in (
                     ("bare Tuner (Ray's defaults)", bare_wall, bare_cpu, trials),
                     ("ours, Optuna study in memory (--address)", ours_wall, ours_cpu, runs),
                     (
                         f"ours, Optuna study in {Path(stored or '').name} (the default)",
-                        rdb_wall,
-                        rdb_cpu,
-                        rdb_runs,
+                        stored_wall,
+                        stored_cpu,
+                        stored_runs,
                     ),
                 ):
                     rows.append(
@@ -223,18 +224,18 @@ def measure(quick: bool) -> Figure:
     table["slot s/trial"] = table["wall s"] * CONCURRENCY / trials
     median = table.groupby("sweep", sort=False)[["wall ms/trial", "driver CPU ms/trial"]].median()
     spread = table.groupby("sweep", sort=False)["driver CPU ms/trial"].agg(["min", "max"])
-    bare_row, memory_row, rdb_row = (median.iloc[i] for i in range(3))
-    cpu_ms = float(rdb_row["driver CPU ms/trial"])
+    bare_row, memory_row, stored_row = (median.iloc[i] for i in range(3))
+    cpu_ms = float(stored_row["driver CPU ms/trial"])
     ratio = cpu_ms / float(bare_row["driver CPU ms/trial"])
-    rdb_spread = spread.iloc[2]
+    stored_spread = spread.iloc[2]
     complete = int(table["MLflow runs"].min())
     return Figure(
         id="P6",
         what=f"bookkeeping: {trials} no-op trials through the sweep machinery (concurrency 2)",
         target=f"driver CPU ≤ {TARGET_CPU_MS:g} ms per trial with the study stored as by default",
         value=(
-            f"{cpu_ms:.0f} ms driver CPU ({rdb_spread['min']:.0f}–{rdb_spread['max']:.0f}, "
-            f"n={repeats}), {rdb_row['wall ms/trial']:.0f} ms wall per trial with the study "
+            f"{cpu_ms:.0f} ms driver CPU ({stored_spread['min']:.0f}–{stored_spread['max']:.0f}, "
+            f"n={repeats}), {stored_row['wall ms/trial']:.0f} ms wall per trial with the study "
             f"stored as by default, {ratio:.2f}× the bare Tuner's "
             f"{bare_row['driver CPU ms/trial']:.0f} ms "
             f"(in memory: {memory_row['driver CPU ms/trial']:.0f} ms); {complete} of {trials} "
@@ -268,7 +269,7 @@ def measure(quick: bool) -> Figure:
                 f"{RAY_CPUS} × {RAY_LIMIT_S:g} s / {RAY_TRIALS:,} − {RAY_TRIAL_S:g} s = "
                 f"{RAY_SLOT_S_PER_TRIAL:.2f} s of slot time per trial. Here, with "
                 f"{CONCURRENCY} at once on {os.cpu_count()} cores, ours costs "
-                f"{rdb_row['wall ms/trial'] * CONCURRENCY / 1e3:.2f} s of slot time per trial "
+                f"{stored_row['wall ms/trial'] * CONCURRENCY / 1e3:.2f} s of slot time per trial "
                 f"(bare Tuner {bare_row['wall ms/trial'] * CONCURRENCY / 1e3:.2f} s).",
             ]
         ),

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from margin_tune.pipeline.search.searchers import is_database_url
 from margin_tune.pipeline.sweep.tuner import SweepOptions
 from margin_tune.pipeline.tracking.store import resolve_tracking_uri
 from margin_tune.trainables.config import Config, parse_override, read_config_data, set_dotted
@@ -70,7 +71,7 @@ def sweep_options(trials: int, options: Mapping[str, Any]) -> SweepOptions:
         )
     built = SweepOptions(trials=trials, **options)
     storage = built.storage
-    if storage and "://" not in storage:
+    if storage and not is_database_url(storage):
         storage = str(Path(storage).resolve())
     return dataclasses.replace(
         built, tracking_uri=resolve_tracking_uri(built.tracking_uri), storage=storage

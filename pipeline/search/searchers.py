@@ -183,12 +183,17 @@ SEARCHERS: Registry[SearcherFactory] = Registry("searcher")
 JOURNAL_LOCK_GRACE_S = 5
 
 
+def is_database_url(spec: str) -> bool:
+    """A ``--storage`` that names an RDB (``sqlite:///…``, ``postgresql://…``), not a file."""
+    return "://" in spec
+
+
 def study_storage(spec: str | None) -> optuna.storages.BaseStorage | None:
     """Where a study lives: None in memory, an RDB URL (``sqlite:///…``, ``postgresql://…``)
     or the path of an Optuna journal file (what optuna-dashboard also opens by path)."""
     if not spec:
         return None
-    if "://" in spec:
+    if is_database_url(spec):
         return optuna.storages.RDBStorage(spec)
     lock = journal.JournalFileSymlinkLock(spec, grace_period=JOURNAL_LOCK_GRACE_S)
     return journal.JournalStorage(journal.JournalFileBackend(spec, lock_obj=lock))

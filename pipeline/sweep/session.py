@@ -162,7 +162,6 @@ def check_listening(address: str) -> None:
 
 
 _current: _Start | None = None
-_stopping = False
 
 
 def ray_ready() -> None:
@@ -174,14 +173,13 @@ def ray_ready() -> None:
 def stop_early() -> None:
     """Shut down the local Ray this command started in the background, on its thread, once
     nothing needs it any more: the session's end waits for it. Does nothing for a joined
-    cluster, a session someone else holds, or one already stopping."""
-    global _stopping
+    cluster (never started in the background) or a session someone else holds; a second call
+    changes nothing."""
     start = _current
-    if start is None or start.address or not start.background or _stopping:
+    if start is None or not start.background:
         return
     start.wait()
     start.stop()
-    _stopping = True
 
 
 @contextmanager
@@ -197,7 +195,7 @@ def ray_session(
     docstring). A session already running (the caller's own ``ray.init``, or an enclosing
     block) is used as it is.
     """
-    global _current, _stopping
+    global _current
     if ray.is_initialized() or _current is not None:
         yield
         return
@@ -216,7 +214,7 @@ def ray_session(
             start.wait()
         yield
     finally:
-        _current, _stopping = None, False
+        _current = None
         start.stop()
         start.join()
 
