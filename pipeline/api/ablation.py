@@ -29,7 +29,6 @@ from margin_tune.pipeline.outputs.folders import (
     write_yaml,
 )
 from margin_tune.pipeline.outputs.manifest import manifest_options, write_manifest
-from margin_tune.pipeline.sweep.session import stop_early
 from margin_tune.pipeline.sweep.tuner import SweepOptions, sweep_cluster
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.trainables.config import Config
@@ -154,7 +153,6 @@ def run_grid(
     """Run (or continue) the ablation inside the caller's Ray session and write its tables."""
     with Tracker(options.tracking_uri, options.experiment) as tracker:
         result = run_ablation(grid, base, dataset, options, out, tracker, ablation_id=ablation_id)
-        stop_early()  # its last trial has ended: Ray shuts down while the outputs are written
         for path in write_ablation(result, grid, base, out):
             tracker.log_artifact(result.run_id, str(path), artifact_path="ablation")
         tracker.end_run(result.run_id)

@@ -46,7 +46,6 @@ from margin_tune.pipeline.outputs.folders import (
 )
 from margin_tune.pipeline.outputs.manifest import manifest_options, write_manifest
 from margin_tune.pipeline.sweep.callback import first_line
-from margin_tune.pipeline.sweep.session import stop_early
 from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, sweep_cluster
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import REGISTRY_ERROR_TAG
@@ -216,7 +215,6 @@ def run_comparison(
             comparison_id=manifest["comparison_id"],
             sweep_ids=manifest["sweep_ids"],
         )
-        stop_early()  # its last trial has ended: Ray shuts down while the outputs are written
         files = write_comparison(result, spec, out, indicative=manifest["indicative"])
         for path in files:
             tracker.log_artifact(result.comparison_run_id, str(path), artifact_path="comparison")

@@ -23,7 +23,6 @@ from margin_tune.pipeline.outputs.folders import (
 )
 from margin_tune.pipeline.outputs.manifest import manifest_options, write_manifest
 from margin_tune.pipeline.search.space import load_space
-from margin_tune.pipeline.sweep.session import stop_early
 from margin_tune.pipeline.sweep.tuner import (
     SweepOptions,
     SweepPlan,
@@ -146,6 +145,5 @@ def run_planned(plan: SweepPlan) -> SweepResult:
     """Run a planned sweep inside the caller's Ray session; write its table and plots."""
     with Tracker(plan.options.tracking_uri, plan.options.experiment) as tracker:
         result = run_sweep(plan, tracker)
-        stop_early()  # its last trial has ended: Ray shuts down while the outputs are written
         record_sweep_outputs(result, tracker)
     return result

@@ -13,10 +13,14 @@ Not done, measured: warming workers ahead. Tasks that import the trainable run i
 workers, but Ray starts each actor (a Tune trial) in a worker of its own: the trials ran in
 processes other than the warmed ones (Ray 2.60, checked by pid).
 
-At the end, :func:`stop_early` shuts Ray down on that thread once the last trial has ended,
-while the driver writes the tables, plots and models that need no Ray; the session's end waits
-for both. A joined cluster (``address``) is joined and left the usual way: the cluster is someone
-else's.
+At the end Ray is shut down where the session ends, after the outputs are written, and the
+driver waits for it. Not done, measured: shutting Ray down on its thread while the driver
+writes the outputs (about 1.5 s of overlap). The driver still holds object references then, and
+dropping one while the core worker shuts down on another thread kills the process ("The core
+worker has already been shutdown ... The process will exit", Ray 2.60, reproduced by dropping
+``ray.put`` references during the shutdown); Ray's API is not meant to be used during its own
+shutdown. A joined cluster (``address``) is joined and left the usual way: the cluster is
+someone else's.
 """
 
 from __future__ import annotations
@@ -132,15 +136,12 @@ class _Start:
             if exposed:
                 print(exposed, file=sys.stderr)
 
-    def stop(self) -> None:
-        """Shut Ray down: on the session's thread (without waiting), else here."""
+    def end(self) -> None:
+        """Shut Ray down and wait until it is down: on the session's thread, else here."""
         if self._thread is None:
             ray.shutdown()
         else:
             self._stop.set()
-
-    def join(self) -> None:
-        if self._thread is not None:
             self._thread.join()
 
 
@@ -168,18 +169,6 @@ def ray_ready() -> None:
     """Wait, where Ray is first needed, for a session that is starting in the background."""
     if _current is not None:
         _current.wait()
-
-
-def stop_early() -> None:
-    """Shut down the local Ray this command started in the background, on its thread, once
-    nothing needs it any more: the session's end waits for it. Does nothing for a joined
-    cluster (never started in the background) or a session someone else holds; a second call
-    changes nothing."""
-    start = _current
-    if start is None or not start.background:
-        return
-    start.wait()
-    start.stop()
 
 
 @contextmanager
@@ -215,8 +204,7 @@ def ray_session(
         yield
     finally:
         _current = None
-        start.stop()
-        start.join()
+        start.end()
 
 
 def local_resources() -> list[dict[str, Any]]:
