@@ -1,5 +1,5 @@
-"""The Ray session a command runs in: started beside the driver's own start-up and shut down
-beside the writing of its outputs.
+"""The Ray session a command runs in: started beside the driver's own start-up, shut down
+once its outputs are written.
 
 A local ``ray.init`` takes about 4–5 s here, most of it waiting for Ray's daemons to come up;
 the driver meanwhile has seconds of its own to spend once the input is checked (opening the
@@ -119,10 +119,6 @@ class _Start:
 
         self._thread = threading.Thread(target=hold, name="ray-session", daemon=True)
         self._thread.start()
-
-    @property
-    def background(self) -> bool:
-        return self._thread is not None
 
     def wait(self) -> None:
         """Until Ray is up: its error, raised here; SIGTERM handled by the driver again."""
