@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,11 +90,11 @@ class BudgetOptunaSearch(OptunaSearch):
     replays or re-runs it on ``resume``. Its second end, and any result it reports again, is
     ignored (Optuna refuses to update a finished trial: ``UpdateFinishedTrialError``), so the
     value first told stays. A trial that Optuna handed out after the snapshot is unknown to
-    both Tune and this searcher and would stay RUNNING for ever: :meth:`restore` tells it FAIL.
+    both Tune and this searcher and would stay RUNNING for ever: :meth:`reconcile` tells it FAIL.
     One handed out after the snapshot that also *finished* before the kill cannot be undone
     (Optuna never changes a finished trial): it stays in the study, as an observation the
     sampler may learn from, but Tune does not know it, plans a trial in its place, and the
-    sweep's tracker closes its run as abandoned. :meth:`restore` lists those in
+    sweep's tracker closes its run as abandoned. :meth:`reconcile` lists those in
     :attr:`orphaned_trials` and says so; every study trial names its Tune trial in the user
     attribute :data:`TUNE_TRIAL_ATTR`, so a reader can tell the counted trials from them.
     Plain attributes only, so the searcher pickles with the experiment for ``resume``.
@@ -108,6 +108,7 @@ class BudgetOptunaSearch(OptunaSearch):
         self.orphaned_trials: dict[int, str | None] = {}
 
     def suggest(self, trial_id: str) -> dict | None:
+        self._settle()
         known = trial_id in self._ot_trials
         suggestion = super().suggest(trial_id)
         if suggestion is not None and not known:
@@ -115,6 +116,7 @@ class BudgetOptunaSearch(OptunaSearch):
         return suggestion
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._settle()
         try:
             super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -123,6 +125,7 @@ class BudgetOptunaSearch(OptunaSearch):
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
+        self._settle()
         if trial_id in self._completed_trials:
             return
         ran = int((result or {}).get("epoch", (result or {}).get("training_iteration", 0)))
@@ -151,26 +154,61 @@ class BudgetOptunaSearch(OptunaSearch):
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
-        if self._ot_study is None or self._storage is None:  # in memory: nothing outlived it
+        # What the study holds beyond this snapshot is settled by reconcile(), given the
+        # trials Tune restores; a search algorithm that does not call it (an experiment saved
+        # by an older version) has it settled on first use, as if this snapshot's trials
+        # were Tune's.
+        self._reconciled = False
+
+    def reconcile(self, known: Iterable[str], rerun: Iterable[str]) -> None:
+        """Agree with the trials that Tune restores, whatever this searcher's snapshot says:
+        it may be one snapshot older or newer than Tune's trials.
+
+        ``known`` are the ids of every trial Tune restored, ``rerun`` those it runs again.
+        A study trial owned by a known trial is that trial's again, also when this snapshot
+        never saw it handed out. One whose Tune trial Tune does not know is told FAIL if still
+        running and listed in :attr:`orphaned_trials` if finished. A trial that Tune runs again
+        but that has no study trial (an in-memory study older than Tune's trials) runs without
+        telling the study: it reports to nobody rather than ending the sweep with a KeyError.
+        """
+        self._reconciled = True
+        if self._ot_study is None:  # nothing was ever suggested
             return
-        known = {trial.number for trial in self._ot_trials.values()}
+        known = set(known)
         for frozen in self._ot_study.get_trials(deepcopy=False):
-            if frozen.number in known:
+            owner = frozen.user_attrs.get(TUNE_TRIAL_ATTR)
+            if owner is not None and owner in known:
+                if owner not in self._ot_trials:
+                    self._ot_trials[owner] = optuna.Trial(self._ot_study, frozen._trial_id)
                 continue
+            if owner is not None:
+                self._ot_trials.pop(owner, None)  # a trial Tune will never name again
             if frozen.state == TrialState.RUNNING:
                 self._ot_study.tell(frozen.number, state=TrialState.FAIL)
             elif frozen.state in OBSERVED and frozen.number not in self.orphaned_trials:
-                owner = frozen.user_attrs.get(TUNE_TRIAL_ATTR)
                 self.orphaned_trials[frozen.number] = owner
                 logger.warning(
                     "Optuna trial %d (Tune trial %s) finished %s after Tune's last snapshot: "
-                    "the resumed sweep does not count it and runs another in its place; it "
-                    "stays in the study as an extra observation, and its run is closed as "
-                    "abandoned.",
+                    "it stays in the study as an observation, is not counted by the sweep, "
+                    "and its MLflow run is closed as abandoned",
                     frozen.number,
                     owner or "unknown",
                     frozen.state.name,
                 )
+        for trial_id in rerun:
+            if trial_id not in self._ot_trials and trial_id not in self._completed_trials:
+                logger.warning(
+                    "Tune trial %s has no trial in the Optuna study %s; it runs again, and the "
+                    "study does not learn from it",
+                    trial_id,
+                    self._ot_study.study_name,
+                )
+                self._completed_trials.add(trial_id)
+
+    def _settle(self) -> None:
+        """Reconcile with this snapshot's own trials if Tune's were never given."""
+        if not getattr(self, "_reconciled", True):
+            self.reconcile(known=self._ot_trials, rerun=())
 
 
 SearcherFactory = Callable[[SearcherRequest], Searcher]

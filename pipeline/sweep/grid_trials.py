@@ -37,6 +37,7 @@ from margin_tune.pipeline.sweep.checkpoints import (
 from margin_tune.pipeline.sweep.inputs import SCORED_CONTEXTS, DatasetInputs
 from margin_tune.pipeline.sweep.models import log_trained_models
 from margin_tune.pipeline.sweep.progress import TrialProgress
+from margin_tune.pipeline.sweep.search_state import ResumableGrid
 from margin_tune.pipeline.sweep.session import ray_ready
 from margin_tune.pipeline.sweep.tuner import SweepOptions, restored_or_new, tune_environment
 from margin_tune.pipeline.tracking.tracker import Tracker
@@ -128,7 +129,7 @@ def run_grid_trials(
                 "seed": tune.grid_search(list(seeds)),
             },
             tune_config=tune.TuneConfig(
-                max_concurrent_trials=options.concurrency,
+                search_alg=ResumableGrid(max_concurrent=options.concurrency),
                 reuse_actors=True,
                 trial_name_creator=names.name,
                 trial_dirname_creator=names.dirname,

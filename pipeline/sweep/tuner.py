@@ -51,6 +51,7 @@ from margin_tune.pipeline.sweep.checkpoints import (
 from margin_tune.pipeline.sweep.inputs import TUNING_CONTEXTS, DatasetInputs
 from margin_tune.pipeline.sweep.models import log_trained_models
 from margin_tune.pipeline.sweep.progress import TrialProgress
+from margin_tune.pipeline.sweep.search_state import point_at_trials, resumable_search
 from margin_tune.pipeline.sweep.session import local_resources, ray_ready, ray_session
 from margin_tune.pipeline.sweep.trainable import DEFAULT_CHECKPOINT_INTERVAL_S, run_tune_trial
 from margin_tune.pipeline.tracking.store import check_tracking_uri
@@ -372,6 +373,9 @@ def restored_or_new(experiment: Path, trainable: Any, new: Callable[[], tune.Tun
             str(experiment), trainable, resume_unfinished=True, resume_errored=True
         )
         _follow_console(restored)
+        internal = getattr(restored, "_local_tuner", None)
+        tune_config = getattr(internal, "_tune_config", None)
+        point_at_trials(getattr(tune_config, "search_alg", None), experiment)
         return restored
     return new()
 
@@ -479,10 +483,9 @@ def run_sweep(
             tune_config=tune.TuneConfig(
                 metric=space.metric,
                 mode=space.mode,
-                search_alg=searcher,
+                search_alg=resumable_search(searcher, options.concurrency),
                 scheduler=scheduler,
                 num_samples=options.trials,
-                max_concurrent_trials=options.concurrency,
                 reuse_actors=True,
                 trial_name_creator=names.name,
                 trial_dirname_creator=names.dirname,

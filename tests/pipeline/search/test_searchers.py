@@ -76,6 +76,7 @@ def test_a_resumed_searcher_keeps_what_the_study_holds_and_closes_what_no_one_wi
 
     after = searcher(tiny_config, storage)
     after.restore(str(snapshot))
+    after.reconcile(known={"a", "b"}, rerun={"b"})  # Tune's trials, from the same snapshot
     # The trial handed out after the snapshot is unknown to Tune: told FAIL, not left RUNNING.
     study = load(storage)
     assert [t.state for t in study.trials] == [
@@ -122,6 +123,7 @@ def test_a_trial_handed_out_and_finished_after_the_snapshot_is_kept_but_named_an
     after = searcher(tiny_config, storage)
     with caplog.at_level("WARNING", logger="margin_tune.pipeline.search.searchers"):
         after.restore(str(snapshot))
+        after.reconcile(known={"a"}, rerun=())
     assert after.orphaned_trials == {1: "c", 2: "e"}
     assert "Optuna trial 1 (Tune trial c) finished COMPLETE" in caplog.text
     assert "Optuna trial 2 (Tune trial e) finished PRUNED" in caplog.text
@@ -141,8 +143,80 @@ def test_a_trial_handed_out_and_finished_after_the_snapshot_is_kept_but_named_an
     caplog.clear()
     with caplog.at_level("WARNING", logger="margin_tune.pipeline.search.searchers"):
         again.restore(str(snapshot))
+        again.reconcile(known={"a", "d"}, rerun=())
     assert again.orphaned_trials == {1: "c", 2: "e"}
     assert "Optuna trial" not in caplog.text
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_searcher_snapshot_older_than_tunes_trials_takes_back_the_trials_tune_runs(
+    tmp_path: Path, tiny_config: Config, storage: str
+) -> None:
+    """Tune copies its trials and the searcher's state one file after another: a kill between
+    the two leaves a searcher that never saw a trial that Tune restores and runs again."""
+    before = searcher(tiny_config, storage)
+    assert before.suggest("a") is not None
+    snapshot = tmp_path / "searcher.pkl"
+    before.save(str(snapshot))  # the searcher's file, one snapshot behind Tune's trials
+    assert before.suggest("b") is not None  # Tune's trials file has "b" as running
+    del before
+
+    after = searcher(tiny_config, storage)
+    after.restore(str(snapshot))
+    after.reconcile(known={"a", "b"}, rerun={"a", "b"})
+    train(after, "a", 0.5)
+    train(after, "b", 0.7)  # would be a KeyError in Ray's OptunaSearch
+    study = load(storage)
+    rows = [(t.state, t.value, t.user_attrs[TUNE_TRIAL_ATTR]) for t in study.trials]
+    assert rows == [(TrialState.COMPLETE, 0.5, "a"), (TrialState.COMPLETE, 0.7, "b")]
+    assert after.orphaned_trials == {}
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_searcher_snapshot_newer_than_tunes_trials_lets_go_of_the_trials_tune_lost(
+    tmp_path: Path, tiny_config: Config, storage: str
+) -> None:
+    before = searcher(tiny_config, storage)
+    for trial_id in ("a", "b"):
+        assert before.suggest(trial_id) is not None
+    snapshot = tmp_path / "searcher.pkl"
+    before.save(str(snapshot))  # the searcher's file knows "b"; Tune's trials file does not
+    del before
+
+    after = searcher(tiny_config, storage)
+    after.restore(str(snapshot))
+    after.reconcile(known={"a"}, rerun={"a"})
+    assert "b" not in after._ot_trials
+    train(after, "a", 0.5)
+    assert after.suggest("c") is not None  # Tune's trial in the place of the lost one
+    train(after, "c", 0.6)
+    study = load(storage)
+    rows = [(t.state, t.value, t.user_attrs[TUNE_TRIAL_ATTR]) for t in study.trials]
+    assert rows == [
+        (TrialState.COMPLETE, 0.5, "a"),
+        (TrialState.FAIL, None, "b"),
+        (TrialState.COMPLETE, 0.6, "c"),
+    ]
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_searcher_restored_without_tunes_trials_settles_on_its_own_at_first_use(
+    tmp_path: Path, tiny_config: Config, storage: str
+) -> None:
+    """An experiment saved by an older version restores a search algorithm that never calls
+    reconcile: the searcher's own snapshot stands in for Tune's trials."""
+    before = searcher(tiny_config, storage)
+    assert before.suggest("a") is not None
+    snapshot = tmp_path / "searcher.pkl"
+    before.save(str(snapshot))
+    assert before.suggest("b") is not None  # handed out after the snapshot
+    del before
+
+    after = searcher(tiny_config, storage)
+    after.restore(str(snapshot))
+    train(after, "a", 0.5)
+    study = load(storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
 
 
 def test_a_study_in_memory_is_restored_as_it_was(tmp_path: Path, tiny_config: Config) -> None:
