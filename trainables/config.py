@@ -58,6 +58,17 @@ class DatasetConfig:
     ``image_size`` applies to image datasets. ``max_bytes`` bounds the memory loading a dataset
     may need, computed before anything is allocated (from the config, an ``.npz``'s array headers
     or an image folder's file count); this machine's physical memory bounds it too.
+
+    The benchmarks read from disk in their own layouts (``cub``, ``cars``, ``sop``, ``lfw``) are
+    lazy: paths and labels in memory, pixels decoded by the loader. ``split`` ``given`` uses
+    the source's own train/test classes (the literature's split) and carves the validation
+    classes, ``val_fraction`` of the given training classes, from them with ``split_seed``;
+    ``seeded`` (the default) splits every class at random. Their training images get a random
+    resized crop (``crop_scale``: the share of the image's area it keeps, aspect 3/4 to 4/3) to
+    ``image_size`` and a horizontal flip when ``augment``; evaluation resizes the shorter side to
+    ``resize`` (default ``image_size`` x 8/7, the literature's 256 -> 224) and centre-crops
+    ``image_size``; ``normalize`` ``imagenet`` subtracts ImageNet's channel means and divides by
+    its deviations, what pretrained backbones expect.
     """
 
     name: str = "synthetic"
@@ -71,9 +82,22 @@ class DatasetConfig:
     noise: float = 0.35
     image_size: int = 32
     max_bytes: int = DEFAULT_MAX_BYTES
+    split: Literal["seeded", "given"] = "seeded"
+    resize: int | None = None
+    augment: bool = True
+    crop_scale: tuple[float, float] = (0.16, 1.0)
+    normalize: Literal["imagenet", "none"] = "imagenet"
 
     def __post_init__(self) -> None:
         _check_seed("dataset.split_seed", self.split_seed)
+        if self.resize is not None:
+            _check_at_least("dataset.resize", self.resize, self.image_size)
+            _check_at_most("dataset.resize", self.resize, 2 * MAX_IMAGE_SIZE)
+        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ConfigError(
+                "dataset.crop_scale",
+                f"must be [low, high] with 0 < low <= high <= 1, got {list(self.crop_scale)}",
+            )
         _check_open_unit("dataset.train_fraction", self.train_fraction)
         _check_open_unit("dataset.val_fraction", self.val_fraction)
         if self.train_fraction + self.val_fraction >= 1:
@@ -97,12 +121,24 @@ class ModelConfig:
 
     ``max_parameters`` bounds the network's weights and biases. The products of consecutive
     widths are checked here; the exact count, which depends on the input, when it is built.
+
+    ``name: torchvision`` (the ``[vision]`` extra) takes torchvision's ``backbone`` by name
+    (``resnet18``, ``resnet50``, any classifier ``torchvision.models.list_models`` lists), its
+    last linear layer replaced by a linear embedding head. Its weights: random; or, with
+    ``pretrained``, torchvision's default ImageNet weights from torch's own cache, never
+    downloaded; or ``weights``, a local ``state_dict`` file of the backbone. ``freeze_bn`` keeps
+    every BatchNorm layer's running statistics as loaded (the literature's frozen BN for
+    pretrained backbones trained on small batches).
     """
 
     name: str = "mlp"
     hidden_dims: tuple[int, ...] = (256, 256)
     embedding_dim: int = 64
     max_parameters: int = DEFAULT_MAX_PARAMETERS
+    backbone: str = "resnet18"
+    pretrained: bool = False
+    weights: str | None = None
+    freeze_bn: bool = False
 
     def __post_init__(self) -> None:
         _check_at_most("model.hidden_dims", len(self.hidden_dims), MAX_LAYERS, "layers")
@@ -112,6 +148,14 @@ class ModelConfig:
         _check_at_least("model.embedding_dim", self.embedding_dim, 2)
         _check_at_most("model.embedding_dim", self.embedding_dim, MAX_WIDTH)
         _check_at_least("model.max_parameters", self.max_parameters, 1)
+        if self.pretrained and self.weights:
+            raise ConfigError(
+                "model.weights",
+                "give either model.pretrained (torchvision's cached weights) or model.weights "
+                "(a file), not both",
+            )
+        if self.name == "torchvision":
+            return  # hidden_dims size the built-in networks only
         widths = (*self.hidden_dims, self.embedding_dim)
         least = sum(left * right for left, right in itertools.pairwise(widths))
         if least > self.max_parameters:
@@ -231,7 +275,18 @@ class MarginConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The optimisation loop. ``num_threads`` None means one torch thread per CPU of the trial."""
+    """The optimisation loop. ``num_threads`` None means one torch thread per CPU of the trial.
+
+    ``num_workers`` and ``eval_batch_size`` apply to datasets read from disk lazily: the
+    ``DataLoader`` processes that decode and augment images (0: in the trial's own process), and
+    the images embedded at once for evaluation. In-memory datasets need neither.
+
+    ``head_lr`` trains the embedding head at its own learning rate (the backbone at ``lr``), as
+    the literature does with pretrained backbones. ``precision`` ``bf16`` or ``fp16`` runs the
+    network's forward passes under ``torch.autocast`` (fp16 with a gradient scaler, CUDA only);
+    the loss and the metrics stay float32. ``channels_last`` stores images and convolution
+    weights NHWC, which tensor cores prefer.
+    """
 
     epochs: int = 20
     lr: float = 1e-3
@@ -240,9 +295,19 @@ class TrainConfig:
     batches_per_epoch: int | None = None
     num_threads: int | None = None
     device: Device = "auto"
+    num_workers: int = 0
+    eval_batch_size: int = 256
+    head_lr: float | None = None
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         _check_at_least("train.epochs", self.epochs, 1)
+        _check_at_least("train.num_workers", self.num_workers, 0)
+        _check_at_most("train.num_workers", self.num_workers, 256)
+        _check_at_least("train.eval_batch_size", self.eval_batch_size, 1)
+        if self.head_lr is not None:
+            _check_positive("train.head_lr", self.head_lr)
         _check_positive("train.lr", self.lr)
         _check_at_least("train.weight_decay", self.weight_decay, 0.0)
         if self.batches_per_epoch is not None:
@@ -256,6 +321,9 @@ class TrainConfig:
 #: same-class.
 MIN_MAX_PAIRS = 2_000_000
 
+MAX_RECALL_AT = 100_000
+"""Largest K of ``eval.recall_at``: each K ranks that many neighbours of every query."""
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -265,13 +333,26 @@ class EvalConfig:
     ``max_pairs`` pairs sampled with ``pair_seed``, at least 1,000,000 of them different-class
     so that TAR@FAR=1e-3 rests on at least 1,000 false accepts. Either way the pairs are reused
     every epoch.
+
+    ``recall_at`` lists the K of the Recall@K reported beside MAP@R (Recall@1 always is). None
+    means the literature's for the dataset: 1, 2, 4, 8 for ``cub`` and ``cars``; 1, 10, 100,
+    1000 for ``sop``; 1 alone elsewhere.
     """
 
     max_pairs: int = 5_000_000
     pair_seed: int = 0
+    recall_at: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         _check_seed("eval.pair_seed", self.pair_seed)
+        if self.recall_at is not None:
+            ks = list(self.recall_at)
+            if not ks or any(k < 1 or k > MAX_RECALL_AT for k in ks) or ks != sorted(set(ks)):
+                raise ConfigError(
+                    "eval.recall_at",
+                    f"must be increasing whole numbers in 1..{MAX_RECALL_AT}, or null for the "
+                    f"dataset's usual ones, got {shorten(str(ks))}",
+                )
         if self.max_pairs < MIN_MAX_PAIRS:
             raise ConfigError(
                 "eval.max_pairs",

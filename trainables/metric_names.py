@@ -9,12 +9,15 @@ metric-name literal anywhere else.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 # What one evaluation measures.
 ROC_AUC = "roc_auc"
 EER = "eer"
 TAR_AT_FAR = "tar_at_far_1e-3"
 RECALL_AT_1 = "recall_at_1"
 MAP_AT_R = "map_at_r"
+RECALL_PREFIX = "recall_at_"
 #: What one evaluation measures on a set of classes, in this order.
 EVALUATION_METRICS = (ROC_AUC, EER, TAR_AT_FAR, RECALL_AT_1, MAP_AT_R)
 #: Metrics where lower is better; every other one is maximised.
@@ -28,6 +31,41 @@ COUNT_KEYS = (PAIRS, FALSE_ACCEPTS)
 
 VALIDATION_PREFIX = "val_"
 TEST_PREFIX = "test_"
+
+
+def recall_at(k: int) -> str:
+    """Recall@K's name: ``recall_at_<k>`` (``recall_at_1`` is :data:`RECALL_AT_1`)."""
+    return f"{RECALL_PREFIX}{k}"
+
+
+def extra_recalls(ks: tuple[int, ...]) -> tuple[str, ...]:
+    """The Recall@K names an evaluation reports beside :data:`EVALUATION_METRICS` for
+    ``eval.recall_at`` = ``ks`` (every K but 1, which is always reported), in order."""
+    return tuple(recall_at(k) for k in ks if k != 1)
+
+
+def evaluation_metrics(ks: tuple[int, ...] = (1,)) -> tuple[str, ...]:
+    """What one evaluation measures with Recall@K at ``ks``: :data:`EVALUATION_METRICS`, each
+    further Recall@K after Recall@1."""
+    at = EVALUATION_METRICS.index(RECALL_AT_1) + 1
+    return (*EVALUATION_METRICS[:at], *extra_recalls(ks), *EVALUATION_METRICS[at:])
+
+
+def metrics_of(columns: Iterable[str]) -> tuple[str, ...]:
+    """The bare evaluation metrics a table of ``test_`` columns holds: :data:`EVALUATION_METRICS`
+    and each Recall@K among ``columns``, in :func:`evaluation_metrics` order."""
+    ks = sorted(
+        int(name.removeprefix(TEST_PREFIX + RECALL_PREFIX))
+        for name in columns
+        if name.startswith(TEST_PREFIX) and is_recall_at(name)
+    )
+    return evaluation_metrics(tuple(ks))
+
+
+def is_recall_at(name: str) -> bool:
+    """Whether ``name`` (bare or prefixed) is a Recall@K."""
+    bare = name.removeprefix(VALIDATION_PREFIX).removeprefix(TEST_PREFIX)
+    return bare.startswith(RECALL_PREFIX) and bare.removeprefix(RECALL_PREFIX).isdigit()
 
 
 def on_validation(name: str) -> str:
@@ -85,6 +123,24 @@ EPOCH_COLUMNS = (
     TOP_DIRECTION_VARIANCE,
     COLLAPSED,
 )
+
+
+def epoch_columns(ks: tuple[int, ...] = (1,)) -> tuple[str, ...]:
+    """:data:`EPOCH_COLUMNS` with the validation Recall@K of ``eval.recall_at`` = ``ks``."""
+    return _with_recalls(EPOCH_COLUMNS, ks, on_validation)
+
+
+def test_columns(ks: tuple[int, ...] = (1,)) -> tuple[str, ...]:
+    """:data:`TEST_COLUMNS` with the test Recall@K of ``eval.recall_at`` = ``ks``."""
+    return _with_recalls(TEST_COLUMNS, ks, on_test)
+
+
+def _with_recalls(
+    columns: tuple[str, ...], ks: tuple[int, ...], prefix: Callable[[str], str]
+) -> tuple[str, ...]:
+    at = columns.index(prefix(RECALL_AT_1)) + 1
+    return (*columns[:at], *(prefix(name) for name in extra_recalls(ks)), *columns[at:])
+
 
 #: Columns of EPOCH_COLUMNS that are counts, not metrics to optimise.
 COUNT_COLUMNS = tuple(on_validation(key) for key in COUNT_KEYS)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from margin_tune.trainables.config import Config
-from margin_tune.trainables.data import Dataset
+from margin_tune.trainables.data import ImageFiles, Samples
 from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.models import SiameseEmbedder, build_model
 from margin_tune.trainables.parts import config_from_dict
@@ -41,10 +41,12 @@ FORMAT, FORMAT_VERSION = "margin-tune-embedder", 1
 EMBED_CHUNK = 2048
 
 
-def preprocessing(dataset: Dataset, config: Config) -> dict[str, Any]:
+def preprocessing(dataset: Samples, config: Config) -> dict[str, Any]:
     """How raw input becomes what the network takes, as the dataset's loader made it."""
+    if isinstance(dataset, ImageFiles):
+        return dataset.view.describe()
     if dataset.kind == "image":
-        channels = int(dataset.features.shape[1])
+        channels = dataset.sample_shape[0]
         return {
             "kind": "image",
             "channels": channels,
@@ -54,18 +56,18 @@ def preprocessing(dataset: Dataset, config: Config) -> dict[str, Any]:
             "scale": "pixel values / 255, to [0, 1]",
             "layout": "N, C, H, W",
         }
-    return {"kind": "vector", "dim": int(dataset.features.shape[1]), "scale": "none"}
+    return {"kind": "vector", "dim": dataset.sample_shape[0], "scale": "none"}
 
 
 def save_embedder(
-    directory: Path, model: torch.nn.Module, config: Config, dataset: Dataset
+    directory: Path, model: torch.nn.Module, config: Config, dataset: Samples
 ) -> Path:
     """Write ``model`` (trained on ``dataset`` with ``config``) to ``directory``, a new folder.
 
     The files are written beside and renamed into place, so a reader never sees half a model.
     """
     directory.mkdir(parents=True, exist_ok=False)
-    input_shape = [int(n) for n in dataset.features.shape[1:]]
+    input_shape = list(dataset.sample_shape)
     description = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -100,6 +102,17 @@ class SavedEmbedder:
     @property
     def preprocessing(self) -> dict[str, Any]:
         return dict(self.description["preprocessing"])
+
+    def embed_samples(self, dataset: Samples, indices: np.ndarray) -> np.ndarray:
+        """Embeddings of ``dataset``'s samples at ``indices``, read a chunk at a time, so that
+        images on disk are never all decoded at once."""
+        chunks = [
+            self.embed(dataset.take(indices[start : start + EMBED_CHUNK]))
+            for start in range(0, len(indices), EMBED_CHUNK)
+        ]
+        if not chunks:
+            return np.zeros((0, self.config.model.embedding_dim), dtype=np.float32)
+        return np.concatenate(chunks)
 
     def embed(self, features: np.ndarray, *, field: str = "--data") -> np.ndarray:
         """Embeddings (N, embedding_dim) float32 of ``features`` (N, *input_shape).

@@ -22,12 +22,21 @@ import torch
 from margin_tune.trainables import metric_names as names
 from margin_tune.trainables.collapse import CollapseMonitor, choose_probe
 from margin_tune.trainables.config import Config
-from margin_tune.trainables.data import ClassSplit, Dataset, load_dataset, split_classes
+from margin_tune.trainables.data import (
+    ClassSplit,
+    Dataset,
+    Samples,
+    load_dataset,
+    recall_ks,
+    split_classes,
+)
+from margin_tune.trainables.data.feed import Part, build_feed
 from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.losses import (
     BatchGeometry,
     DifficultyCounts,
     EffectiveMarginReservoir,
+    LossTerms,
     build_loss,
 )
 from margin_tune.trainables.metrics import Evaluator, embedding_spread, evaluate_raw_features
@@ -43,8 +52,6 @@ from margin_tune.trainables.miners import build_miner
 from margin_tune.trainables.models import SiameseEmbedder, build_model
 from margin_tune.trainables.samplers import EpochContext, build_sampler
 from margin_tune.trainables.schedulers import EpochStats, build_scheduler
-
-EVAL_CHUNK = 2048
 
 _logger = logging.getLogger(__name__)
 
@@ -126,18 +133,20 @@ class Trial:
     in a process imports ``torch._dynamo``, about 1.4 s here, before Ray could start.
     """
 
-    def __init__(self, config: Config, dataset: Dataset | None = None) -> None:
+    def __init__(self, config: Config, dataset: Samples | None = None) -> None:
         self.config = config
         self.device = resolve_device(config.train.device)
         torch.set_num_threads(config.train.num_threads or len(os.sched_getaffinity(0)))
         self.dataset = dataset if dataset is not None else load_dataset(config.dataset)
-        self.split: ClassSplit = split_classes(self.dataset.labels, config.dataset)
+        self.split: ClassSplit = split_classes(
+            self.dataset.labels, config.dataset, self.dataset.given_test_classes
+        )
         for part, indices in (
             ("validation", self.split.val_indices),
             ("test", self.split.test_indices),
         ):
             _check_retrieval_split(self.dataset.labels[indices], part, config)
-        self.train_features = self._to_device(self.split.train_indices)
+        self.feed = build_feed(self.dataset, self.split, self.device, config)
         self.train_labels = torch.as_tensor(
             self.dataset.labels[self.split.train_indices], device=self.device
         )
@@ -147,17 +156,20 @@ class Trial:
             config.train.batches_per_epoch,
         )
         torch.manual_seed(config.seed)
-        self.model: SiameseEmbedder = build_model(
-            config.model, tuple(self.dataset.features.shape[1:])
-        ).to(self.device)
+        self.model: SiameseEmbedder = build_model(config.model, self.dataset.sample_shape).to(
+            self.device
+        )
+        self.precision = Precision(config, self.device)
+        if self.precision.channels_last:
+            _channels_last(self.model)
         self.miner = build_miner(config.miner.name)
         self.loss = build_loss(config.loss, self.miner)
         self.scheduler = build_scheduler(config.margin)
-        self.val_features = self._to_device(self.split.val_indices)
         self.val_evaluator = Evaluator(
             self.dataset.labels[self.split.val_indices],
             max_pairs=config.eval.max_pairs,
             seed=config.eval.pair_seed,
+            recall_at=recall_ks(config),
         )
         self.probe = torch.as_tensor(
             choose_probe(len(self.split.val_indices), config.eval.pair_seed), device=self.device
@@ -170,9 +182,6 @@ class Trial:
     def optimizer(self) -> torch.optim.Optimizer:
         return _build_optimizer(self.config, self.model)
 
-    def _to_device(self, indices: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(self.dataset.features[indices], device=self.device)
-
     def state_dict(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
@@ -181,6 +190,7 @@ class Trial:
             "scheduler": self.scheduler.state_dict(),
             "collapse": self.collapse.state_dict(),
             "history": [dict(row) for row in self.history],
+            **self.precision.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -190,12 +200,24 @@ class Trial:
         self.collapse.load_state_dict(state["collapse"])
         self.epoch = int(state["epoch"])
         self.history = [dict(row) for row in state["history"]]
+        self.precision.load_state_dict(state)
+
+    def forward(self, inputs: torch.Tensor, model: torch.nn.Module | None = None) -> torch.Tensor:
+        """``model`` (the trial's network) on ``inputs`` in ``train.precision`` and memory
+        format; the embeddings come out float32."""
+        network = self.model if model is None else model
+        if self.precision.channels_last and inputs.ndim == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with self.precision.autocast():
+            return network(inputs).float()
 
     @torch.no_grad()
-    def embed(self, features: torch.Tensor) -> torch.Tensor:
+    def embed(self, part: Part, positions: np.ndarray | None = None) -> torch.Tensor:
+        """The current network's embeddings of ``part`` (or of its ``positions``), in order,
+        in the evaluation view and mode."""
         was_training = self.model.training
         self.model.eval()
-        chunks = [self.model(chunk) for chunk in torch.split(features, EVAL_CHUNK)]
+        chunks = [self.forward(chunk) for chunk in self.feed.evaluation(part, positions)]
         self.model.train(was_training)
         return torch.cat(chunks)
 
@@ -228,7 +250,7 @@ class Trial:
             history=self.history, stop_reason=stop_reason, reference_metrics=reference
         )
         if evaluate_test:
-            embeddings = self.embed(self._to_device(self.split.test_indices))
+            embeddings = self.embed("test")
             result.test_metrics = self.test_evaluator(embeddings)
             if keep_test_embeddings:
                 result.test_embeddings = embeddings.cpu().numpy()
@@ -242,11 +264,12 @@ class Trial:
             self.dataset.labels[self.split.test_indices],
             max_pairs=self.config.eval.max_pairs,
             seed=self.config.eval.pair_seed,
+            recall_at=recall_ks(self.config),
         )
 
     def embed_test(self) -> torch.Tensor:
         """The current network's embeddings of the test classes' samples, in split order."""
-        return self.embed(self._to_device(self.split.test_indices))
+        return self.embed("test")
 
     def evaluate_test(self, embeddings: torch.Tensor | None = None) -> dict[str, float]:
         """The current network on the test classes (``embeddings``: :meth:`embed_test`'s, when
@@ -271,17 +294,36 @@ class Trial:
         )
 
     def reference_metrics(self) -> dict[str, dict[str, float]]:
-        """Test metrics of raw features and of the untrained network: what training must beat."""
+        """Test metrics of raw features and of the untrained network: what training must beat.
+
+        Raw features only for a dataset held in memory: pixels of images read from disk at the
+        literature's 224 px are 150,528 numbers a sample, a distance matrix nobody reads.
+        """
         evaluator = self.test_evaluator
-        features = self._to_device(self.split.test_indices)
-        untrained = build_untrained_model(self.config, tuple(features.shape[1:])).to(self.device)
+        untrained = build_untrained_model(self.config, self.dataset.sample_shape).to(self.device)
+        if self.precision.channels_last:
+            _channels_last(untrained)
         untrained.eval()
         with torch.no_grad():
-            embedded = torch.cat([untrained(chunk) for chunk in torch.split(features, EVAL_CHUNK)])
-        return {
-            "raw_features": evaluate_raw_features(evaluator, features),
-            "untrained": evaluator(embedded),
-        }
+            embedded = torch.cat(
+                [self.forward(chunk, untrained) for chunk in self.feed.evaluation("test")]
+            )
+        reference = {"untrained": evaluator(embedded)}
+        if isinstance(self.dataset, Dataset):
+            features = torch.cat(list(self.feed.evaluation("test")))
+            reference = {"raw_features": evaluate_raw_features(evaluator, features), **reference}
+        return reference
+
+    def train_step(
+        self, inputs: torch.Tensor, labels: torch.Tensor, margin: float
+    ) -> tuple[BatchGeometry, LossTerms]:
+        """One optimiser step on a batch at ``margin``: what every training batch costs (the
+        benchmarks time it alone)."""
+        geometry = BatchGeometry.from_embeddings(self.forward(inputs), labels)
+        terms = self.loss(geometry, margin)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.precision.step(terms.total, self.optimizer)
+        return geometry, terms
 
     def _train_epoch(self) -> dict[str, float]:
         started = time.perf_counter()
@@ -291,7 +333,7 @@ class Trial:
         context = EpochContext(
             epoch=self.epoch,
             rng=np.random.default_rng(seed),
-            embed=lambda indices: self.embed(self.train_features[torch.as_tensor(indices)]),
+            embed=lambda positions: self.embed("train", positions),
             seed=self.config.seed,
         )
         generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -301,14 +343,10 @@ class Trial:
         loss_sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         batches = 0
         self.model.train()
-        for indices in self.sampler.batches(context):
-            index = torch.as_tensor(indices, device=self.device)
-            embeddings = self.model(self.train_features[index])
-            geometry = BatchGeometry.from_embeddings(embeddings, self.train_labels[index])
-            terms = self.loss(geometry, margin)
-            self.optimizer.zero_grad(set_to_none=True)
-            terms.total.backward()
-            self.optimizer.step()
+        inputs_of = self.feed.training(self.sampler.batches(context), self.config.seed, self.epoch)
+        for inputs, positions in inputs_of:
+            index = torch.as_tensor(positions, device=self.device)
+            geometry, terms = self.train_step(inputs, self.train_labels[index], margin)
             with torch.no_grad():
                 counts = counts + self.loss.difficulty(geometry, margin)
                 reservoir.add(geometry)
@@ -323,7 +361,7 @@ class Trial:
         stats = EpochStats(**counts.to_dict(), train_loss=train_loss)
         valid = stats.valid
         self.scheduler.step(self.epoch, stats)
-        val_embeddings = self.embed(self.val_features)
+        val_embeddings = self.embed("val")
         validation = self.val_evaluator(val_embeddings)
         spread = embedding_spread(val_embeddings[self.probe])
         collapsed = self.collapse.update(spread)
@@ -363,12 +401,80 @@ def build_untrained_model(config: Config, input_shape: tuple[int, ...]) -> Siame
 
 def _build_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
     train = config.train
+    groups = _parameter_groups(config, model)
     if train.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=train.lr, momentum=0.9, weight_decay=train.weight_decay
-        )
+        return torch.optim.SGD(groups, lr=train.lr, momentum=0.9, weight_decay=train.weight_decay)
     optimizer_class = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
-    return optimizer_class(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    return optimizer_class(groups, lr=train.lr, weight_decay=train.weight_decay)
+
+
+def _parameter_groups(config: Config, model: torch.nn.Module) -> Any:
+    """Every parameter at ``train.lr``; with ``train.head_lr``, the trunk's ``head`` (its
+    embedding layer) in a group of its own at that rate.
+
+    Raises:
+        ConfigError: ``head_lr`` for a network without a head.
+    """
+    if config.train.head_lr is None:
+        return model.parameters()
+    head = getattr(getattr(model, "trunk", model), "head", None)
+    if not isinstance(head, torch.nn.Module):
+        raise ConfigError(
+            "train.head_lr",
+            f"model {config.model.name!r} has no separate embedding head; allowed: null",
+        )
+    head_ids = {id(parameter) for parameter in head.parameters()}
+    rest = [parameter for parameter in model.parameters() if id(parameter) not in head_ids]
+    return [{"params": rest}, {"params": list(head.parameters()), "lr": config.train.head_lr}]
+
+
+def _channels_last(model: torch.nn.Module) -> None:
+    """Convolution weights stored NHWC (``Module.to`` takes ``memory_format``; its stubs
+    do not say so)."""
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+
+class Precision:
+    """``train.precision`` and ``train.channels_last`` for one trial: autocast around forward
+    passes, and for fp16 a gradient scaler (fp16's 5 exponent bits underflow small gradients)
+    whose state a checkpoint keeps.
+
+    Raises:
+        ConfigError: fp16 without CUDA (torch's CPU autocast is bf16), or channels_last for
+            a network of vectors.
+    """
+
+    def __init__(self, config: Config, device: torch.device) -> None:
+        self.device = device
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.train.precision)
+        if config.train.precision == "fp16" and device.type != "cuda":
+            raise ConfigError(
+                "train.precision",
+                f"fp16 needs a CUDA device, this trial runs on {device.type}; "
+                "allowed here: fp32, bf16",
+            )
+        self.scaler = torch.amp.GradScaler("cuda") if config.train.precision == "fp16" else None
+        self.channels_last = config.train.channels_last
+
+    def autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Backward and an optimiser step, scaled where fp16 needs it."""
+        if self.scaler is None:
+            loss.backward()
+            optimizer.step()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.scaler is None else {"grad_scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.scaler is not None and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
 
 
 def train(

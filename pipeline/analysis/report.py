@@ -59,6 +59,7 @@ from margin_tune.trainables.metric_names import (
     MARGIN,
     TEST_PREFIX,
     VALIDATION_PREFIX,
+    metrics_of,
     on_test,
 )
 
@@ -243,10 +244,12 @@ def final_runs(runs: ExperimentRuns, comparison: Run) -> pd.DataFrame:
     its test metrics; a failed or unfinished one is counted and has none.
     """
     rows = []
-    for run in runs.children(comparison):
+    finals = [
+        run for run in runs.children(comparison) if run.data.tags.get(STAGE_TAG) == FINAL_STAGE
+    ]
+    measured = metrics_of(name for run in finals for name in run.data.metrics)
+    for run in finals:
         tags, metrics = run.data.tags, run.data.metrics
-        if tags.get(STAGE_TAG) != FINAL_STAGE:
-            continue
         status = tag_value(tags, STATUS_TAG)
         row: dict[str, Any] = {
             "split": int(
@@ -256,11 +259,11 @@ def final_runs(runs: ExperimentRuns, comparison: Run) -> pd.DataFrame:
             "seed": int(tag_value(tags, SEED_TAG, "-1")),
             "status": status,
         }
-        for name in EVALUATION_METRICS:
+        for name in measured:
             value = metrics.get(on_test(name), math.nan)
             row[on_test(name)] = value if status in MEASURED_STATUSES else math.nan
         rows.append(row)
-    columns = ["split", "method", "seed", "status", *(on_test(name) for name in EVALUATION_METRICS)]
+    columns = ["split", "method", "seed", "status", *(on_test(name) for name in measured)]
     return pd.DataFrame(rows, columns=columns).sort_values(["split", "method", "seed"])
 
 

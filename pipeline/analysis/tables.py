@@ -15,7 +15,7 @@ from margin_tune.pipeline.analysis.statistics import (
     paired_comparison,
     split_unit_values,
 )
-from margin_tune.trainables.metric_names import EVALUATION_METRICS, on_test
+from margin_tune.trainables.metric_names import metrics_of, on_test
 
 #: The test metrics of every re-training, as ``test_<name>`` columns.
 
@@ -34,7 +34,7 @@ def summary_table(
     tuning outcome as well as the seed. Counts of runs, collapsed and failed runs are over all
     runs; ``tuning`` adds the realised budget and the chosen trials' record.
     """
-    columns = {name: on_test(name) for name in EVALUATION_METRICS}
+    columns = {name: on_test(name) for name in metrics_of(runs.columns)}
     if runs.empty:
         runs = pd.DataFrame(columns=["split", "method", "seed", "status", *columns.values()])
     counts = interval_table(runs, "method", methods, {})
@@ -101,7 +101,7 @@ def paired_table(
     """
     unit = "split" if splits > 1 else "seed"
     rows = []
-    for name in EVALUATION_METRICS:
+    for name in metrics_of(runs.columns):
         column = on_test(name)
         if runs.empty:
             continue

@@ -32,7 +32,7 @@ from margin_tune.pipeline.outputs.manifest import manifest_options, write_manife
 from margin_tune.pipeline.sweep.tuner import SweepOptions, sweep_cluster
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.trainables.config import Config
-from margin_tune.trainables.data import Dataset
+from margin_tune.trainables.data import Samples
 from margin_tune.trainables.parts import config_from_dict
 
 
@@ -117,7 +117,7 @@ def _prepare(
     seeds: int | None,
     out: str | Path | None,
     options: dict[str, Any],
-) -> tuple[Config, AblationGrid, SweepOptions, Path, Dataset]:
+) -> tuple[Config, AblationGrid, SweepOptions, Path, Samples]:
     """Everything checked before an ablation starts: config, grid, options, output directory,
     and every cell's trial built on the data."""
     base = resolve_config(config, overrides)
@@ -145,7 +145,7 @@ def resume_ablate(
 def run_grid(
     grid: AblationGrid,
     base: Config,
-    dataset: Dataset,
+    dataset: Samples,
     options: SweepOptions,
     out: Path,
     ablation_id: str,

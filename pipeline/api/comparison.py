@@ -49,7 +49,7 @@ from margin_tune.pipeline.sweep.callback import first_line
 from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, sweep_cluster
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import REGISTRY_ERROR_TAG
-from margin_tune.trainables.data import Dataset, load_dataset
+from margin_tune.trainables.data import Samples, load_dataset
 from margin_tune.trainables.errors import ConfigError
 
 _logger = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ def _prepare(
     trials: int | None,
     out: str | Path | None,
     options: dict[str, Any],
-) -> tuple[CompareSpec, SweepOptions, Path, Dataset]:
+) -> tuple[CompareSpec, SweepOptions, Path, Samples]:
     """Everything checked before a comparison starts: the spec, the options, the output
     directory, the data, and every split and method's sweep planned on it."""
     if isinstance(overrides, Mapping):  # as --set strings: the spec records them so

@@ -15,7 +15,7 @@ import yaml
 
 from margin_tune.pipeline.search.space import Parameter, SearchSpace, apply_overrides
 from margin_tune.trainables.config import Config
-from margin_tune.trainables.data import Dataset
+from margin_tune.trainables.data import Samples
 from margin_tune.trainables.trial import Trial
 
 
@@ -66,7 +66,7 @@ class DryRun:
         return "\n".join(lines) + "\n"
 
 
-def time_one_epoch(base: Config, dataset: Dataset) -> float:
+def time_one_epoch(base: Config, dataset: Samples) -> float:
     """Seconds to train and validate one epoch of ``base`` on ``dataset``, here."""
     trial = Trial(apply_overrides(base, {"train.epochs": 1}), dataset=dataset)
     started = time.perf_counter()

@@ -20,7 +20,7 @@ import numpy as np
 from margin_tune.pipeline.api.config import Overrides, resolve_config
 from margin_tune.pipeline.sweep.callback import first_line
 from margin_tune.trainables.config import Config, DatasetConfig, parse_override
-from margin_tune.trainables.data import Dataset, load_dataset, split_classes
+from margin_tune.trainables.data import Samples, load_dataset, split_classes
 from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.saved_model import SavedEmbedder, load_embedder
 
@@ -37,7 +37,7 @@ class EmbedResult:
     """(N, embedding_dim) float32, unit norm."""
     labels: np.ndarray
     class_names: tuple[str, ...]
-    dataset: Dataset
+    dataset: Samples
     model: SavedEmbedder
     out: Path | None = None
 
@@ -76,7 +76,7 @@ def embed(
     saved = _load(model, tracking_uri)
     dataset = load_dataset(data_config(saved.config, data, overrides))
     indices = _chosen(dataset, saved.config, classes)
-    embeddings = saved.embed(dataset.features[indices])
+    embeddings = saved.embed_samples(dataset, indices)
     labels = dataset.labels[indices]
     if target is not None:
         _write_npz(target, embeddings, labels, dataset.class_names)
@@ -132,10 +132,10 @@ def _load(model: str | Path, tracking_uri: str | None) -> SavedEmbedder:
         return load_embedder(folder)  # read whole into memory: the download can go
 
 
-def _chosen(dataset: Dataset, config: Config, classes: str) -> np.ndarray:
+def _chosen(dataset: Samples, config: Config, classes: str) -> np.ndarray:
     if classes == "all":
         return np.arange(len(dataset.labels))
-    split = split_classes(dataset.labels, config.dataset)
+    split = split_classes(dataset.labels, config.dataset, dataset.given_test_classes)
     return {"train": split.train_indices, "val": split.val_indices, "test": split.test_indices}[
         classes
     ]

@@ -20,7 +20,8 @@ from margin_tune.pipeline.outputs.folders import (
     write_yaml,
 )
 from margin_tune.trainables.config import Config
-from margin_tune.trainables.metric_names import EPOCH_COLUMNS, on_test
+from margin_tune.trainables.data import recall_ks
+from margin_tune.trainables.metric_names import epoch_columns, on_test
 from margin_tune.trainables.saved_model import MODEL_DIR, save_embedder
 from margin_tune.trainables.trial import EpochReport, Trial
 
@@ -94,7 +95,11 @@ def train(
     config = resolve_config(config, overrides)
     trial = Trial(config)
     with _output(directory) as written:
-        metrics_csv = CsvAppender(written / METRICS_FILE, EPOCH_COLUMNS) if written else None
+        metrics_csv = (
+            CsvAppender(written / METRICS_FILE, epoch_columns(recall_ks(config)))
+            if written
+            else None
+        )
         if written is not None:
             write_yaml(written / CONFIG_FILE, config.to_dict())
         if on_start is not None:

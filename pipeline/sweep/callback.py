@@ -38,7 +38,13 @@ from margin_tune.pipeline.tracking.vocabulary import (
     TRIAL_ID_TAG,
 )
 from margin_tune.trainables.config import Config
-from margin_tune.trainables.metric_names import COLLAPSED, EPOCH, EPOCH_COLUMNS, TEST_PREFIX
+from margin_tune.trainables.metric_names import (
+    COLLAPSED,
+    EPOCH,
+    EPOCH_COLUMNS,
+    TEST_PREFIX,
+    is_recall_at,
+)
 from margin_tune.trainables.parts import config_from_dict
 from margin_tune.trainables.schedulers import SCHEDULERS
 
@@ -275,7 +281,7 @@ def epoch_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     return {
         name: float(value)
         for name, value in result.items()
-        if (name in EPOCH_COLUMNS or name.startswith(TEST_PREFIX))
+        if (name in EPOCH_COLUMNS or name.startswith(TEST_PREFIX) or is_recall_at(name))
         and isinstance(value, int | float)
         and not isinstance(value, bool)
     }

@@ -43,7 +43,7 @@ from margin_tune.pipeline.sweep.tuner import SweepOptions, restored_or_new, tune
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import MEASURED_STATUSES
 from margin_tune.trainables.config import Config
-from margin_tune.trainables.data import Dataset
+from margin_tune.trainables.data import Samples
 from margin_tune.trainables.parts import added_parts, config_from_dict
 
 
@@ -80,7 +80,7 @@ def run_grid_trials(
     points: GridPointConfig,
     *,
     seeds: Sequence[int],
-    dataset: Dataset,
+    dataset: Samples,
     options: SweepOptions,
     directory: Path,
     tracker: Tracker,

@@ -4,10 +4,10 @@ A run gets one input per part of the class split it used: ``training`` and ``val
 tuning trial (it never sees the test classes), ``test`` too for a re-training or an ablation
 cell. Each input names the source (a file's path, or the generator and its parameters), carries
 a digest of the samples *and* of the part's classes, and lists those classes in its profile,
-so two runs on different splits show different datasets in the UI's Dataset column.
+so two runs on different splits show different datasets in the UI's Samples column.
 
 Everything is computed once per sweep, in the driver, from the data the sweep already holds:
-the dataset's SHA-256 (cached on the :class:`Dataset`) and one class split per split config.
+the dataset's SHA-256 (cached on the :class:`Samples`) and one class split per split config.
 Trials only look their records up by their config's split (:meth:`DatasetInputs.for_config`),
 so the per-trial cost is one queued ``log_inputs`` call.
 """
@@ -20,13 +20,14 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.data.schema import TensorDatasetSchema
 from mlflow.types import Schema, TensorSpec
 
 from margin_tune.pipeline.tracking.records import DatasetRecord
 from margin_tune.trainables.config import Config, DatasetConfig
-from margin_tune.trainables.data import GENERATOR_FIELDS, Dataset, split_classes
+from margin_tune.trainables.data import GENERATOR_FIELDS, Samples, split_classes
 
 #: The ``mlflow.data.context`` of each part of the class split.
 TRAINING, VALIDATION, TEST = "training", "validation", "test"
@@ -59,7 +60,7 @@ class DatasetInputs:
     @classmethod
     def build(
         cls,
-        dataset: Dataset,
+        dataset: Samples,
         configs: Iterable[DatasetConfig],
         contexts: tuple[str, ...] = TUNING_CONTEXTS,
     ) -> DatasetInputs:
@@ -90,20 +91,20 @@ class DatasetInputs:
 
 
 def dataset_records(
-    dataset: Dataset, config: DatasetConfig, contexts: tuple[str, ...]
+    dataset: Samples, config: DatasetConfig, contexts: tuple[str, ...]
 ) -> tuple[DatasetRecord, ...]:
     """The records of ``dataset`` split as ``config`` says, one per context."""
-    split = split_classes(dataset.labels, config)
+    split = split_classes(dataset.labels, config, dataset.given_test_classes)
     parts = {
         TRAINING: (split.train_classes, split.train_indices),
         VALIDATION: (split.val_classes, split.val_indices),
         TEST: (split.test_classes, split.test_indices),
     }
     source_type, source = dataset_source(config)
-    sample_shape = (-1, *dataset.features.shape[1:])
+    sample_shape = (-1, *dataset.sample_shape)
     schema = json.dumps(
         TensorDatasetSchema(
-            features=Schema([TensorSpec(dataset.features.dtype, sample_shape)]),
+            features=Schema([TensorSpec(np.dtype(np.float32), sample_shape)]),
             targets=Schema([TensorSpec(dataset.labels.dtype, (-1,))]),
         ).to_dict()
     )
@@ -137,7 +138,7 @@ def dataset_records(
     return tuple(records)
 
 
-def dataset_name(dataset: Dataset, config: DatasetConfig) -> str:
+def dataset_name(dataset: Samples, config: DatasetConfig) -> str:
     """The source's name, and the file or folder of one read from disk: ``cub (image_folder)``."""
     if config.path:
         return f"{Path(config.path).expanduser().resolve().name} ({dataset.name})"

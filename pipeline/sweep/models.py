@@ -38,7 +38,7 @@ from margin_tune.pipeline.tracking.vocabulary import (
     TRIAL_ID_TAG,
 )
 from margin_tune.trainables.config import Config
-from margin_tune.trainables.data import Dataset, split_classes
+from margin_tune.trainables.data import Samples, split_classes
 from margin_tune.trainables.models import SiameseEmbedder, build_model
 from margin_tune.trainables.saved_model import save_embedder
 
@@ -52,27 +52,29 @@ OWN_FORMAT_DIR, FREEZE_FILE = "margin_tune", "environment.txt"
 EXAMPLE_ROWS = 4
 
 
-def trained_network(trial: SyncedTrial, dataset: Dataset) -> SiameseEmbedder | None:
+def trained_network(trial: SyncedTrial, dataset: Samples) -> SiameseEmbedder | None:
     """The network of ``trial``'s last checkpoint, in eval mode; None without a checkpoint."""
     checkpoint = trial.result.checkpoint
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as directory:
         state = torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    model = build_model(trial.config.model, tuple(dataset.features.shape[1:]))
+    model = build_model(trial.config.model, dataset.sample_shape)
     model.load_state_dict(state["model"])
     return model.eval()
 
 
 def save_mlflow_model(
-    model: SiameseEmbedder, config: Config, dataset: Dataset, directory: Path
+    model: SiameseEmbedder, config: Config, dataset: Samples, directory: Path
 ) -> Path:
     """Write ``model`` as an MLflow model folder (see the module's docstring)."""
     import mlflow.pytorch
     from mlflow.models import infer_signature
 
-    train = split_classes(dataset.labels, config.dataset).train_indices[:EXAMPLE_ROWS]
-    example = np.ascontiguousarray(dataset.features[train])
+    train = split_classes(dataset.labels, config.dataset, dataset.given_test_classes).train_indices[
+        :EXAMPLE_ROWS
+    ]
+    example = np.ascontiguousarray(dataset.take(train))
     with torch.inference_mode():
         output = model(torch.from_numpy(example)).numpy()
     mlflow.pytorch.save_model(
@@ -91,7 +93,7 @@ def save_mlflow_model(
 
 
 def log_trained_models(
-    tracker: Tracker, trials: Iterable[SyncedTrial], dataset: Dataset
+    tracker: Tracker, trials: Iterable[SyncedTrial], dataset: Samples
 ) -> list[str]:
     """Log the network of every trial that was measured (completed or collapsed) to its run;
     the run ids it queued a model for."""

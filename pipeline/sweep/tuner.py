@@ -69,7 +69,7 @@ from margin_tune.pipeline.tracking.vocabulary import (
     SWEEP_KIND,
 )
 from margin_tune.trainables.config import Config, flatten
-from margin_tune.trainables.data import Dataset, load_dataset
+from margin_tune.trainables.data import Samples, load_dataset
 from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.metric_names import (
     EASY_RATIO,
@@ -183,7 +183,7 @@ class SweepPlan:
     space: SearchSpace
     options: SweepOptions
     out: Path
-    dataset: Dataset
+    dataset: Samples
     sweep_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
 
@@ -263,7 +263,7 @@ def plan_sweep(
     out: Path,
     *,
     sweep_id: str | None = None,
-    dataset: Dataset | None = None,
+    dataset: Samples | None = None,
 ) -> SweepPlan:
     """Validate the sweep end to end: a trial at every bound of the space must construct.
 

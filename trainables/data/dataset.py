@@ -1,8 +1,9 @@
-"""The in-memory dataset every trial trains and evaluates on."""
+"""What every trial trains and evaluates on: samples with class labels, in memory or on disk."""
 
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -14,9 +15,55 @@ from margin_tune.trainables.config import DatasetConfig
 from margin_tune.trainables.errors import ConfigError
 
 
+class Samples(ABC):
+    """Labelled samples, however they are stored: the contract the split, the trial, the model
+    export and the tracking code rely on.
+
+    ``labels`` is int64 ``(N,)`` with values ``0..len(class_names)-1``. :meth:`take` gives the
+    samples as a network sees them at evaluation (for images: decoded, resized, cropped and
+    normalised); a trial trains through :mod:`~margin_tune.trainables.data.feed`, which may
+    augment. ``given_test_classes`` holds the class indices the source's own protocol tests on
+    (the literature's split, ``dataset.split: given``), or None where it has none.
+    """
+
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    name: str
+
+    @property
+    @abstractmethod
+    def sample_shape(self) -> tuple[int, ...]:
+        """One sample's shape without the batch axis: ``(D,)`` or ``(C, H, W)``."""
+
+    @abstractmethod
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        """The samples at ``indices`` as float32 ``(n, *sample_shape)``, as evaluated."""
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """A SHA-256 hex digest that changes when the data does."""
+
+    @property
+    def given_test_classes(self) -> np.ndarray | None:
+        return None
+
+    @property
+    def kind(self) -> Literal["vector", "image"]:
+        """``'vector'`` for ``(D,)`` samples, ``'image'`` for ``(C, H, W)``: it picks the model."""
+        return "image" if len(self.sample_shape) == 3 else "vector"
+
+    @property
+    def num_classes(self) -> int:
+        """How many classes the labels index."""
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
 @dataclass(frozen=True, eq=False)
-class Dataset:
-    """Samples, integer labels and the names of their classes.
+class Dataset(Samples):
+    """Samples held in memory, integer labels and the names of their classes.
 
     Every source (generated, bundled or read from disk) ends here, so the rest of the pipeline
     handles one shape contract: ``features`` is float32, ``(N, D)`` for vectors or
@@ -51,14 +98,11 @@ class Dataset:
             raise ValueError(f"labels must lie in 0..{self.num_classes - 1}")
 
     @property
-    def kind(self) -> Literal["vector", "image"]:
-        """``'vector'`` for ``(N, D)``, ``'image'`` for ``(N, C, H, W)``: it picks the model."""
-        return "image" if self.features.ndim == 4 else "vector"
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(int(n) for n in self.features.shape[1:])
 
-    @property
-    def num_classes(self) -> int:
-        """How many classes the labels index."""
-        return len(self.class_names)
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        return self.features[indices]
 
     def fingerprint(self) -> str:
         """SHA-256 of the feature and label bytes (with dtypes and shapes), computed once.

@@ -30,17 +30,25 @@ class ClassSplit:
     test_indices: np.ndarray
 
 
-def split_classes(labels: np.ndarray, config: DatasetConfig) -> ClassSplit:
-    """Split the classes present in ``labels`` at random into train, validation and test.
+def split_classes(
+    labels: np.ndarray, config: DatasetConfig, given_test: np.ndarray | None = None
+) -> ClassSplit:
+    """Split the classes present in ``labels`` into train, validation and test.
 
-    ``round(C * train_fraction)`` classes train, ``round(C * val_fraction)`` validate and the
-    rest test, the classes being shuffled with ``np.random.default_rng(config.split_seed)``.
+    ``dataset.split: seeded``: ``round(C * train_fraction)`` classes train,
+    ``round(C * val_fraction)`` validate and the rest test, the classes being shuffled with
+    ``np.random.default_rng(config.split_seed)``. ``given``: ``given_test`` (the source's own
+    test classes) test, and ``round(T * val_fraction)`` of the T other classes, drawn with the
+    same generator, validate: the literature's split, with validation carved from its training
+    classes so that the test classes are never looked at before the final table.
 
     Raises:
         ConfigError: a part would get fewer than two classes; the message names the fraction
-            to change and the numbers that led there.
+            to change and the numbers that led there. ``given`` without ``given_test``.
     """
     classes = np.unique(labels)
+    if config.split == "given":
+        return _given_split(labels, classes, config, given_test)
     count = len(classes)
     n_train = round(count * config.train_fraction)
     n_val = round(count * config.val_fraction)
@@ -57,6 +65,39 @@ def split_classes(labels: np.ndarray, config: DatasetConfig) -> ClassSplit:
     order = np.random.default_rng(config.split_seed).permutation(classes)
     parts = np.split(order, [n_train, n_train + n_val])
     train, val, test = (np.sort(part).astype(np.int64) for part in parts)
+    return _split(labels, train, val, test)
+
+
+def _given_split(
+    labels: np.ndarray, classes: np.ndarray, config: DatasetConfig, given_test: np.ndarray | None
+) -> ClassSplit:
+    if given_test is None:
+        raise ConfigError(
+            "dataset.split", "'given' needs a source with its own test classes; allowed: seeded"
+        )
+    test = np.intersect1d(classes, given_test).astype(np.int64)
+    rest = np.setdiff1d(classes, test)
+    if len(test) < MIN_CLASSES_PER_SPLIT:
+        raise ConfigError(
+            "dataset.split",
+            f"the source's own split has {len(test)} test class(es); need at least "
+            f"{MIN_CLASSES_PER_SPLIT} (use dataset.split: seeded)",
+        )
+    n_val = round(len(rest) * config.val_fraction)
+    _require_classes("dataset.val_fraction", len(rest), config.val_fraction, n_val, "validation")
+    n_train = len(rest) - n_val
+    if n_train < MIN_CLASSES_PER_SPLIT:
+        raise ConfigError(
+            "dataset.val_fraction",
+            f"{len(rest)} given training classes leave {n_train} to train on after {n_val} "
+            f"validation; need at least {MIN_CLASSES_PER_SPLIT} (lower dataset.val_fraction)",
+        )
+    order = np.random.default_rng(config.split_seed).permutation(rest)
+    val, train = (np.sort(part).astype(np.int64) for part in np.split(order, [n_val]))
+    return _split(labels, train, val, test)
+
+
+def _split(labels: np.ndarray, train: np.ndarray, val: np.ndarray, test: np.ndarray) -> ClassSplit:
     return ClassSplit(
         train_classes=train,
         val_classes=val,

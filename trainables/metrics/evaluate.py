@@ -32,6 +32,7 @@ class Evaluator:
         max_pairs: Most verification pairs to score; at least 2,000,000.
         seed: Seed of the pair sample (unused when every pair is scored).
         chunk_size: Queries per chunk of the nearest-neighbour search, bounding its memory.
+        recall_at: The K of Recall@K (``eval.recall_at``, resolved); Recall@1 always.
 
     Raises:
         ValueError: If the split has no same-class or no different-class pair, caught here
@@ -44,12 +45,14 @@ class Evaluator:
         max_pairs: int = 5_000_000,
         seed: int = 0,
         chunk_size: int = 1024,
+        recall_at: tuple[int, ...] = (1,),
     ) -> None:
         self.labels = torch.as_tensor(np.asarray(labels))
         self.pairs = verification_pairs(self.labels.numpy(), max_pairs, seed)
         if self.pairs.same.all() or not self.pairs.same.any():
             raise ValueError("the split needs a class with two samples and two classes")
         self.chunk_size = chunk_size
+        self.recall_at = recall_at
 
     def __call__(self, embeddings: torch.Tensor) -> dict[str, float]:
         """Computes the metrics of L2-normalised embeddings.
@@ -91,7 +94,7 @@ class Evaluator:
         counts = {key: verification.pop(key) for key in COUNT_KEYS}
         return {
             **verification,
-            **retrieval_metrics(embeddings, labels, self.chunk_size),
+            **retrieval_metrics(embeddings, labels, self.chunk_size, self.recall_at),
             **counts,
         }
 

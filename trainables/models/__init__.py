@@ -7,6 +7,7 @@ from collections.abc import Callable
 from torch import nn
 
 from margin_tune.trainables.config import ModelConfig
+from margin_tune.trainables.models.backbone import torchvision_trunk
 from margin_tune.trainables.models.cnn import CNNEmbedder
 from margin_tune.trainables.models.mlp import MLPEmbedder
 from margin_tune.trainables.models.siamese import SiameseEmbedder
@@ -17,6 +18,7 @@ TrunkFactory = Callable[[ModelConfig, tuple[int, ...]], nn.Module]
 MODELS: Registry[TrunkFactory] = Registry("model")
 MODELS.register("mlp")(MLPEmbedder)
 MODELS.register("cnn")(CNNEmbedder)
+MODELS.register("torchvision")(torchvision_trunk)
 
 
 def build_model(config: ModelConfig, input_shape: tuple[int, ...]) -> SiameseEmbedder:

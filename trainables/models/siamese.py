@@ -20,4 +20,5 @@ class SiameseEmbedder(nn.Module):
         self.trunk = trunk
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.trunk(inputs), dim=1)
+        # float32 before normalising: under bf16/fp16 autocast a unit norm would be off by ~1e-2
+        return F.normalize(self.trunk(inputs).float(), dim=1)

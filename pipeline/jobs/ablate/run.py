@@ -47,7 +47,7 @@ from margin_tune.pipeline.tracking.vocabulary import (
     TRIAL_ID_TAG,
 )
 from margin_tune.trainables.config import Config
-from margin_tune.trainables.data import Dataset, load_dataset
+from margin_tune.trainables.data import Samples, load_dataset
 from margin_tune.trainables.metric_names import EVALUATION_METRICS, on_test
 from margin_tune.trainables.trial import Trial
 
@@ -78,7 +78,7 @@ def cell_configs(grid: AblationGrid) -> dict[str, dict[str, Any]]:
 def run_ablation(
     grid: AblationGrid,
     base: Config,
-    dataset: Dataset,
+    dataset: Samples,
     options: SweepOptions,
     out: Path,
     tracker: Tracker,
@@ -228,7 +228,7 @@ def _log_summary(
     tracker.set_tags(parent, {BEST_CELL_TAG: str(best["cell"])})
 
 
-def plan_ablation(grid: AblationGrid, base: Config) -> Dataset:
+def plan_ablation(grid: AblationGrid, base: Config) -> Samples:
     """Load the data and build every cell's trial: sizes that do not fit fail here, not in Ray."""
     dataset = load_dataset(base.dataset)
     for cell in grid.cells:

@@ -21,9 +21,9 @@ from margin_tune.pipeline.sweep.callback import path_slug, run_name
 from margin_tune.trainables.metric_names import (
     COUNT_KEYS,
     EASY_RATIO,
-    EVALUATION_METRICS,
     MARGIN,
     best_mode,
+    metrics_of,
     on_test,
 )
 from margin_tune.trainables.metrics.views import FAR_GRID
@@ -45,7 +45,8 @@ def write_comparison(
     result.tuning.to_csv(files[2], index=False)
     result.runs.to_csv(files[3], index=False)
     files[4].write_text(render_markdown(result, spec, indicative=indicative), encoding="utf-8")
-    files.append(comparison_bars(result.table, EVALUATION_METRICS, out / "test_metrics.png"))
+    measured = metrics_of(result.runs.columns)
+    files.append(comparison_bars(result.table, measured, out / "test_metrics.png"))
     ranked = best_methods(result, spec)  # legends list the best method first
     files += epoch_curve_files(
         method_labels(result, ranked),
@@ -176,7 +177,7 @@ def render_markdown(result: CompareResult, spec: CompareSpec, *, indicative: boo
             "> Quick preset: few trials, epochs and seeds. Its p-values are indicative only.",
             "",
         ]
-    ordered = [spec.primary, *(m for m in EVALUATION_METRICS if m != spec.primary)]
+    ordered = [spec.primary, *(m for m in metrics_of(result.runs.columns) if m != spec.primary)]
     names = [f"{m} (primary)" if m == spec.primary else m for m in ordered]
     header = ["method", "runs", "collapsed", "failed", "n", *names]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

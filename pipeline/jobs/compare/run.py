@@ -73,9 +73,9 @@ from margin_tune.pipeline.tracking.vocabulary import (
     TRIAL_ID_TAG,
 )
 from margin_tune.trainables.config import Config
-from margin_tune.trainables.data import Dataset, load_dataset
+from margin_tune.trainables.data import Samples, load_dataset, recall_ks
 from margin_tune.trainables.errors import ConfigError
-from margin_tune.trainables.metric_names import TEST_COLUMNS, on_test
+from margin_tune.trainables.metric_names import on_test, test_columns
 from margin_tune.trainables.metrics.views import EmbeddingViews
 
 #: Where each split's directories live: ``splits/<split seed>/sweeps/<method>`` and ``…/final``.
@@ -265,7 +265,7 @@ def final_columns(spec: CompareSpec) -> list[str]:
     every test metric and the verification counts."""
     return [
         spec.metric,
-        *TEST_COLUMNS,
+        *test_columns(recall_ks(spec.base)),
     ]
 
 
@@ -277,7 +277,7 @@ def _run_final(
     tracker: Tracker,
     comparison_run: str,
     configs: dict[str, Config],
-    dataset: Dataset,
+    dataset: Samples,
     views: dict[tuple[str, int], EmbeddingViews],
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """Re-train each chosen config of one split with every re-training seed; each measured

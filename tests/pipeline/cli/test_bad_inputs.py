@@ -206,7 +206,7 @@ def train_on(name: str, path: str, *rest: str) -> tuple[str, ...]:
 SCHEDULERS = "constant, dams, linear, pi, two_sided"
 MINERS = "all, hard, semihard"
 SAMPLERS = "class_representative, pk"
-DATASETS = "digits, glyphs, image_folder, npz, synthetic"
+DATASETS = "cars, cub, digits, glyphs, image_folder, lfw, npz, sop, synthetic"
 SEARCHERS = "coordinate, qmc, random, tpe"
 NAME_RULE = "1-64 characters: letters, digits, '_', '.', '-', starting with a letter or digit"
 
