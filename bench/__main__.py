@@ -1,4 +1,4 @@
-"""``python -m bench``: measure the performance figures P1–P8 and write ``bench/RESULTS.md``.
+"""``python -m bench``: measure the performance figures P1–P14 and write ``bench/RESULTS.md``.
 
 Usage: ``python -m bench [--only P1,P3] [--quick] [--baseline] [--out bench/RESULTS.md]``. Each
 figure is a
@@ -44,6 +44,9 @@ MODULES = {
     "P9": "bench.p9_startup",
     "P10": "bench.p10_report",
     "P11": "bench.p11_model_logging",
+    "P12": "bench.p12_image_loader",
+    "P13": "bench.p13_backbone_step",
+    "P14": "bench.p14_gpu_epoch",
 }
 PACKAGES = ("torch", "ray", "optuna", "mlflow", "pytorch-metric-learning", "numpy", "pandas")
 EXIT_BAD_INPUT = 2

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         resume_tune as resume_tune,
         train as train,
         tune as tune,
+        verify as verify,
     )
 
 __version__ = "0.2.0"

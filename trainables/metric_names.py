@@ -53,11 +53,14 @@ def evaluation_metrics(ks: tuple[int, ...] = (1,)) -> tuple[str, ...]:
 
 def metrics_of(columns: Iterable[str]) -> tuple[str, ...]:
     """The bare evaluation metrics a table of ``test_`` columns holds: :data:`EVALUATION_METRICS`
-    and each Recall@K among ``columns``, in :func:`evaluation_metrics` order."""
+    and each Recall@K among ``columns`` (once, however often it repeats: the metric names of
+    many runs), in :func:`evaluation_metrics` order."""
     ks = sorted(
-        int(name.removeprefix(TEST_PREFIX + RECALL_PREFIX))
-        for name in columns
-        if name.startswith(TEST_PREFIX) and is_recall_at(name)
+        {
+            int(name.removeprefix(TEST_PREFIX + RECALL_PREFIX))
+            for name in columns
+            if name.startswith(TEST_PREFIX) and is_recall_at(name)
+        }
     )
     return evaluation_metrics(tuple(ks))
 

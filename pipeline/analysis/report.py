@@ -55,7 +55,6 @@ from margin_tune.trainables.metric_names import (
     EASY_RATIO,
     EPOCH,
     EPOCH_COLUMNS,
-    EVALUATION_METRICS,
     MARGIN,
     TEST_PREFIX,
     VALIDATION_PREFIX,
@@ -226,7 +225,7 @@ def comparison_report(runs: ExperimentRuns, comparison: Run, sort: str | None) -
     table = summary_table(finals, methods, splits=splits)
     sweeps = runs.sweeps(comparison)
     if sort is not None:
-        allowed = [f"{name}_mean" for name in EVALUATION_METRICS]
+        allowed = [f"{name}_mean" for name in metrics_of(finals.columns)]
         mode = _shared_mode(sweep.data.params.get("mode", "max") for sweep in sweeps)
         table = sort_by(table, sort, allowed, mode)
     title = (

@@ -47,6 +47,10 @@ if TYPE_CHECKING:
         TrainResult as TrainResult,
         train as train,
     )
+    from margin_tune.pipeline.api.verification import (
+        VerifyResult as VerifyResult,
+        verify as verify,
+    )
 
 #: Public name → the module of this package that defines it.
 EXPORTS = {
@@ -60,6 +64,8 @@ EXPORTS = {
     "DryRun": "dry_run",
     "embed": "embedding",
     "EmbedResult": "embedding",
+    "verify": "verification",
+    "VerifyResult": "verification",
     "compare": "comparison",
     "resume_compare": "comparison",
     "ablate": "ablation",

@@ -8,7 +8,6 @@ no data given, the dataset the model was trained on, regenerated or re-read from
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from margin_tune.pipeline.api.config import Overrides, resolve_config
+from margin_tune.pipeline.outputs.folders import check_new_file, write_new_file
 from margin_tune.pipeline.sweep.callback import first_line
 from margin_tune.trainables.config import Config, DatasetConfig, parse_override
 from margin_tune.trainables.data import Samples, load_dataset, split_classes
@@ -72,8 +72,8 @@ def embed(
         )
     target = Path(out) if out is not None else None
     if target is not None:
-        _check_target(target)
-    saved = _load(model, tracking_uri)
+        check_new_file(target, ".npz")
+    saved = load_saved(model, tracking_uri)
     dataset = load_dataset(data_config(saved.config, data, overrides))
     indices = _chosen(dataset, saved.config, classes)
     embeddings = saved.embed_samples(dataset, indices)
@@ -109,7 +109,7 @@ def data_config(config: Config, data: str | Path | None, overrides: Overrides) -
 MLFLOW_MODEL_SCHEMES = ("models:/", "runs:/")
 
 
-def _load(model: str | Path, tracking_uri: str | None) -> SavedEmbedder:
+def load_saved(model: str | Path, tracking_uri: str | None) -> SavedEmbedder:
     """A local saved model, or margin-tune's folder of a logged MLflow model, downloaded."""
     if not str(model).startswith(MLFLOW_MODEL_SCHEMES):
         return load_embedder(model)
@@ -135,37 +135,17 @@ def _load(model: str | Path, tracking_uri: str | None) -> SavedEmbedder:
 def _chosen(dataset: Samples, config: Config, classes: str) -> np.ndarray:
     if classes == "all":
         return np.arange(len(dataset.labels))
+    return part_indices(dataset, config)[classes]
+
+
+def part_indices(dataset: Samples, config: Config) -> dict[str, np.ndarray]:
+    """The sample indices of each part of ``config``'s class split of ``dataset``."""
     split = split_classes(dataset.labels, config.dataset, dataset.given_test_classes)
-    return {"train": split.train_indices, "val": split.val_indices, "test": split.test_indices}[
-        classes
-    ]
-
-
-def _check_target(target: Path) -> None:
-    if target.exists():
-        raise ConfigError("--out", f"{target} already exists; choose a new file")
-    if target.suffix.lower() != ".npz":
-        raise ConfigError("--out", f"{target}: the embeddings are written as .npz")
-    if not target.parent.is_dir():
-        raise ConfigError("--out", f"{target.parent} is not a folder")
+    return {"train": split.train_indices, "val": split.val_indices, "test": split.test_indices}
 
 
 def _write_npz(target: Path, embeddings: np.ndarray, labels: np.ndarray, names: tuple) -> None:
-    """Written beside and linked into place: never half a file, never over another file."""
-    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".npz", dir=target.parent)
-    os.close(handle)
-    temporary = Path(name)
-    try:
-        np.savez(temporary, X=embeddings, y=labels, class_names=np.array(names, dtype=str))
-        try:
-            os.link(temporary, target)  # fails if the file appeared meanwhile
-        except FileExistsError:
-            raise ConfigError("--out", f"{target} already exists; choose a new file") from None
-        except OSError:  # a file system without hard links: an exclusive create instead
-            try:
-                with open(target, "xb") as stream:
-                    stream.write(temporary.read_bytes())
-            except FileExistsError:
-                raise ConfigError("--out", f"{target} already exists; choose a new file") from None
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_new_file(
+        target,
+        lambda path: np.savez(path, X=embeddings, y=labels, class_names=np.array(names, dtype=str)),
+    )

@@ -7,20 +7,12 @@ from pathlib import Path
 
 from margin_tune.pipeline import api
 from margin_tune.pipeline.api.embedding import CLASS_PARTS
-from margin_tune.pipeline.cli.flags import add_output_flags, add_override_flag
+from margin_tune.pipeline.cli.flags import add_model_flags, add_output_flags, add_override_flag
 from margin_tune.pipeline.outputs.folders import json_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        required=True,
-        help="a train output directory (or its model/ folder), or a logged model: "
-        "models:/<id> or runs:/<run id>/embedder",
-    )
-    parser.add_argument(
-        "--tracking-uri", help="the MLflow store of a models:/ or runs:/ URI (default as tune's)"
-    )
+    add_model_flags(parser)
     parser.add_argument(
         "--data",
         type=Path,

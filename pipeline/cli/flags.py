@@ -44,6 +44,19 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     add_override_flag(parser, "dotted config override, repeatable: --set train.epochs=10")
 
 
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """``--model`` and its ``--tracking-uri``: the saved model that embed and verify read."""
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="a train output directory (or its model/ folder), or a logged model: "
+        "models:/<id> or runs:/<run id>/embedder",
+    )
+    parser.add_argument(
+        "--tracking-uri", help="the MLflow store of a models:/ or runs:/ URI (default as tune's)"
+    )
+
+
 def add_override_flag(parser: argparse.ArgumentParser, help_line: str) -> None:
     """``--set KEY=VALUE``, repeatable, into ``args.overrides``."""
     parser.add_argument(

@@ -26,6 +26,7 @@ from margin_tune.trainables.errors import ConfigError
 COMMANDS: dict[str, str] = {
     "train": "train one trial and evaluate it on test classes",
     "embed": "embed a dataset with a model that train saved",
+    "verify": "score a saved model on a verification protocol's pairs (LFW's 10 folds)",
     "tune": "sweep one search space with Ray Tune + Optuna",
     "resume": "continue an interrupted tune, compare or ablate from its DIR",
     "compare": "tune every method alike, re-train over seeds, compare on test classes",

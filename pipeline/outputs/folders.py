@@ -9,8 +9,9 @@ import json
 import math
 import os
 import re
+import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,41 @@ def output_lock(path: Path, *, field: str = "DIR", new: bool = False) -> Iterato
             raise
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def check_new_file(target: Path, suffix: str, *, field: str = "--out") -> None:
+    """Refuse, before any work, a ``target`` that exists, lacks ``suffix`` or has no folder."""
+    if target.exists():
+        raise ConfigError(field, f"{target} already exists; choose a new file")
+    if target.suffix.lower() != suffix:
+        raise ConfigError(field, f"{target}: the output is written as {suffix}")
+    if not target.parent.is_dir():
+        raise ConfigError(field, f"{target.parent} is not a folder")
+
+
+def write_new_file(target: Path, write: Callable[[Path], object], *, field: str = "--out") -> None:
+    """``write`` a file beside ``target``, then link it into place: never half a file, and
+    never over a file that appeared meanwhile (a user's file is not overwritten)."""
+    handle, name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent
+    )
+    os.close(handle)
+    temporary = Path(name)
+    taken = ConfigError(field, f"{target} already exists; choose a new file")
+    try:
+        write(temporary)
+        try:
+            os.link(temporary, target)  # fails if the file appeared meanwhile
+        except FileExistsError:
+            raise taken from None
+        except OSError:  # a file system without hard links: an exclusive create instead
+            try:
+                with open(target, "xb") as stream:
+                    stream.write(temporary.read_bytes())
+            except FileExistsError:
+                raise taken from None
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def write_yaml(path: Path, data: Mapping[str, Any]) -> None:

@@ -47,8 +47,8 @@ from margin_tune.pipeline.tracking.vocabulary import (
     TRIAL_ID_TAG,
 )
 from margin_tune.trainables.config import Config
-from margin_tune.trainables.data import Samples, load_dataset
-from margin_tune.trainables.metric_names import EVALUATION_METRICS, on_test
+from margin_tune.trainables.data import Samples, load_dataset, recall_ks
+from margin_tune.trainables.metric_names import evaluation_metrics, on_test
 from margin_tune.trainables.trial import Trial
 
 #: Tags of every ablation trial run, beside its ``cell``.
@@ -161,8 +161,10 @@ def run_row(
 
 
 def summary_columns(grid: AblationGrid) -> dict[str, str]:
-    """The metric the grid summarises, then every test metric, each once."""
-    names = dict.fromkeys((grid.metric, *map(on_test, EVALUATION_METRICS)))
+    """The metric the grid summarises, then every test metric, each once: with each Recall@K
+    that any cell's dataset reports (``eval.recall_at``, or the literature's Ks)."""
+    ks = tuple(sorted({k for cell in grid.cells for k in recall_ks(cell.config)}))
+    names = dict.fromkeys((grid.metric, *map(on_test, evaluation_metrics(ks))))
     return {name: name for name in names}
 
 

@@ -119,7 +119,8 @@ SWEEPS = [
 ]
 COMPARISON_ID = "cmp-1"
 METHODS = ["dams", "constant"]
-TEST_METRICS = ("roc_auc", "eer", "tar_at_far_1e-3", "recall_at_1", "map_at_r")
+#: recall_at_4 is not among the default Ks: a comparison on CUB or Cars logs it.
+TEST_METRICS = ("roc_auc", "eer", "tar_at_far_1e-3", "recall_at_1", "map_at_r", "recall_at_4")
 #: (method, seed, status, test_roc_auc); other test metrics follow from it.
 FINALS = [
     ("dams", 0, "completed", 0.95),
@@ -362,6 +363,16 @@ def test_comparison_shows_final_table_per_method_and_its_sweeps(
     assert sweeps.loc[0, "best_trial_id"] == "n2"
 
 
+def test_comparison_sorts_by_any_recall_at_k_its_final_runs_logged(
+    store: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ("--sweep", COMPARISON_ID, "--sort", "recall_at_4_mean", "--format", "csv")
+    final = next(iter(csv_tables(report(store, capsys, *args)).values()))
+    assert list(final["recall_at_4_mean"]) == sorted(final["recall_at_4_mean"], reverse=True)
+    dams = [roc_auc - 0.5 for method, _, _, roc_auc in FINALS if method == "dams"]
+    assert final.set_index("method").loc["dams", "recall_at_4_mean"] == pytest.approx(np.mean(dams))
+
+
 def test_table_and_markdown_formats(
     store: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -392,6 +403,10 @@ def test_table_and_markdown_formats(
         (["--sweep", "zzz"], "--sweep: no sweep or comparison 'zzz'"),
         (["--sweep", "cmp"], "--sweep: 'cmp' is ambiguous; it matches"),
         (["--sweep", "dams-one", "--sort", "bogus"], "available: margin, val_roc_auc"),
+        (
+            ["--sweep", COMPARISON_ID, "--sort", "recall_at_16_mean"],
+            "recall_at_1_mean, recall_at_4_mean, map_at_r_mean",
+        ),
         (["--sort", "val_roc_auc"], "--sort: the sweeps here disagree on max/min"),
     ],
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,12 @@ from margin_tune.pipeline.jobs.ablate.grid import (
     packaged_grids,
     parse_grid,
 )
-from margin_tune.pipeline.jobs.ablate.run import cell_configs, cell_table, main_effects
+from margin_tune.pipeline.jobs.ablate.run import (
+    cell_configs,
+    cell_table,
+    main_effects,
+    summary_columns,
+)
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.schedulers import SCHEDULERS
@@ -242,3 +248,24 @@ def test_cell_table_counts_failed_runs_and_ranks_by_mode() -> None:
     lower_better = parse_grid({**NESTED, "mode": "min"}, Config(), name="nested")
     ranks = cell_table(runs, lower_better).sort_values("rank")["val_roc_auc_mean"].to_numpy()
     assert np.all(np.diff(ranks) >= 0)
+
+
+def test_summary_columns_hold_every_recall_at_k_a_cell_reports() -> None:
+    """A grid over datasets with different Ks (the literature's, from ``eval.recall_at``)
+    summarises each Recall@K any cell reports, once, after Recall@1."""
+    base = Config()
+    base = replace(base, eval=replace(base.eval, recall_at=(1, 2, 4)))
+    grid = parse_grid(
+        {"metric": "val_map_at_r", "factors": {"eval.recall_at": [[1, 2, 4], [1, 10]]}},
+        base,
+        name="recalls",
+    )
+    columns = list(summary_columns(grid))
+    assert columns[0] == "val_map_at_r"
+    recalls = [name for name in columns if name.startswith("test_recall_at_")]
+    assert recalls == [f"test_recall_at_{k}" for k in (1, 2, 4, 10)]
+    assert "test_map_at_r" in columns and "test_roc_auc" in columns
+    plain = parse_grid(
+        {"metric": "val_map_at_r", "factors": {"train.lr": [0.001]}}, Config(), name="p"
+    )
+    assert [name for name in summary_columns(plain) if "recall" in name] == ["test_recall_at_1"]
