@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         plan_tune as plan_tune,
         register as register,
         report as report,
+        report_html as report_html,
         report_tables as report_tables,
         resolve_config as resolve_config,
         resume_ablate as resume_ablate,

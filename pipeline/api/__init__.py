@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     )
     from margin_tune.pipeline.api.reporting import (
         report as report,
+        report_html as report_html,
         report_tables as report_tables,
     )
     from margin_tune.pipeline.api.sweeping import (
@@ -72,6 +73,7 @@ EXPORTS = {
     "resume_ablate": "ablation",
     "report": "reporting",
     "report_tables": "reporting",
+    "report_html": "reporting",
     "resolve_config": "config",
     "register": "plugins",
     "verbosity": "output",

@@ -23,6 +23,7 @@ from margin_tune.pipeline.jobs.ablate.grid import (
 from margin_tune.pipeline.jobs.ablate.outputs import write_ablation
 from margin_tune.pipeline.jobs.ablate.run import AblationResult, plan_ablation, run_ablation
 from margin_tune.pipeline.outputs.folders import (
+    BASE_CONFIG,
     check_output_dir,
     default_out,
     new_output_dir,
@@ -74,7 +75,7 @@ def ablate(
         "options": dataclasses.asdict(chosen),
     }
     with new_output_dir(directory), sweep_cluster(chosen):
-        write_yaml(directory / "base_config.yaml", base.to_dict())
+        write_yaml(directory / BASE_CONFIG, base.to_dict())
         assert loaded.source is not None
         shutil.copyfile(loaded.source, directory / GRID_COPY)
         write_manifest(directory, "ablate", manifest)

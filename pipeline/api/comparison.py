@@ -19,11 +19,7 @@ from typing import Any
 
 from margin_tune.pipeline.api.config import Overrides, sweep_options, with_default_storage
 from margin_tune.pipeline.api.dry_run import DryRun, time_one_epoch
-from margin_tune.pipeline.jobs.compare.outputs import (
-    MAP_ARTIFACT,
-    write_comparison,
-    write_embedding_maps,
-)
+from margin_tune.pipeline.jobs.compare.outputs import write_comparison, write_embedding_maps
 from margin_tune.pipeline.jobs.compare.registry import register_winner
 from margin_tune.pipeline.jobs.compare.run import (
     CompareResult,
@@ -39,6 +35,7 @@ from margin_tune.pipeline.jobs.compare.spec import (
     spec_from_data,
 )
 from margin_tune.pipeline.outputs.folders import (
+    BASE_CONFIG,
     check_output_dir,
     default_out,
     new_output_dir,
@@ -48,7 +45,11 @@ from margin_tune.pipeline.outputs.manifest import manifest_options, write_manife
 from margin_tune.pipeline.sweep.callback import first_line
 from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, sweep_cluster
 from margin_tune.pipeline.tracking.tracker import Tracker
-from margin_tune.pipeline.tracking.vocabulary import REGISTRY_ERROR_TAG
+from margin_tune.pipeline.tracking.vocabulary import (
+    COMPARISON_ARTIFACTS,
+    MAP_ARTIFACT,
+    REGISTRY_ERROR_TAG,
+)
 from margin_tune.trainables.data import Samples, load_dataset
 from margin_tune.trainables.errors import ConfigError
 
@@ -104,7 +105,7 @@ def compare(
         "register_model": register_model,
     }
     with new_output_dir(directory), sweep_cluster(chosen):
-        write_yaml(directory / "base_config.yaml", loaded.base.to_dict())
+        write_yaml(directory / BASE_CONFIG, loaded.base.to_dict())
         (directory / SPACES_DIR).mkdir()
         for method, space in loaded.spaces.items():
             assert space.source is not None
@@ -216,8 +217,12 @@ def run_comparison(
             sweep_ids=manifest["sweep_ids"],
         )
         files = write_comparison(result, spec, out, indicative=manifest["indicative"])
+        # The base config beside the tables: a shared report shows what was trained.
+        files.append(out / BASE_CONFIG)
         for path in files:
-            tracker.log_artifact(result.comparison_run_id, str(path), artifact_path="comparison")
+            tracker.log_artifact(
+                result.comparison_run_id, str(path), artifact_path=COMPARISON_ARTIFACTS
+            )
         for run_id, path in write_embedding_maps(result, out).items():
             tracker.log_artifact(run_id, path, file_name=MAP_ARTIFACT)
         missing = result.methods_without_winner

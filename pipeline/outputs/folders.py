@@ -24,6 +24,10 @@ from margin_tune.trainables.errors import ConfigError
 #: The lock file of an output directory in use (see :func:`output_lock`).
 LOCK_FILE = ".margin-tune.lock"
 
+#: The resolved base config a comparison or ablation trained, beside its tables (and among a
+#: comparison's artifacts).
+BASE_CONFIG = "base_config.yaml"
+
 
 def default_out(name: str) -> Path:
     """``runs/<name>-<timestamp>``: a new directory per invocation."""
@@ -123,6 +127,12 @@ def check_new_file(target: Path, suffix: str, *, field: str = "--out") -> None:
         raise ConfigError(field, f"{target.parent} is not a folder")
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_new_file(target: Path, write: Callable[[Path], object], *, field: str = "--out") -> None:
     """``write`` a file beside ``target``, then link it into place: never half a file, and
     never over a file that appeared meanwhile (a user's file is not overwritten)."""
@@ -131,6 +141,8 @@ def write_new_file(target: Path, write: Callable[[Path], object], *, field: str 
     )
     os.close(handle)
     temporary = Path(name)
+    # mkstemp's file is private (0600); the user's file gets the mode any new file would.
+    os.chmod(temporary, 0o666 & ~_umask())
     taken = ConfigError(field, f"{target} already exists; choose a new file")
     try:
         write(temporary)

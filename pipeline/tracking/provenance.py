@@ -2,8 +2,9 @@
 
 MLflow's own ``mlflow.source.*`` tags fill the UI's Source column: the command (or the script
 that called the API), ``LOCAL``, and the git commit of margin-tune's own checkout. Beside
-them, ours: margin-tune's version, its commit and whether that tree had uncommitted changes,
-the versions of Python and of the libraries a result depends on, and the host.
+them, ours: the whole command line, margin-tune's version, its commit and whether that tree
+had uncommitted changes, the versions of Python and of the libraries a result depends on, and
+the host.
 
 The commit is margin-tune's only when margin-tune runs from a git checkout of itself (an
 editable install): the package's ``__init__.py`` must be a file that work tree tracks. A
@@ -16,6 +17,7 @@ from __future__ import annotations
 import functools
 import getpass
 import platform
+import shlex
 import socket
 import subprocess
 import sys
@@ -23,7 +25,9 @@ from importlib import metadata
 from pathlib import Path
 
 import margin_tune
+from margin_tune.pipeline.runtime.secrets import redact_uri
 from margin_tune.pipeline.tracking.vocabulary import (
+    COMMAND_TAG,
     GIT_COMMIT_TAG,
     GIT_DIRTY_TAG,
     HOST_TAG,
@@ -98,6 +102,33 @@ def source_name(argv: list[str] | None = None) -> str:
     return "python"
 
 
+#: MLflow keeps a tag value of at most this many characters (``MAX_TAG_VAL_LENGTH``).
+MAX_TAG_LENGTH = 8000
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command as a user would type it again: ``margin-tune compare --preset quick …``
+    for the CLI (whatever path started it), the script's path and its arguments for a script,
+    ``python`` for an interpreter without one. A password in a store URI (``--tracking-uri
+    http://u:pw@host`` or ``--storage=postgresql://…``) is shown as ``***``."""
+    args = sys.argv if argv is None else argv
+    program = source_name(args)
+    if program == "python":
+        return program
+    head = "margin-tune" if program.startswith("margin-tune") else program
+    shown = shlex.join([head, *(_redacted(arg) for arg in args[1:])])
+    if len(shown) > MAX_TAG_LENGTH:
+        shown = shown[: MAX_TAG_LENGTH - 1] + "…"
+    return shown
+
+
+def _redacted(arg: str) -> str:
+    flag, equals, value = arg.partition("=")
+    if equals and flag.startswith("--"):
+        return f"{flag}={redact_uri(value)}"
+    return redact_uri(arg)
+
+
 def _version(name: str) -> str:
     try:
         return metadata.version(name)
@@ -116,6 +147,7 @@ def provenance_tags() -> dict[str, str]:
         VERSION_TAG: _version(DISTRIBUTION),
         GIT_COMMIT_TAG: checkout[0] if checkout else NO_CHECKOUT,
         HOST_TAG: socket.gethostname(),
+        COMMAND_TAG: command_line(),
         f"{VERSIONS_PREFIX}python": platform.python_version(),
         **{f"{VERSIONS_PREFIX}{name}": _version(name) for name in LIBRARIES},
     }

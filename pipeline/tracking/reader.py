@@ -7,7 +7,9 @@ view of runs already in memory. Nothing here writes, and nothing needs torch or 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -90,8 +92,9 @@ class ExperimentRuns:
             and (comparison is None or parent_id(run) == comparison.info.run_id)
         ]
 
-    def find(self, key: str) -> Run:
-        """The sweep or comparison named by sweep id or run id, exactly or by unique prefix."""
+    def find(self, key: str, *, field: str = "--sweep") -> Run:
+        """The sweep or comparison named by sweep id or run id, exactly or by unique prefix;
+        ``field`` is the option an error names."""
         exact = [run for run in self.parents if key in run_ids(run)]
         matches = exact or [
             run for run in self.parents if any(i.startswith(key) for i in run_ids(run))
@@ -103,10 +106,10 @@ class ExperimentRuns:
                 f"{sweep_id_of(r)} ({run_kind(r)} {r.info.run_name})" for r in self.parents
             )
             raise ConfigError(
-                "--sweep", f"no sweep or comparison {key!r} in {self.experiment!r}; known: {known}"
+                field, f"no sweep or comparison {key!r} in {self.experiment!r}; known: {known}"
             )
         raise ConfigError(
-            "--sweep", f"{key!r} is ambiguous; it matches {listed(sweep_id_of(r) for r in matches)}"
+            field, f"{key!r} is ambiguous; it matches {listed(sweep_id_of(r) for r in matches)}"
         )
 
 
@@ -157,3 +160,22 @@ def listed(items: Iterable[str]) -> str:
     shown = ", ".join(names[:_MAX_LISTED])
     extra = len(names) - _MAX_LISTED
     return f"{shown} and {extra} more" if extra > 0 else shown
+
+
+@contextlib.contextmanager
+def quiet_downloads() -> Iterator[None]:
+    """Artifact downloads without MLflow's progress bars (one per file, on stderr), which would
+    bury a command's own output; the setting is put back after."""
+    saved = os.environ.get(_PROGRESS_BAR)
+    os.environ[_PROGRESS_BAR] = "false"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(_PROGRESS_BAR, None)
+        else:
+            os.environ[_PROGRESS_BAR] = saved
+
+
+#: MLflow's switch for its download progress bars, read at each download.
+_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"

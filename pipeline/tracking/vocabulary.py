@@ -49,6 +49,9 @@ GIT_COMMIT_TAG = "margin_tune.git_commit"
 GIT_DIRTY_TAG = "margin_tune.git_dirty"
 VERSION_TAG = "margin_tune.version"
 HOST_TAG = "margin_tune.host"
+#: The whole command line that opened the run, as a shell would take it back, store
+#: credentials redacted: what a shared report prints as "the command that produced it".
+COMMAND_TAG = "margin_tune.command"
 VERSIONS_PREFIX = "margin_tune.versions."
 #: A re-opened run (a resumed command) keeps its creator's provenance; what resumed it is
 #: recorded under this prefix (``margin_tune.resumed_by.margin_tune.git_commit``...).
@@ -68,6 +71,9 @@ SELECTED_BY_TAG = "margin_tune.selected_by"
 #: Why a run's network could not be logged as a model, or the winner not registered.
 MODEL_ERROR_TAG = "margin_tune.model_error"
 REGISTRY_ERROR_TAG = "margin_tune.registry_error"
+#: Artifact paths: a comparison's tables and plots, and each re-training run's embedding map.
+COMPARISON_ARTIFACTS = "comparison"
+MAP_ARTIFACT = "embedding_map.png"
 #: Trial statuses whose metrics are measurements: trained to the end, or stopped by collapse
 #: detection and evaluated where they stopped.
 MEASURED_STATUSES = ("completed", "collapsed")

@@ -77,8 +77,6 @@ def write_comparison(
 
 #: The comparison's ROC curves, and the folder of its re-trainings' embedding maps.
 ROC_FILE, MAPS_DIR = "roc.png", "maps"
-#: What each re-training run's map is called among its artifacts.
-MAP_ARTIFACT = "embedding_map.png"
 
 
 def best_methods(result: CompareResult, spec: CompareSpec) -> list[str]:

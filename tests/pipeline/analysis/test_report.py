@@ -373,6 +373,13 @@ def test_comparison_sorts_by_any_recall_at_k_its_final_runs_logged(
     assert final.set_index("method").loc["dams", "recall_at_4_mean"] == pytest.approx(np.mean(dams))
 
 
+def test_comparison_flag_shows_what_sweep_shows_for_a_comparison(
+    store: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    by_sweep = report(store, capsys, "--sweep", COMPARISON_ID, "--format", "csv")
+    assert report(store, capsys, "--comparison", COMPARISON_ID, "--format", "csv") == by_sweep
+
+
 def test_table_and_markdown_formats(
     store: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -408,6 +415,15 @@ def test_table_and_markdown_formats(
             "recall_at_1_mean, recall_at_4_mean, map_at_r_mean",
         ),
         (["--sort", "val_roc_auc"], "--sort: the sweeps here disagree on max/min"),
+        (["--html", "page.html"], "--html: needs --comparison ID"),
+        (["--comparison", "dams-one"], "--comparison: 'dams-one' is a sweep (dams), not a"),
+        (["--comparison", "zzz"], "--comparison: no sweep or comparison 'zzz'"),
+        (["--comparison", COMPARISON_ID, "--sweep", "dams-one"], "not both"),
+        (["--comparison", COMPARISON_ID, "--html", "page.txt"], "written as .html"),
+        (
+            ["--comparison", COMPARISON_ID, "--html", "page.html"],
+            "has no table.csv, comparisons.csv, tuning.csv among its artifacts",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line(

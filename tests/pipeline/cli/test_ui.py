@@ -10,6 +10,8 @@ package), the experiment page is rendered headless and saved as a screenshot.
 
 from __future__ import annotations
 
+import base64
+import html.parser
 import json
 import os
 import shutil
@@ -35,15 +37,18 @@ from mlflow_server import MlflowServer, free_port
 from sockets import listeners, processes
 from tiny import TINY
 
+from margin_tune.pipeline.analysis.tables import mean_ci
 from margin_tune.pipeline.api.config import OPTUNA_JOURNAL
 from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.sweep.models import MODEL_NAME
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import (
     BEST_RUN_TAG,
+    COMMAND_TAG,
     KIND_TAG,
     SCHEDULER_TAG,
     STAGE_TAG,
+    SWEEP_ID_TAG,
 )
 
 EXPERIMENT = "ui-test"
@@ -303,6 +308,152 @@ def test_the_experiment_page_renders_in_chromium(compared: Compared, tmp_path: P
     pixels = matplotlib.image.imread(screenshot)
     assert pixels.shape[:2] == (900, 1400)
     assert pixels[..., :3].std() > 0.05  # not a blank page
+
+
+class _Page(html.parser.HTMLParser):
+    """Every element's attributes, the ids, and each table row's cells (attributes, text)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements: list[tuple[str, dict[str, str]]] = []
+        self.rows: list[tuple[dict[str, str], list[tuple[dict[str, str], str]]]] = []
+        self._cell: tuple[dict[str, str], list[str]] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = {name: value or "" for name, value in attrs}
+        self.elements.append((tag, attributes))
+        if tag == "tr":
+            self.rows.append((attributes, []))
+        elif tag in ("td", "th"):
+            self._cell = (attributes, [])
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1][1].append((self._cell[0], "".join(self._cell[1])))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell[1].append(data)
+
+
+def _html_report(compared: Compared, out: Path) -> tuple[str, _Page]:
+    (comparison,) = compared.by_kind("comparison")
+    command = [
+        *("report", "--tracking-uri", compared.server.url, "--experiment", EXPERIMENT),
+        *("--comparison", tags(comparison)[SWEEP_ID_TAG], "--html", str(out)),
+    ]
+    assert main(command) == 0
+    text = out.read_text(encoding="utf-8")
+    page = _Page()
+    page.feed(text)
+    return text, page
+
+
+@pytest.mark.slow
+def test_the_html_report_is_one_self_contained_file_whose_numbers_are_table_csv(
+    compared: Compared, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report.html"
+    text, page = _html_report(compared, out)
+    assert capsys.readouterr().out == f"wrote {out}\n"
+    # Nothing outside the file: every image inline, every link to a section of the page.
+    ids = {attributes["id"] for _, attributes in page.elements if "id" in attributes}
+    images = [attributes["src"] for tag, attributes in page.elements if tag == "img"]
+    assert all(
+        name not in attributes
+        for tag, attributes in page.elements
+        for name in ("src", "href", "srcset", "action", "data", "poster")
+        if tag != "img" and not (tag == "a" and name == "href")
+    )
+    for tag, attributes in page.elements:
+        if tag == "a":
+            assert attributes["href"].startswith("#") and attributes["href"][1:] in ids
+    assert not [tag for tag, _ in page.elements if tag in ("link", "script", "iframe", "base")]
+    assert "@import" not in text and "url(" not in text
+    # The four plots and one embedding map per method, each a whole PNG.
+    assert len(images) == 4 + len(METHODS)
+    for source in images:
+        assert source.startswith("data:image/png;base64,")
+        assert base64.b64decode(source.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    # The key numbers are table.csv's and comparisons.csv's, unrounded and as shown.
+    table = pd.read_csv(compared.out / "table.csv").set_index("method")
+    shown = {attrs["data-method"]: cells for attrs, cells in page.rows if "data-method" in attrs}
+    assert sorted(shown) == sorted(table.index)
+    for method, cells in shown.items():
+        metrics = {a["data-metric"]: (a, text) for a, text in cells if "data-metric" in a}
+        assert "map_at_r" in metrics and "recall_at_1" in metrics
+        for metric, (attributes, cell) in metrics.items():
+            mean, ci95 = table.loc[method, f"{metric}_mean"], table.loc[method, f"{metric}_ci95"]
+            assert float(attributes["data-value"]) == mean
+            assert float(attributes["data-ci95"]) == ci95
+            assert cell == mean_ci(mean, ci95)
+    tests = pd.read_csv(compared.out / "comparisons.csv")
+    in_page = [
+        cells for attrs, cells in page.rows if len(cells) == 8 and cells[0][1] != "scheduler"
+    ]
+    assert len(in_page) == len(tests)
+    for cells, (_, row) in zip(in_page, tests.iterrows(), strict=True):
+        assert (cells[0][1], cells[1][1]) == (row["scheduler"], row["baseline"])
+        assert float(cells[3][0]["data-value"]) == row["mean_difference"]
+        holm = cells[6][0]["data-value"]
+        assert (holm == "nan") if pd.isna(row["holm_p"]) else float(holm) == row["holm_p"]
+    # The command that produced the comparison and the versions it ran with.
+    (comparison,) = compared.by_kind("comparison")
+    assert html.escape(tags(comparison)[COMMAND_TAG]) in text
+    assert tags(comparison)["margin_tune.versions.torch"] in text
+    # Asked again for the same file: refused, the page kept.
+    before = out.read_bytes()
+    command = ["report", "--tracking-uri", compared.server.url, "--experiment", EXPERIMENT]
+    command += ["--comparison", tags(comparison)[SWEEP_ID_TAG], "--html", str(out)]
+    assert main(command) == 2
+    assert "--html" in capsys.readouterr().err and out.read_bytes() == before
+
+
+@pytest.mark.slow
+@pytest.mark.chromium
+@pytest.mark.skipif(
+    CHROMIUM is None and not REQUIRE_CHROMIUM,
+    reason="no chromium binary (apt-get install chromium)",
+)
+def test_the_html_report_renders_in_chromium_without_a_network(
+    compared: Compared, tmp_path: Path
+) -> None:
+    if CHROMIUM is None:
+        pytest.fail(f"{REQUIRE_CHROMIUM_VARIABLE}=1, but no chromium binary is on PATH")
+    out = tmp_path / "report.html"
+    _html_report(compared, out)
+    offline = [
+        CHROMIUM,
+        *CHROMIUM_FLAGS,
+        f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}",
+        "--window-size=1280,2000",
+        # No network at all: every host unresolvable, every proxy connection refused.
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--proxy-server=127.0.0.1:9",
+    ]
+    dom = subprocess.run(
+        [*offline, "--dump-dom", out.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    ).stdout
+    table = pd.read_csv(compared.out / "table.csv")
+    for _, row in table.iterrows():
+        assert mean_ci(row["map_at_r_mean"], row["map_at_r_ci95"]) in dom
+    screenshot = tmp_path / "report.png"
+    subprocess.run(
+        [*offline, f"--screenshot={screenshot}", out.as_uri()],
+        capture_output=True,
+        timeout=180,
+        check=True,
+    )
+    pixels = matplotlib.image.imread(screenshot)
+    assert pixels.shape[:2] == (2000, 1280)
+    assert pixels[..., :3].std() > 0.05  # not a blank page
+    # The plots were drawn: far more than text on white (a broken image is a small icon).
+    assert (pixels[..., :3].std(axis=2) > 0.1).mean() > 0.01
 
 
 def _store_with_one_sweep(directory: Path) -> tuple[str, str]:

@@ -14,13 +14,16 @@ from tiny import TINY
 
 from margin_tune.pipeline.sweep.callback import CONFIG_ARTIFACT, open_trial_run
 from margin_tune.pipeline.tracking.provenance import (
+    MAX_TAG_LENGTH,
     NO_CHECKOUT,
+    command_line,
     own_checkout,
     provenance_tags,
     source_name,
 )
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import (
+    COMMAND_TAG,
     GIT_COMMIT_TAG,
     HOST_TAG,
     RESUMED_BY_PREFIX,
@@ -128,6 +131,45 @@ def test_the_source_name_is_the_command(argv: list[str], expected: str) -> None:
     assert source_name(argv) == expected
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["/venv/bin/margin-tune", "compare", "--preset", "quick", "--set", "train.lr=1e-3"],
+            "margin-tune compare --preset quick --set train.lr=1e-3",
+        ),
+        (["/venv/site-packages/margin_tune/__main__.py", "train"], "margin-tune train"),
+        (
+            ["/venv/bin/margin-tune", "tune", "--tracking-uri", "http://me:secret@host:5000"],
+            "margin-tune tune --tracking-uri 'http://me:***@host:5000'",
+        ),
+        (
+            ["/venv/bin/margin-tune", "tune", "--storage=postgresql://me:secret@db/optuna"],
+            "margin-tune tune '--storage=postgresql://me:***@db/optuna'",
+        ),
+        (
+            ["/venv/bin/margin-tune", "tune", "--set", "dataset.path=/my data"],
+            "margin-tune tune --set 'dataset.path=/my data'",
+        ),
+        ([""], "python"),
+    ],
+)
+def test_the_command_tag_is_the_whole_command_line_without_passwords(
+    argv: list[str], expected: str
+) -> None:
+    assert command_line(argv) == expected
+
+
+def test_a_script_is_recorded_by_its_path_and_arguments_and_a_huge_one_cut(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "study.py"
+    script.write_text("")
+    assert command_line([str(script), "--fast"]) == f"{script.resolve()} --fast"
+    long = command_line([str(script), *(["x" * 100] * 200)])
+    assert len(long) == MAX_TAG_LENGTH and long.endswith("…")
+
+
 def test_every_run_carries_the_provenance_and_a_trial_its_config(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = load_config(overrides=list(TINY))
@@ -140,6 +182,7 @@ def test_every_run_carries_the_provenance_and_a_trial_its_config(tmp_path: Path)
         tags = client.get_run(run_id).data.tags
         assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.source.name"]
         assert tags[VERSION_TAG] == provenance_tags()[VERSION_TAG] != "not installed"
+        assert tags[COMMAND_TAG] == command_line()
         assert {f"{VERSIONS_PREFIX}{n}" for n in ("python", "torch", "ray", "mlflow")} <= set(tags)
         commit = tags[GIT_COMMIT_TAG]
         assert commit == NO_CHECKOUT or tags["mlflow.source.git.commit"] == commit
