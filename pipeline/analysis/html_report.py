@@ -144,7 +144,7 @@ def read_page(runs: ExperimentRuns, comparison: Run) -> ComparisonPage:
         )
     with quiet_downloads(), tempfile.TemporaryDirectory(prefix="margin-tune-") as scratch:
         local = Path(client.download_artifacts(run_id, COMPARISON_ARTIFACTS, scratch))
-        frames = [pd.read_csv(local / name) for name in TABLES]
+        frames = [_read_table(local / name) for name in TABLES]
         markdown = local / "table.md"
         caption = _prose(markdown.read_text(encoding="utf-8")) if markdown.is_file() else []
         figures = {
@@ -159,6 +159,14 @@ def read_page(runs: ExperimentRuns, comparison: Run) -> ComparisonPage:
     return ComparisonPage(
         comparison, table, comparisons, tuning, caption, figures, maps, base_config, commands
     )
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    """A logged CSV table; one with no rows and no header (nothing to pair) as empty."""
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
 
 
 def _prose(markdown: str) -> list[str]:

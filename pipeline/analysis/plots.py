@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -19,6 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from margin_tune.pipeline.analysis.pareto import Direction
 from margin_tune.pipeline.tracking.vocabulary import TRIAL_ID_TAG
 from margin_tune.trainables.metric_names import (
     EASY_RATIO,
@@ -372,3 +373,36 @@ def _zoom(axes: plt.Axes, means: pd.Series, half_widths: pd.Series, *, axis: str
         return
     pad = max((high - low) * 0.3, 1e-3)
     (axes.set_xlim if axis == "x" else axes.set_ylim)(low - pad, high + pad)
+
+
+def pareto_plot(
+    trials: pd.DataFrame, front: pd.DataFrame, objectives: Sequence[Direction], path: Path
+) -> Path | None:
+    """The first two objectives of every completed trial, the front's points joined; more
+    objectives are listed in the title (the front is computed over all of them)."""
+    x, y = objectives[0], objectives[1]
+    status = trials["status"] if "status" in trials else pd.Series("completed", trials.index)
+    done = trials[(status == "completed")].dropna(subset=[x.metric, y.metric])
+    if done.empty:
+        return None
+    figure, axes = plt.subplots(figsize=(7, 5))
+    axes.scatter(done[x.metric], done[y.metric], color="0.6", label="completed trial")
+    ordered = front.sort_values(x.metric)
+    axes.plot(
+        ordered[x.metric],
+        ordered[y.metric],
+        "o-",
+        color="tab:red",
+        label=f"Pareto front ({len(front)} trials)",
+    )
+    axes.set_xlabel(f"{x.metric} ({x.mode})")
+    axes.set_ylabel(f"{y.metric} ({y.mode})")
+    others = ", ".join(f"{o.metric} ({o.mode})" for o in objectives[2:])
+    axes.set_title(
+        "Pareto front of the completed trials" + (f"; also over {others}" if others else "")
+    )
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save(figure, path)

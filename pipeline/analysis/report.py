@@ -27,6 +27,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
+from margin_tune.pipeline.analysis.pareto import logged_objectives, pareto_front
 from margin_tune.pipeline.analysis.tables import summary_table
 from margin_tune.pipeline.tracking.reader import (
     ExperimentRuns,
@@ -100,7 +101,21 @@ def build_report(
     parent = runs.find(sweep)
     if run_kind(parent) == COMPARISON_KIND:
         return comparison_report(runs, parent, sort)
-    return [sweep_trials(runs, parent, sort)]
+    return sweep_report(runs, parent, sort)
+
+
+def sweep_report(runs: ExperimentRuns, sweep: Run, sort: str | None) -> list[Table]:
+    """A sweep's trials; for a multi-objective sweep, its Pareto front after them."""
+    objectives = logged_objectives(sweep.data.params.get("objectives", ""))
+    trials = sweep_trials(runs, sweep, sort, also=[o.metric for o in objectives])
+    if not objectives:
+        return [trials]
+    front = pareto_front(trials.frame, objectives)
+    names = ", ".join(f"{o.metric} ({o.mode})" for o in objectives)
+    columns = ["trial_id", "run_name", *(o.metric for o in objectives)]
+    columns += [c for c in trials.frame.columns if "." in c]  # the searched params
+    title = f"Pareto front over {names}: {len(front)} of {len(trials.frame)} trials"
+    return [trials, Table(title, front[columns].reset_index(drop=True))]
 
 
 def overview(runs: ExperimentRuns, sort: str | None) -> list[Table]:
@@ -185,8 +200,12 @@ def best_per_method(runs: ExperimentRuns) -> pd.DataFrame:
     return best[columns].sort_values(["method", "metric"]).reset_index(drop=True)
 
 
-def sweep_trials(runs: ExperimentRuns, sweep: Run, sort: str | None) -> Table:
-    """One row per trial: status, epochs, the searched params and last-epoch metrics, sorted."""
+def sweep_trials(
+    runs: ExperimentRuns, sweep: Run, sort: str | None, also: Iterable[str] = ()
+) -> Table:
+    """One row per trial: status, epochs, the searched params and last-epoch metrics (and the
+    metrics ``also`` names: a multi-objective sweep's), sorted."""
+    extra = set(also)
     params = sweep.data.params
     metric, mode = params.get("metric", ""), params.get("mode", "max")
     trials = runs.trials(sweep)
@@ -203,7 +222,16 @@ def sweep_trials(runs: ExperimentRuns, sweep: Run, sort: str | None) -> Table:
         columns=["trial_id", "run_name", "status", "epochs"],
     )
     searched = _searched_params(trials)
-    metrics = pd.DataFrame([_shown_metrics(trial.data.metrics) for trial in trials])
+    metrics = pd.DataFrame(
+        [
+            {
+                name: value
+                for name, value in trial.data.metrics.items()
+                if _is_shown(name) or name in extra
+            }
+            for trial in trials
+        ]
+    )
     metrics = metrics[_ordered_metrics(metrics.columns)]
     frame = pd.concat([frame, searched, metrics], axis=1)
     key = sort or metric

@@ -34,6 +34,7 @@ from margin_tune.pipeline.sweep.tuner import SweepOptions, sweep_cluster
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Samples
+from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.parts import config_from_dict
 
 
@@ -122,6 +123,8 @@ def _prepare(
     """Everything checked before an ablation starts: config, grid, options, output directory,
     and every cell's trial built on the data."""
     base = resolve_config(config, overrides)
+    if options.get("objectives"):
+        raise ConfigError("--objectives", "an ablation runs a grid and searches nothing")
     loaded = load_grid(grid, base, seeds=seeds)
     chosen = sweep_options(len(loaded.cells) * loaded.seeds, {**options, "early_stopping": False})
     directory = Path(out) if out is not None else default_out(f"ablate-{loaded.name}")

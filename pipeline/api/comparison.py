@@ -171,6 +171,12 @@ def _prepare(
     if isinstance(overrides, Mapping):  # as --set strings: the spec records them so
         # JSON is YAML, so each value reads back as it was given (None as null, not "None")
         overrides = [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+    if options.get("objectives"):
+        raise ConfigError(
+            "--objectives",
+            "compare ranks its methods on one primary metric (compare.yaml's metric, then "
+            "tested on test classes); searching several objectives is margin-tune tune's",
+        )
     loaded = load_compare_spec(Path(spec) if spec is not None else None, preset, list(overrides))
     chosen = sweep_options(
         loaded.trials if trials is None else trials, {"searcher": loaded.searcher, **options}

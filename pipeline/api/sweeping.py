@@ -16,6 +16,7 @@ from margin_tune.pipeline.api.config import (
 )
 from margin_tune.pipeline.api.dry_run import DryRun, time_one_epoch
 from margin_tune.pipeline.outputs.folders import (
+    SPACE_COPY,
     check_output_dir,
     default_out,
     new_output_dir,
@@ -32,11 +33,10 @@ from margin_tune.pipeline.sweep.tuner import (
     run_sweep,
     sweep_cluster,
 )
+from margin_tune.pipeline.sweep.warm_start import WarmStart, load_warm_start
 from margin_tune.pipeline.tracking.tracker import Tracker
+from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.parts import config_from_dict
-
-#: The space file, copied into the output directory: what ``resume`` reads.
-SPACE_COPY = "space.yaml"
 
 
 def tune(
@@ -46,6 +46,8 @@ def tune(
     config: ConfigLike = None,
     overrides: Overrides = (),
     out: str | Path | None = None,
+    warm_start: str | Path | None = None,
+    warm_start_mode: str = "add",
     **options: Any,
 ) -> SweepResult:
     """Run one sweep: ``trials`` trials of ``space`` over the base ``config``.
@@ -55,6 +57,13 @@ def tune(
         trials: the budget.
         config, overrides: the base trial config, as :func:`~margin_tune.train` takes it.
         out: a new or empty output directory (default ``runs/<space>-<time>``).
+        warm_start: an earlier sweep (its sweep id in this store and experiment, or its
+            ``tune`` output directory) whose completed trials seed the study as finished
+            observations, costing none of ``trials`` (see
+            :mod:`margin_tune.pipeline.sweep.warm_start`).
+        warm_start_mode: ``add`` (default): every usable earlier trial as a finished one,
+            free; ``enqueue``: the best few run first here, in place of TPE's random start-up,
+            and spend the budget.
         options: any field of :class:`~margin_tune.pipeline.sweep.tuner.SweepOptions`:
             ``searcher``, ``seed``, ``concurrency``, ``tracking_uri``, ``experiment``,
             ``address``, ``early_stopping``, ``storage``, ``cpus_per_trial``, ...
@@ -68,7 +77,7 @@ def tune(
     Raises:
         ConfigError: bad input, before Ray, MLflow or any file starts.
     """
-    plan = _prepare(space, trials, config, overrides, out, options)
+    plan = _prepare(space, trials, config, overrides, out, options, warm_start, warm_start_mode)
     base, search, chosen, directory = plan.base, plan.space, plan.options, plan.out
     with new_output_dir(directory), sweep_cluster(chosen):
         write_yaml(directory / "config.yaml", base.to_dict())
@@ -83,6 +92,11 @@ def tune(
                 "sweep_id": plan.sweep_id,
                 "base": base.to_dict(),
                 "options": dataclasses.asdict(chosen),
+                # What a later --warm-start DIR compares its own data with.
+                "dataset_fingerprint": plan.dataset.fingerprint(),
+                **(
+                    {"warm_start": plan.warm_start.to_data()} if plan.warm_start is not None else {}
+                ),
             },
         )
         return run_planned(plan)
@@ -95,11 +109,13 @@ def plan_tune(
     config: ConfigLike = None,
     overrides: Overrides = (),
     out: str | Path | None = None,
+    warm_start: str | Path | None = None,
+    warm_start_mode: str = "add",
     **options: Any,
 ) -> DryRun:
     """What :func:`tune` would run, checked as it checks it, with one epoch timed here;
     nothing is written and Ray is not started (``margin-tune tune --dry-run``)."""
-    plan = _prepare(space, trials, config, overrides, out, options)
+    plan = _prepare(space, trials, config, overrides, out, options, warm_start, warm_start_mode)
     epochs = plan.base.train.epochs
     return DryRun(
         "tune",
@@ -118,15 +134,35 @@ def _prepare(
     overrides: Overrides,
     out: str | Path | None,
     options: dict[str, Any],
+    warm_start: str | Path | None = None,
+    warm_start_mode: str = "add",
 ) -> SweepPlan:
-    """Everything checked before a sweep starts: config, space, options, output directory, a
-    trial at every bound of the space."""
+    """Everything checked before a sweep starts: config, space, options, output directory,
+    the warm start's trials, a trial at every bound of the space."""
     base = resolve_config(config, overrides)
     search = load_space(space, base)
     directory = Path(out) if out is not None else default_out(search.name)
     chosen = with_default_storage(sweep_options(trials, options), directory)
     check_output_dir(directory)
-    return plan_sweep(search.name, base, search, chosen, directory)
+    if warm_start is not None and chosen.objectives:
+        raise ConfigError(
+            "--warm-start",
+            "seeds the study with one metric's values; not with --objectives",
+        )
+    warm = (
+        load_warm_start(
+            str(warm_start),
+            search,
+            chosen.searcher,
+            experiment=chosen.experiment,
+            tracking_uri=chosen.tracking_uri,
+            mode=warm_start_mode,
+            trials=chosen.trials,
+        )
+        if warm_start is not None
+        else None
+    )
+    return plan_sweep(search.name, base, search, chosen, directory, warm_start=warm)
 
 
 def resume_tune(out: Path, manifest: dict[str, Any], address: str | None = None) -> SweepResult:
@@ -136,7 +172,16 @@ def resume_tune(out: Path, manifest: dict[str, Any], address: str | None = None)
     options = SweepOptions(**manifest_options(manifest))
     if address:
         options = dataclasses.replace(options, address=address)
-    plan = plan_sweep(manifest["name"], base, search, options, out, sweep_id=manifest["sweep_id"])
+    saved = manifest.get("warm_start")
+    plan = plan_sweep(
+        manifest["name"],
+        base,
+        search,
+        options,
+        out,
+        sweep_id=manifest["sweep_id"],
+        warm_start=WarmStart.from_data(saved, search) if saved else None,
+    )
     with sweep_cluster(options):
         return run_planned(plan)
 

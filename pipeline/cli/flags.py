@@ -88,6 +88,13 @@ def add_sweep_flags(parser: argparse.ArgumentParser, *, trials_required: bool) -
     group.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs before a stop")
     group.add_argument("--reduction-factor", type=float, default=2.0, help="ASHA: keep 1/this")
     group.add_argument("--no-early-stopping", action="store_true", help="disable ASHA")
+    group.add_argument(
+        "--objectives",
+        metavar="METRIC:MODE,...",
+        help="tune only: optimise several reported metrics at once, e.g. "
+        "val_map_at_r:max,epoch_seconds:min (the first is the primary); logs the Pareto front; "
+        "needs --no-early-stopping and searcher tpe, nsga2, random or qmc",
+    )
     add_run_flags(parser)
 
 
@@ -133,6 +140,8 @@ def sweep_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.searcher is not None:
         search["searcher"] = args.searcher
+    if args.objectives:
+        search["objectives"] = args.objectives
     return {**run_kwargs(args), **search}
 
 

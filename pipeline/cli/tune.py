@@ -14,9 +14,10 @@ from margin_tune.pipeline.outputs.folders import json_text
 from margin_tune.pipeline.runtime.exit_codes import EXIT_RUNS_FAILED
 from margin_tune.pipeline.runtime.logs import LOG_FILE
 from margin_tune.pipeline.runtime.secrets import redact_uri
+from margin_tune.pipeline.search.searchers import SEED_MODES
 from margin_tune.pipeline.search.space import SearchSpace
 from margin_tune.pipeline.sweep.callback import run_name
-from margin_tune.pipeline.sweep.tuner import SweepResult
+from margin_tune.pipeline.sweep.tuner import PARETO_FILE, SweepResult
 from margin_tune.pipeline.tracking.vocabulary import TRIAL_ID_TAG
 
 
@@ -24,6 +25,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_flags(parser)
     parser.add_argument(
         "--space", required=True, help="search-space YAML, or a packaged name (dams, constant, …)"
+    )
+    parser.add_argument(
+        "--warm-start",
+        metavar="SWEEP_ID_OR_DIR",
+        help="seed the study with the completed trials of an earlier sweep of the same metric "
+        "(its sweep id in this store and experiment, or its tune output directory): added as "
+        "finished, not run, not counted in --trials; only the parameters both spaces search",
+    )
+    parser.add_argument(
+        "--warm-start-mode",
+        choices=SEED_MODES,
+        default="add",
+        help="add (default): every usable earlier trial as a finished one, free; enqueue: its "
+        "best few run first here instead of TPE's random start-up, and count in --trials",
     )
     add_sweep_flags(parser, trials_required=True)
 
@@ -36,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         config=args.config,
         overrides=args.overrides,
         out=args.out,
+        warm_start=args.warm_start,
+        warm_start_mode=args.warm_start_mode,
         **sweep_kwargs(args),
     )
     return finish(outcome, show, as_json=args.json)
@@ -64,9 +81,18 @@ def show(result: SweepResult, *, as_json: bool = False) -> int:
                 f"(trial {best_id})"
             )
             print(f"  {searched_text(result.best, space)}")
+        objectives = plan.options.objective_list
+        if objectives:
+            front = result.pareto
+            names = ", ".join(f"{o.metric} ({o.mode})" for o in objectives)
+            print(f"Pareto front over {names}: {len(front)} trials")
+            for _, row in front.iterrows():
+                values = "  ".join(f"{o.metric} {row[o.metric]:.4g}" for o in objectives)
+                print(f"  {row[TRIAL_ID_TAG]}  {values}  {searched_text(dict(row), space)}")
         shown = redact_uri(plan.options.tracking_uri or "")
         print(f"sweep run {result.parent_run_id} in {shown} (experiment {plan.options.experiment})")
-        print(f"wrote {result.out}: trials.csv, plots/, {LOG_FILE}")
+        pareto = f"{PARETO_FILE}, " if plan.options.objectives else ""
+        print(f"wrote {result.out}: trials.csv, {pareto}plots/, {LOG_FILE}")
     if not result.ok:
         reason = f"; first error: {result.errors[0]}" if result.errors else ""
         print(
@@ -97,6 +123,7 @@ def searched_text(best: dict[str, Any], space: SearchSpace) -> str:
 def document(result: SweepResult, exit_code: int) -> dict[str, Any]:
     """What ``tune --json`` prints: paths, run ids, the best trial and config, every trial."""
     plan, space, out = result.plan, result.plan.space, result.out.resolve()
+    objectives = plan.options.objective_list
     best = result.best
     best_config = result.best_config
     return {
@@ -123,6 +150,11 @@ def document(result: SweepResult, exit_code: int) -> dict[str, Any]:
             "searched": searched_values(best, space),
             "config": best_config.to_dict(),
         },
+        "objectives": [str(o) for o in plan.options.objective_list],
+        "pareto": [
+            {"trial_id": row[TRIAL_ID_TAG], **{o.metric: row[o.metric] for o in objectives}}
+            for _, row in result.pareto.iterrows()
+        ],
         "trials": result.trials.to_dict("records"),
         "errors": result.errors,
     }

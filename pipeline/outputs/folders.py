@@ -27,6 +27,9 @@ LOCK_FILE = ".margin-tune.lock"
 #: The resolved base config a comparison or ablation trained, beside its tables (and among a
 #: comparison's artifacts).
 BASE_CONFIG = "base_config.yaml"
+#: A sweep's space file, copied into its output directory: what ``resume`` and a later
+#: ``tune --warm-start DIR`` read.
+SPACE_COPY = "space.yaml"
 
 
 def default_out(name: str) -> Path:

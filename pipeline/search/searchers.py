@@ -26,6 +26,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from margin_tune.pipeline.search.coordinate import CoordinateSearch
+from margin_tune.pipeline.search.objectives import Objective
 from margin_tune.pipeline.search.space import SearchSpace
 from margin_tune.trainables.registry import Registry
 
@@ -37,6 +38,30 @@ logger = logging.getLogger(__name__)
 TUNE_TRIAL_ATTR = "tune_trial_id"
 #: Finished states that leave the sampler something to learn from (a FAIL leaves nothing).
 OBSERVED = (TrialState.COMPLETE, TrialState.PRUNED)
+#: Optuna user attribute of a study trial seeded from an earlier sweep (``--warm-start``): the
+#: earlier sweep's trial it copies. An added one was never a Tune trial (resume leaves it be);
+#: an enqueued one becomes the Tune trial that runs it.
+WARM_START_ATTR = "warm_start_from"
+#: How seeds enter a study: ``add`` as finished trials with the earlier values (free, and the
+#: sampler takes those values as they are), ``enqueue`` as the first trials to run (their
+#: params fixed, the rest sampled, their values measured here; they spend the budget).
+SEED_MODES = ("add", "enqueue")
+#: The searchers whose sampler learns from the study's finished trials, so that seeding it
+#: from an earlier sweep changes what it suggests.
+LEARNING_SEARCHERS = ("tpe",)
+
+
+@dataclass(frozen=True)
+class SeedTrial:
+    """A finished trial of an earlier sweep, as a new study is seeded with it: the values of
+    the parameters both spaces search (typed as the new space's distributions) and the value
+    of the metric both sweeps optimise."""
+
+    source: str
+    params: Mapping[str, Any]
+    #: Each parameter's distribution in the new space: what its trials will suggest from.
+    distributions: Mapping[str, optuna.distributions.BaseDistribution]
+    value: float
 
 
 @dataclass(frozen=True)
@@ -53,6 +78,12 @@ class SearcherRequest:
     epochs: int = 1
     #: The sweep's number of trials, which sizes TPE's random start-up.
     trials: int = 1
+    #: Finished trials of an earlier sweep the study starts with (``--warm-start``), and how
+    #: (one of :data:`SEED_MODES`).
+    seeded: tuple[SeedTrial, ...] = ()
+    seed_mode: str = "add"
+    #: Two or more metrics to optimise at once (``--objectives``); empty: the space's metric.
+    objectives: tuple[Objective, ...] = ()
 
 
 #: TPE draws this share of the budget at random before it models anything ...
@@ -100,12 +131,56 @@ class BudgetOptunaSearch(OptunaSearch):
     Plain attributes only, so the searcher pickles with the experiment for ``resume``.
     """
 
-    def __init__(self, *args: Any, epochs: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        epochs: int,
+        seeded: tuple[SeedTrial, ...] = (),
+        seed_mode: str = "add",
+        **kwargs: Any,
+    ) -> None:
+        # Read by _setup_study, which OptunaSearch.__init__ calls.
+        self.seeded = seeded
+        self.seed_mode = seed_mode
         super().__init__(*args, **kwargs)
         self.budget_epochs = epochs
         #: Study trial number → Tune trial id, for finished study trials that Tune's snapshot
         #: did not know (found by :meth:`restore`).
         self.orphaned_trials: dict[int, str | None] = {}
+
+    def _setup_study(self, mode: str | list) -> None:
+        super()._setup_study(mode)
+        self._add_seeded()
+
+    def _add_seeded(self) -> None:
+        """Put the earlier sweep's trials into the study, each once (also into a stored study
+        opened again): ``add`` as finished trials (``add_trials`` runs nothing and spends none
+        of the budget), ``enqueue`` as the next trials to suggest."""
+        assert self._ot_study is not None
+        present = {
+            frozen.user_attrs.get(WARM_START_ATTR)
+            for frozen in self._ot_study.get_trials(deepcopy=False)
+        }
+        if self.seed_mode == "enqueue":
+            for seed in self.seeded:
+                if seed.source not in present:
+                    self._ot_study.enqueue_trial(
+                        dict(seed.params), user_attrs={WARM_START_ATTR: seed.source}
+                    )
+            return
+        self._ot_study.add_trials(
+            [
+                optuna.trial.create_trial(
+                    state=TrialState.COMPLETE,
+                    value=seed.value,
+                    params=dict(seed.params),
+                    distributions=dict(seed.distributions),
+                    user_attrs={WARM_START_ATTR: seed.source},
+                )
+                for seed in self.seeded
+                if seed.source not in present
+            ]
+        )
 
     def suggest(self, trial_id: str) -> dict | None:
         self._settle()
@@ -129,14 +204,20 @@ class BudgetOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials:
             return
         ran = int((result or {}).get("epoch", (result or {}).get("training_iteration", 0)))
-        value = (result or {}).get(self.metric)
+        several = isinstance(self.metric, list)
+        value: Any = (
+            [(result or {}).get(metric) for metric in self.metric]
+            if several
+            else (result or {}).get(self.metric)
+        )
         trial = self._ot_trials[trial_id]
         assert self._ot_study is not None  # set up before any trial was suggested
         try:
             if not error and ran >= self.budget_epochs:
                 self._ot_study.tell(trial, value)  # a missing or NaN value: Optuna's FAIL
             else:
-                if not error and isinstance(value, int | float) and ran > 0:
+                # Optuna keeps no intermediate values for several objectives.
+                if not error and not several and isinstance(value, int | float) and ran > 0:
                     # Tune hands the last result to on_trial_complete, not on_trial_result:
                     # report it, so that Optuna ranks the pruned trial by the value it was
                     # stopped at (Optuna ignores a step reported before).
@@ -176,6 +257,8 @@ class BudgetOptunaSearch(OptunaSearch):
             return
         known = set(known)
         for frozen in self._ot_study.get_trials(deepcopy=False):
+            if WARM_START_ATTR in frozen.user_attrs and TUNE_TRIAL_ATTR not in frozen.user_attrs:
+                continue  # added from an earlier sweep (or enqueued, not yet run): no Tune trial
             owner = frozen.user_attrs.get(TUNE_TRIAL_ATTR)
             if owner is not None and owner in known:
                 if owner not in self._ot_trials:
@@ -239,14 +322,17 @@ def study_storage(spec: str | None) -> optuna.storages.BaseStorage | None:
 
 def _optuna(request: SearcherRequest, sampler: optuna.samplers.BaseSampler) -> Searcher:
     storage = study_storage(request.storage)
+    objectives = request.objectives
     return BudgetOptunaSearch(
         space=request.space.optuna_space(),
-        metric=request.space.metric,
-        mode=request.space.mode,
+        metric=[o.metric for o in objectives] if objectives else request.space.metric,
+        mode=[o.mode for o in objectives] if objectives else request.space.mode,
         sampler=sampler,
         study_name=request.study_name,
         storage=storage,
         epochs=request.epochs,
+        seeded=request.seeded,
+        seed_mode=request.seed_mode,
     )
 
 
@@ -270,6 +356,17 @@ def random_searcher(request: SearcherRequest) -> Searcher:
 def qmc_searcher(request: SearcherRequest) -> Searcher:
     """Scrambled Sobol points: random search with better coverage of small budgets."""
     return _optuna(request, optuna.samplers.QMCSampler(seed=request.seed, scramble=True))
+
+
+@SEARCHERS.register("nsga2")
+def nsga2_searcher(request: SearcherRequest) -> Searcher:
+    """Optuna's NSGA-II: a genetic algorithm, for several objectives (``--objectives``), whose
+    population (50 trials) keeps the non-dominated configs and breeds from them."""
+    return _optuna(request, optuna.samplers.NSGAIISampler(seed=request.seed))
+
+
+#: The searchers that optimise several objectives at once (``--objectives``).
+MULTI_OBJECTIVE_SEARCHERS = ("tpe", "nsga2", "random", "qmc")
 
 
 @SEARCHERS.register("coordinate")

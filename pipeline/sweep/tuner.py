@@ -23,6 +23,7 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 
+from margin_tune.pipeline.analysis.pareto import pareto_front
 from margin_tune.pipeline.outputs.names import check_experiment_name
 from margin_tune.pipeline.runtime.console import current
 from margin_tune.pipeline.runtime.interrupts import (
@@ -30,7 +31,19 @@ from margin_tune.pipeline.runtime.interrupts import (
     fitting,
     unfinished_trial_ids,
 )
-from margin_tune.pipeline.search.searchers import SEARCHERS, SearcherRequest, build_searcher
+from margin_tune.pipeline.search.objectives import (
+    Objective,
+    check_reported,
+    objectives_text,
+    parse_objectives,
+    reported_metrics,
+)
+from margin_tune.pipeline.search.searchers import (
+    MULTI_OBJECTIVE_SEARCHERS,
+    SEARCHERS,
+    SearcherRequest,
+    build_searcher,
+)
 from margin_tune.pipeline.search.space import SearchSpace, apply_overrides
 from margin_tune.pipeline.sweep.callback import (
     TRIAL_ID_TAG,
@@ -54,6 +67,7 @@ from margin_tune.pipeline.sweep.progress import TrialProgress
 from margin_tune.pipeline.sweep.search_state import point_at_trials, resumable_search
 from margin_tune.pipeline.sweep.session import local_resources, ray_ready, ray_session
 from margin_tune.pipeline.sweep.trainable import DEFAULT_CHECKPOINT_INTERVAL_S, run_tune_trial
+from margin_tune.pipeline.sweep.warm_start import WarmStart
 from margin_tune.pipeline.tracking.store import check_tracking_uri
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import (
@@ -69,7 +83,7 @@ from margin_tune.pipeline.tracking.vocabulary import (
     SWEEP_KIND,
 )
 from margin_tune.trainables.config import Config, flatten
-from margin_tune.trainables.data import Samples, load_dataset
+from margin_tune.trainables.data import Samples, load_dataset, recall_ks
 from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.metric_names import (
     EASY_RATIO,
@@ -141,6 +155,9 @@ class SweepOptions:
     address: str | None = None
     max_failures: int = 0
     checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S
+    #: ``val_map_at_r:max,epoch_seconds:min``: several metrics at once (``tune`` only); empty:
+    #: the space's metric alone.
+    objectives: str = ""
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -172,6 +189,29 @@ class SweepOptions:
                 "--checkpoint-interval",
                 f"must be a number of seconds >= 0, got {self.checkpoint_interval_s}",
             )
+        if self.objectives:
+            # Kept in one spelling: the run's param, the manifest and resume agree.
+            object.__setattr__(
+                self, "objectives", objectives_text(parse_objectives(self.objectives))
+            )
+            if self.searcher not in MULTI_OBJECTIVE_SEARCHERS:
+                raise ConfigError(
+                    "--searcher",
+                    f"{self.searcher} optimises one metric; allowed with --objectives: "
+                    f"{', '.join(MULTI_OBJECTIVE_SEARCHERS)}",
+                )
+            if self.early_stopping:
+                raise ConfigError(
+                    "--objectives",
+                    "ASHA stops trials by one metric, and would cut trials that are best on "
+                    "another objective; add --no-early-stopping (every trial then trains its "
+                    "whole budget)",
+                )
+
+    @property
+    def objective_list(self) -> tuple[Objective, ...]:
+        """The parsed :attr:`objectives`; empty for a single-metric sweep."""
+        return parse_objectives(self.objectives) if self.objectives else ()
 
 
 @dataclass(frozen=True)
@@ -185,6 +225,8 @@ class SweepPlan:
     out: Path
     dataset: Samples
     sweep_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    #: An earlier sweep's trials the study starts with (``tune --warm-start``).
+    warm_start: WarmStart | None = None
 
 
 @dataclass
@@ -234,7 +276,20 @@ class SweepResult:
         counts = ", ".join(
             f"{budget[f'trials_{name}']} {name.replace('_', '-')}" for name in TRIAL_STATUSES
         )
-        return f"{budget['trials']} trials: {counts}"
+        warm = self.plan.warm_start
+        seeded = ""
+        if warm is not None and warm.mode == "add":
+            seeded = f"; {budget['trials_seeded']} more seeded from {warm.source} (not run)"
+        elif warm is not None:
+            seeded = f"; the first {budget['trials_seeded']} seeded from {warm.source}"
+        return f"{budget['trials']} trials: {counts}{seeded}"
+
+    @property
+    def pareto(self) -> pd.DataFrame:
+        """With ``--objectives``: the completed trials no other completed trial beats on every
+        objective, best first by the first; empty for a single-metric sweep."""
+        objectives = self.plan.options.objective_list
+        return pareto_front(self.trials, objectives) if objectives else self.trials.iloc[0:0]
 
     @property
     def budget(self) -> dict[str, Any]:
@@ -244,11 +299,13 @@ class SweepResult:
 
 def realised_budget(plan: SweepPlan, trials: pd.DataFrame) -> dict[str, Any]:
     """What a sweep actually spent, for the tables: a budget of 16 trials that ASHA cut to 60
-    trial-epochs is not the budget of 16 full trials."""
+    trial-epochs is not the budget of 16 full trials. ``trials_seeded``: the earlier sweep's
+    trials the study started with (``--warm-start``), which ran nothing here."""
     status = trials["status"] if "status" in trials else pd.Series(dtype=str)
     return {
         "trials": len(trials),
         **{f"trials_{name}": int((status == name).sum()) for name in TRIAL_STATUSES},
+        "trials_seeded": len(plan.warm_start.seeded) if plan.warm_start is not None else 0,
         "trial_epochs": int(trials["epochs"].sum()) if "epochs" in trials else 0,
         "searcher": plan.options.searcher,
         "dimensions": len(plan.space.searched),
@@ -264,6 +321,7 @@ def plan_sweep(
     *,
     sweep_id: str | None = None,
     dataset: Samples | None = None,
+    warm_start: WarmStart | None = None,
 ) -> SweepPlan:
     """Validate the sweep end to end: a trial at every bound of the space must construct.
 
@@ -285,6 +343,11 @@ def plan_sweep(
         raise ConfigError(
             "train.device", "cuda, but this machine has no CUDA device; allowed here: auto, cpu"
         )
+    objectives = options.objective_list
+    if objectives:
+        check_reported(objectives, reported_metrics(recall_ks(base)))
+        # The first objective is the primary one: progress, best_* and the winner's network.
+        space = replace(space, metric=objectives[0].metric, mode=objectives[0].mode)
     if dataset is None:
         dataset = load_dataset(base.dataset)
     first = {p.path: p.extremes()[0] for p in space.parameters}
@@ -304,7 +367,7 @@ def plan_sweep(
                 f"space.parameters.{path}",
                 f"value {value!r} cannot run on dataset {base.dataset.name}: {error}",
             ) from None
-    plan = SweepPlan(name=name, base=base, space=space, options=options, out=out, dataset=dataset)
+    plan = SweepPlan(name, base, space, options, out, dataset, warm_start=warm_start)
     return plan if sweep_id is None else replace(plan, sweep_id=sweep_id)
 
 
@@ -425,6 +488,8 @@ def run_sweep(
             "asha.grace_period": options.grace_period,
             "asha.reduction_factor": options.reduction_factor,
             "seed": options.seed,
+            **({"objectives": options.objectives} if options.objectives else {}),
+            **_warm_start_params(plan.warm_start),
         },
         tags={
             SWEEP_ID_TAG: plan.sweep_id,
@@ -449,8 +514,14 @@ def run_sweep(
             start=flatten(base.to_dict()),
             epochs=base.train.epochs,
             trials=options.trials,
+            seeded=plan.warm_start.seeded if plan.warm_start is not None else (),
+            seed_mode=plan.warm_start.mode if plan.warm_start is not None else "add",
+            objectives=options.objective_list,
         ),
     )
+    if plan.warm_start is not None:
+        for line in plan.warm_start.lines(plan.dataset.fingerprint()):
+            current().say(line)
     scheduler = (
         ASHAScheduler(
             time_attr="training_iteration",
@@ -533,6 +604,19 @@ def run_sweep(
     return _summarise(plan, tracker, sweep_run, grid, elapsed, inputs)
 
 
+def _warm_start_params(warm: WarmStart | None) -> dict[str, Any]:
+    """The sweep run's record of its warm start: where from, how many, what was dropped."""
+    if warm is None:
+        return {}
+    return {
+        "warm_start": warm.source,
+        "warm_start.trials": len(warm.seeded),
+        "warm_start.shared": ",".join(warm.shared),
+        "warm_start.dropped": ",".join(warm.dropped) or "none",
+        "warm_start.mode": warm.mode,
+    }
+
+
 def record_sweep_outputs(result: SweepResult, tracker: Tracker) -> list[Path]:
     """``trials.csv`` and the sweep's plots, in its directory and as artifacts of its run."""
     out = result.plan.out
@@ -550,9 +634,21 @@ def record_sweep_outputs(result: SweepResult, tracker: Tracker) -> list[Path]:
         distributions={p.path: p.optuna_distribution() for p in space.searched},
         directory=out / "plots",
     )
+    objectives = result.plan.options.objective_list
+    if objectives:
+        from margin_tune.pipeline.analysis.plots import pareto_plot
+
+        result.pareto.to_csv(out / PARETO_FILE, index=False)
+        tracker.log_artifact(result.parent_run_id, str(out / PARETO_FILE))
+        drawn = pareto_plot(result.trials, result.pareto, objectives, out / "plots" / "pareto.png")
+        plots = [*plots, drawn] if drawn is not None else plots
     tracker.log_artifacts(result.parent_run_id, str(out / "plots"), artifact_path="plots")
     tracker.log_artifact(result.parent_run_id, str(out / "trials.csv"))
     return plots
+
+
+#: A multi-objective sweep's front, in its directory and among its run's artifacts.
+PARETO_FILE = "pareto.csv"
 
 
 def _summarise(
@@ -564,6 +660,7 @@ def _summarise(
     inputs: DatasetInputs,
 ) -> SweepResult:
     space = plan.space
+    objective = {o.metric for o in plan.options.objective_list}
     rows = []
     histories: dict[str, pd.DataFrame] = {}
     results = list(grid)  # type: ignore[call-overload]  # ResultGrid iterates via __getitem__
@@ -587,7 +684,7 @@ def _summarise(
                 **{
                     k: v
                     for k, v in (last or {}).items()
-                    if k.startswith((VALIDATION_PREFIX, MARGIN, EASY_RATIO))
+                    if k.startswith((VALIDATION_PREFIX, MARGIN, EASY_RATIO)) or k in objective
                 },
                 "run_id": trial.run_id,
             }
@@ -604,6 +701,12 @@ def _summarise(
                 if key in TUNABLE_METRICS and isinstance(value, int | float)
             },
             **{f"trials_{name}": float(budget[f"trials_{name}"]) for name in TRIAL_STATUSES},
+            "trials_seeded": float(budget["trials_seeded"]),
+            **(
+                {"pareto_trials": float(len(pareto_front(table, plan.options.objective_list)))}
+                if plan.options.objectives
+                else {}
+            ),
             "trial_epochs": float(budget["trial_epochs"]),
             "wall_seconds": elapsed,
         },

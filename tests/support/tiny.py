@@ -21,6 +21,11 @@ TINY = (
 )
 
 
+def set_flags(*overrides: str) -> list[str]:
+    """``--set`` flags for :data:`TINY` and then ``overrides``: a command line's config."""
+    return [item for override in (*TINY, *overrides) for item in ("--set", override)]
+
+
 def lr_space(base: Config) -> SearchSpace:
     """A one-parameter space (the learning rate of a constant margin): searchers tested alone."""
     return parse_space(

@@ -207,7 +207,7 @@ SCHEDULERS = "constant, dams, linear, pi, two_sided"
 MINERS = "all, hard, semihard"
 SAMPLERS = "class_representative, pk"
 DATASETS = "cars, cub, digits, glyphs, image_folder, lfw, npz, sop, synthetic"
-SEARCHERS = "coordinate, qmc, random, tpe"
+SEARCHERS = "coordinate, nsga2, qmc, random, tpe"
 NAME_RULE = "1-64 characters: letters, digits, '_', '.', '-', starting with a letter or digit"
 
 CASES = [
