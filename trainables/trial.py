@@ -194,13 +194,29 @@ class Trial:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state``: the network, the optimiser's moments, μ, the collapse
+        monitor and the history come back; the hyperparameters stay this trial's config's.
+
+        The checkpoint may come from another config: population-based training restores a
+        copy of a better trial and perturbs its values, and those must win. μ's rule reads its
+        values from the config already (a scheduler keeps only μ as state); the learning rate
+        lives in the optimiser's state, so it is set back to ``train.lr`` (and ``head_lr``).
+        A plain resume has the same config, and nothing changes.
+        """
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, lr in zip(self.optimizer.param_groups, self._learning_rates(), strict=True):
+            group["lr"] = lr
         self.scheduler.load_state_dict(state["scheduler"])
         self.collapse.load_state_dict(state["collapse"])
         self.epoch = int(state["epoch"])
         self.history = [dict(row) for row in state["history"]]
         self.precision.load_state_dict(state)
+
+    def _learning_rates(self) -> list[float]:
+        """Each parameter group's rate as the config sets it (see :func:`_parameter_groups`)."""
+        train = self.config.train
+        return [train.lr] if train.head_lr is None else [train.lr, train.head_lr]
 
     def forward(self, inputs: torch.Tensor, model: torch.nn.Module | None = None) -> torch.Tensor:
         """``model`` (the trial's network) on ``inputs`` in ``train.precision`` and memory

@@ -406,3 +406,34 @@ def pareto_plot(
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     return save(figure, path)
+
+
+def schedule_plot(schedule: pd.DataFrame, path: Path) -> Path | None:
+    """A population's learned schedule: μ and the learning rate per epoch of the best member,
+    each stretch coloured by the trial that trained it (its lineage)."""
+    if schedule.empty:
+        return None
+    figure, (margin_axes, lr_axes) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    owners = list(dict.fromkeys(schedule["trial_id"]))
+    colours = plt.get_cmap("tab10")
+    for index, owner in enumerate(owners):
+        part = schedule[schedule["trial_id"] == owner]
+        colour = colours(index % 10)
+        margin_axes.plot(part["epoch"], part["margin"], "o", color=colour, label=f"trial {owner}")
+        lr_axes.plot(part["epoch"], part["train.lr"], "o", color=colour)
+    margin_axes.plot(schedule["epoch"], schedule["margin"], "-", color="0.5", zorder=0)
+    lr_axes.plot(schedule["epoch"], schedule["train.lr"], "-", color="0.5", zorder=0)
+    margin_axes.set_ylabel("margin μ")
+    lr_axes.set_ylabel("learning rate")
+    lr_axes.set_yscale("log")
+    lr_axes.set_xlabel("epoch")
+    lr_axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    margin_axes.set_title(
+        "learned schedule of the best member, by the trial that trained each epoch"
+    )
+    margin_axes.legend(fontsize=8)
+    for axes in (margin_axes, lr_axes):
+        axes.grid(alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save(figure, path)

@@ -144,6 +144,14 @@ def _prepare(
     directory = Path(out) if out is not None else default_out(search.name)
     chosen = with_default_storage(sweep_options(trials, options), directory)
     check_output_dir(directory)
+    if options.get("population") and "searcher" in options:
+        raise ConfigError(
+            "--searcher",
+            "population-based training chooses its configs by copying and perturbing its "
+            "members, and Ray runs it without a search algorithm; leave --searcher out",
+        )
+    if warm_start is not None and chosen.population:
+        raise ConfigError("--warm-start", "seeds a searcher's study; not with --population")
     if warm_start is not None and chosen.objectives:
         raise ConfigError(
             "--warm-start",

@@ -17,8 +17,10 @@ from margin_tune.pipeline.runtime.secrets import redact_uri
 from margin_tune.pipeline.search.searchers import SEED_MODES
 from margin_tune.pipeline.search.space import SearchSpace
 from margin_tune.pipeline.sweep.callback import run_name
+from margin_tune.pipeline.sweep.population import SCHEDULE_FILE
 from margin_tune.pipeline.sweep.tuner import PARETO_FILE, SweepResult
 from margin_tune.pipeline.tracking.vocabulary import TRIAL_ID_TAG
+from margin_tune.trainables.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,20 +42,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="add (default): every usable earlier trial as a finished one, free; enqueue: its "
         "best few run first here instead of TPE's random start-up, and count in --trials",
     )
-    add_sweep_flags(parser, trials_required=True)
+    parser.add_argument(
+        "--population",
+        type=int,
+        default=0,
+        metavar="N",
+        help="population-based training of N members instead of a searcher: every "
+        "--perturbation-interval epochs the worst quarter copies the best and perturbs "
+        "target_easy_ratio, step_size and lr; N x epochs trial-epochs (--trials is N)",
+    )
+    parser.add_argument(
+        "--perturbation-interval",
+        type=int,
+        default=2,
+        metavar="EPOCHS",
+        help="with --population: epochs between exploit-and-perturb steps (default 2)",
+    )
+    add_sweep_flags(parser, trials_required=False)
 
 
 def run(args: argparse.Namespace) -> int:
     run = api.plan_tune if args.dry_run else api.tune
+    trials = args.trials if args.trials is not None else args.population
+    if args.trials is None and not args.population:
+        raise ConfigError("--trials", "required (or --population N, which runs N trials)")
+    population = (
+        {"population": args.population, "perturbation_interval": args.perturbation_interval}
+        if args.population
+        else {}
+    )
     outcome = run(
         args.space,
-        trials=args.trials,
+        trials=trials,
         config=args.config,
         overrides=args.overrides,
         out=args.out,
         warm_start=args.warm_start,
         warm_start_mode=args.warm_start_mode,
         **sweep_kwargs(args),
+        **population,
     )
     return finish(outcome, show, as_json=args.json)
 
@@ -91,6 +118,12 @@ def show(result: SweepResult, *, as_json: bool = False) -> int:
                 print(f"  {row[TRIAL_ID_TAG]}  {values}  {searched_text(dict(row), space)}")
         shown = redact_uri(plan.options.tracking_uri or "")
         print(f"sweep run {result.parent_run_id} in {shown} (experiment {plan.options.experiment})")
+        if result.schedule is not None:
+            lineage = result.schedule["trial_id"].nunique()
+            print(
+                f"learned schedule: {SCHEDULE_FILE}, μ and lr per epoch of the best member "
+                f"({len(result.schedule)} epochs, {lineage} trials in its lineage)"
+            )
         pareto = f"{PARETO_FILE}, " if plan.options.objectives else ""
         print(f"wrote {result.out}: trials.csv, {pareto}plots/, {LOG_FILE}")
     if not result.ok:

@@ -29,8 +29,13 @@ LOG_FILE = "margin-tune.log"
 LIBRARY_LOGGERS = ("ray", "mlflow", "optuna", "alembic", "sqlalchemy.engine", "huey")
 
 #: Notices that say a default is in place, shown only under ``-v`` (the file has them):
-#: Ray's "Token authentication is enabled for this Ray cluster" on every local start.
-QUIET_NOTICES = ("Token authentication is enabled for this Ray cluster",)
+#: Ray's "Token authentication is enabled for this Ray cluster" on every local start, and its
+#: "Remote file not found: .../result.json" when population-based training restarts a member
+#: that has not written its results file yet (the file is written with its next result).
+QUIET_NOTICES = (
+    "Token authentication is enabled for this Ray cluster",
+    "Remote file not found:",
+)
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

@@ -18,9 +18,10 @@ import torch
 from ray import tune
 
 from margin_tune.pipeline.search.space import overlay
+from margin_tune.pipeline.sweep.population import SCHEDULE_KEY, schedule_row
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Dataset
-from margin_tune.trainables.metric_names import COLLAPSED, on_test
+from margin_tune.trainables.metric_names import COLLAPSED, MARGIN, on_test
 from margin_tune.trainables.metrics.views import EmbeddingViews
 from margin_tune.trainables.parts import config_from_dict, restore_parts
 from margin_tune.trainables.trial import EpochReport, Trial
@@ -34,16 +35,21 @@ DEFAULT_CHECKPOINT_INTERVAL_S = 10.0
 
 
 class CheckpointClock:
-    """Decides which epochs carry a checkpoint: the last, and one every ``interval_s``."""
+    """Decides which epochs carry a checkpoint: the last, one every ``interval_s``, and, with
+    ``every_epochs``, every epoch that is a multiple of it: population-based training exploits
+    at those epochs, and a trial copied from another must find that trial's checkpoint of the
+    same epoch, not an older one."""
 
-    def __init__(self, interval_s: float, last_epoch: int) -> None:
+    def __init__(self, interval_s: float, last_epoch: int, every_epochs: int | None = None) -> None:
         self.interval_s = interval_s
         self.last_epoch = last_epoch
+        self.every_epochs = every_epochs
         self._last = time.monotonic()
 
     def due(self, epoch: int) -> bool:
         now = time.monotonic()
-        if epoch >= self.last_epoch or now - self._last >= self.interval_s:
+        on_interval = self.every_epochs is not None and epoch % self.every_epochs == 0
+        if epoch >= self.last_epoch or on_interval or now - self._last >= self.interval_s:
             self._last = now
             return True
         return False
@@ -63,24 +69,49 @@ def run_tune_trial(
     cpus: float,
     checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S,
     parts: Mapping[str, Mapping[str, Any]] | None = None,
+    checkpoint_every_epochs: int | None = None,
+    track_schedule: bool = False,
 ) -> None:
     """Function trainable for ``tune.with_parameters``: ``dataset`` comes from the object store,
-    ``parts`` are what the driver's script registered (:func:`added_parts`)."""
+    ``parts`` are what the driver's script registered (:func:`added_parts`);
+    ``checkpoint_every_epochs``: population-based training's perturbation interval, and with
+    ``track_schedule`` each checkpoint keeps the member's schedule and lineage
+    (:mod:`~margin_tune.pipeline.sweep.population`)."""
     restore_parts(parts or {})
     config = trial_config(base, params, cpus)
     trial = Trial(config, dataset=dataset)
-    _resume(trial)
-    clock = CheckpointClock(checkpoint_interval_s, config.train.epochs)
-    trial.run(lambda epoch: _report(epoch, epoch.metrics, clock.due(epoch.epoch)))
+    state = _resume(trial)
+    clock = CheckpointClock(checkpoint_interval_s, config.train.epochs, checkpoint_every_epochs)
+    if not track_schedule:
+        trial.run(lambda epoch: _report(epoch, epoch.metrics, clock.due(epoch.epoch)))
+        return
+    # A copy of another member starts with that member's schedule: its lineage.
+    schedule = list(state.get(SCHEDULE_KEY, [])) if state is not None else []
+    trial_id = tune.get_context().get_trial_id() or ""
+
+    def report(epoch: EpochReport) -> None:
+        margin = epoch.metrics[MARGIN]
+        schedule.append(schedule_row(epoch.epoch, margin, config, trial_id))
+        with_schedule = EpochReport(
+            epoch.epoch,
+            epoch.metrics,
+            lambda: {**epoch.checkpoint(), SCHEDULE_KEY: [dict(row) for row in schedule]},
+        )
+        _report(with_schedule, epoch.metrics, clock.due(epoch.epoch))
+
+    trial.run(report)
 
 
-def _resume(trial: Trial) -> None:
-    """Continue from Tune's checkpoint after a failure, a restore or a node loss."""
+def _resume(trial: Trial) -> dict[str, Any] | None:
+    """Continue from Tune's checkpoint after a failure, a restore, a node loss or (in a
+    population) a copy of a better member; the checkpoint's state, None without one."""
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            state = torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True)
-        trial.load_state_dict(state)
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        state: dict[str, Any] = torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True)
+    trial.load_state_dict(state)
+    return state
 
 
 def checkpoint_views(checkpoint: tune.Checkpoint | None) -> EmbeddingViews | None:

@@ -6,11 +6,13 @@ joins) Ray, opens the sweep's parent run, fits the Tuner and returns the trials'
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -19,9 +21,11 @@ from typing import Any
 
 import pandas as pd
 import ray
+from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.search import BasicVariantGenerator
 
 from margin_tune.pipeline.analysis.pareto import pareto_front
 from margin_tune.pipeline.outputs.names import check_experiment_name
@@ -63,10 +67,22 @@ from margin_tune.pipeline.sweep.checkpoints import (
 )
 from margin_tune.pipeline.sweep.inputs import TUNING_CONTEXTS, DatasetInputs
 from margin_tune.pipeline.sweep.models import log_trained_models
+from margin_tune.pipeline.sweep.population import (
+    SCHEDULE_FILE,
+    check_population,
+    learned_schedule,
+    param_space,
+    perturbed,
+    population_scheduler,
+)
 from margin_tune.pipeline.sweep.progress import TrialProgress
 from margin_tune.pipeline.sweep.search_state import point_at_trials, resumable_search
 from margin_tune.pipeline.sweep.session import local_resources, ray_ready, ray_session
-from margin_tune.pipeline.sweep.trainable import DEFAULT_CHECKPOINT_INTERVAL_S, run_tune_trial
+from margin_tune.pipeline.sweep.trainable import (
+    CHECKPOINT_FILE,
+    DEFAULT_CHECKPOINT_INTERVAL_S,
+    run_tune_trial,
+)
 from margin_tune.pipeline.sweep.warm_start import WarmStart
 from margin_tune.pipeline.tracking.store import check_tracking_uri
 from margin_tune.pipeline.tracking.tracker import Tracker
@@ -158,6 +174,10 @@ class SweepOptions:
     #: ``val_map_at_r:max,epoch_seconds:min``: several metrics at once (``tune`` only); empty:
     #: the space's metric alone.
     objectives: str = ""
+    #: ``tune --population N``: population-based training of N members (0: off), which
+    #: exploit and perturb every ``perturbation_interval`` epochs.
+    population: int = 0
+    perturbation_interval: int = 2
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -208,6 +228,14 @@ class SweepOptions:
                     "whole budget)",
                 )
 
+        if self.population < 0:
+            raise ConfigError("--population", f"must be >= 2, got {self.population}")
+        if self.population and self.objectives:
+            raise ConfigError(
+                "--population",
+                "population-based training ranks by one metric; not with --objectives",
+            )
+
     @property
     def objective_list(self) -> tuple[Objective, ...]:
         """The parsed :attr:`objectives`; empty for a single-metric sweep."""
@@ -246,6 +274,9 @@ class SweepResult:
     histories: dict[str, pd.DataFrame]
     errors: list[str] = field(default_factory=list)
     """One line per failed trial: its id, the error's last line and where its files are."""
+    schedule: pd.DataFrame | None = None
+    """A population's learned schedule: the best member's μ and values per epoch, with the
+    trial that trained each epoch (``tune --population``); None otherwise."""
 
     @property
     def out(self) -> Path:
@@ -307,9 +338,14 @@ def realised_budget(plan: SweepPlan, trials: pd.DataFrame) -> dict[str, Any]:
         **{f"trials_{name}": int((status == name).sum()) for name in TRIAL_STATUSES},
         "trials_seeded": len(plan.warm_start.seeded) if plan.warm_start is not None else 0,
         "trial_epochs": int(trials["epochs"].sum()) if "epochs" in trials else 0,
-        "searcher": plan.options.searcher,
+        "searcher": searcher_name(plan.options),
         "dimensions": len(plan.space.searched),
     }
+
+
+def searcher_name(options: SweepOptions) -> str:
+    """What chose the trials' configs: the searcher, or ``pbt`` for a population."""
+    return "pbt" if options.population else options.searcher
 
 
 def plan_sweep(
@@ -343,6 +379,11 @@ def plan_sweep(
         raise ConfigError(
             "train.device", "cuda, but this machine has no CUDA device; allowed here: auto, cpu"
         )
+    if options.population:
+        check_population(
+            options.population, options.trials, options.perturbation_interval, base.train.epochs
+        )
+        perturbed(space)
     objectives = options.objective_list
     if objectives:
         check_reported(objectives, reported_metrics(recall_ks(base)))
@@ -479,16 +520,25 @@ def run_sweep(
         params={
             "space": space.name,
             "trials": options.trials,
-            "searcher": options.searcher,
+            "searcher": searcher_name(options),
             "metric": space.metric,
             "mode": space.mode,
             "epochs": base.train.epochs,
             "concurrency": options.concurrency,
-            "asha": options.early_stopping,
+            "asha": options.early_stopping and not options.population,
             "asha.grace_period": options.grace_period,
             "asha.reduction_factor": options.reduction_factor,
             "seed": options.seed,
             **({"objectives": options.objectives} if options.objectives else {}),
+            **(
+                {
+                    "population": options.population,
+                    "pbt.perturbation_interval": options.perturbation_interval,
+                    "pbt.perturbed": ",".join(p.path for p in perturbed(space)),
+                }
+                if options.population
+                else {}
+            ),
             **_warm_start_params(plan.warm_start),
         },
         tags={
@@ -504,25 +554,29 @@ def run_sweep(
     tracker.log_inputs(sweep_run, inputs.for_config(base))
     if space.source is not None:
         tracker.log_artifact(sweep_run, str(space.source), artifact_path="space")
-    searcher = build_searcher(
-        options.searcher,
-        SearcherRequest(
-            space=space,
-            seed=options.seed,
-            study_name=f"margin-tune-{plan.name}-{plan.sweep_id}",
-            storage=options.storage,
-            start=flatten(base.to_dict()),
-            epochs=base.train.epochs,
-            trials=options.trials,
-            seeded=plan.warm_start.seeded if plan.warm_start is not None else (),
-            seed_mode=plan.warm_start.mode if plan.warm_start is not None else "add",
-            objectives=options.objective_list,
-        ),
+    searcher = (
+        None
+        if options.population
+        else build_searcher(
+            options.searcher,
+            SearcherRequest(
+                space=space,
+                seed=options.seed,
+                study_name=f"margin-tune-{plan.name}-{plan.sweep_id}",
+                storage=options.storage,
+                start=flatten(base.to_dict()),
+                epochs=base.train.epochs,
+                trials=options.trials,
+                seeded=plan.warm_start.seeded if plan.warm_start is not None else (),
+                seed_mode=plan.warm_start.mode if plan.warm_start is not None else "add",
+                objectives=options.objective_list,
+            ),
+        )
     )
     if plan.warm_start is not None:
         for line in plan.warm_start.lines(plan.dataset.fingerprint()):
             current().say(line)
-    scheduler = (
+    scheduler: TrialScheduler | None = (
         ASHAScheduler(
             time_attr="training_iteration",
             max_t=base.train.epochs,
@@ -532,6 +586,22 @@ def run_sweep(
         if options.early_stopping
         else None
     )
+    search_alg: Any = None if searcher is None else resumable_search(searcher, options.concurrency)
+    space_of_trials: dict[str, Any] | None = None
+    population: dict[str, Any] = {}
+    if options.population:
+        # PBT is the trial scheduler (no ASHA), and Tune draws first configs itself.
+        scheduler = population_scheduler(space, options.perturbation_interval, options.seed)
+        # Every member exists from the start (no max_concurrent): a synchronous population
+        # pauses the members that reached the interval, freeing their resources, until the
+        # others get there. A cap on live trials would hold the rest back for ever, and the
+        # first members would run to the end alone.
+        search_alg = BasicVariantGenerator(random_state=options.seed)
+        space_of_trials = param_space(space)
+        population = {
+            "checkpoint_every_epochs": options.perturbation_interval,
+            "track_schedule": True,
+        }
     ray_ready()  # the dataset goes into Ray's object store
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -541,6 +611,7 @@ def run_sweep(
             cpus=options.cpus_per_trial,
             checkpoint_interval_s=options.checkpoint_interval_s,
             parts=added_parts(),
+            **population,
         ),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
@@ -551,25 +622,35 @@ def run_sweep(
         trainable,
         lambda: tune.Tuner(
             trainable,
+            param_space=space_of_trials,
             tune_config=tune.TuneConfig(
                 metric=space.metric,
                 mode=space.mode,
-                search_alg=resumable_search(searcher, options.concurrency),
+                search_alg=search_alg,
                 scheduler=scheduler,
                 num_samples=options.trials,
-                reuse_actors=True,
+                # A member that PBT restarts as a copy of another starts in a fresh actor, so
+                # its context (the trial id its schedule rows name) is its own; reusing
+                # actors there would need Trainable.reset_config, which a function has not.
+                reuse_actors=not options.population,
                 trial_name_creator=names.name,
                 trial_dirname_creator=names.dirname,
             ),
             run_config=tune.RunConfig(
                 name=EXPERIMENT_DIR,
                 storage_path=str(plan.out.resolve()),
+                # A population member ends at its last epoch: Tune checks this before the
+                # scheduler, so PBT never exploits then (a copy made at the last epoch would
+                # train nothing and end with its donor's result and config as its own).
+                stop={"training_iteration": base.train.epochs} if options.population else None,
                 callbacks=[
                     TrackingCallback(sweep_run, SearchedConfig(base), inputs=inputs),
                     TrialProgress(
                         plan.name, options.trials, SearchedConfig(base), space.metric, space.mode
                     ),
-                    PruneEndedTrialCheckpoints(),
+                    # A paused population member may still copy an ended member's checkpoint
+                    # of an earlier epoch: those are pruned only after the fit.
+                    *([] if options.population else [PruneEndedTrialCheckpoints()]),
                     KeepReadableExperimentState(),
                     JsonLoggerCallback(),
                 ],
@@ -579,7 +660,9 @@ def run_sweep(
         ),
     )
     started = time.perf_counter()
-    with bind_tracker(tracker), tune_environment(), fitting():
+    with bind_tracker(tracker), tune_environment(), fitting(), warnings.catch_warnings():
+        # Ray's advice to reuse actors under PBT (see reuse_actors above).
+        warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
         grid = tuner.fit()
     elapsed = time.perf_counter() - started
     stopped = unfinished_trial_ids(experiment)
@@ -642,9 +725,38 @@ def record_sweep_outputs(result: SweepResult, tracker: Tracker) -> list[Path]:
         tracker.log_artifact(result.parent_run_id, str(out / PARETO_FILE))
         drawn = pareto_plot(result.trials, result.pareto, objectives, out / "plots" / "pareto.png")
         plots = [*plots, drawn] if drawn is not None else plots
+    if result.schedule is not None:
+        from margin_tune.pipeline.analysis.plots import schedule_plot
+
+        plots += log_schedule(result.schedule, out, tracker, result.parent_run_id, schedule_plot)
     tracker.log_artifacts(result.parent_run_id, str(out / "plots"), artifact_path="plots")
     tracker.log_artifact(result.parent_run_id, str(out / "trials.csv"))
     return plots
+
+
+def log_schedule(
+    schedule: pd.DataFrame,
+    out: Path,
+    tracker: Tracker,
+    run_id: str,
+    plot: Callable[[pd.DataFrame, Path], Path | None],
+) -> list[Path]:
+    """The learned schedule as ``schedule.csv``, as an MLflow table (``schedule.json``, what
+    ``MlflowClient.log_table`` writes, shown in the run's artifacts) and as a plot."""
+    schedule.to_csv(out / SCHEDULE_FILE, index=False)
+    table = out / SCHEDULE_TABLE
+    schedule.to_json(table, orient="split", index=False)
+    for path in (out / SCHEDULE_FILE, table):
+        tracker.log_artifact(run_id, str(path))
+    tracker.set_tags(
+        run_id, {MLFLOW_LOGGED_ARTIFACTS: json.dumps([{"path": SCHEDULE_TABLE, "type": "table"}])}
+    )
+    drawn = plot(schedule, out / "plots" / "schedule.png")
+    return [drawn] if drawn is not None else []
+
+
+#: The learned schedule as an MLflow table.
+SCHEDULE_TABLE = "schedule.json"
 
 
 #: A multi-objective sweep's front, in its directory and among its run's artifacts.
@@ -661,6 +773,7 @@ def _summarise(
 ) -> SweepResult:
     space = plan.space
     objective = {o.metric for o in plan.options.objective_list}
+    schedule: pd.DataFrame | None = None
     rows = []
     histories: dict[str, pd.DataFrame] = {}
     results = list(grid)  # type: ignore[call-overload]  # ResultGrid iterates via __getitem__
@@ -729,11 +842,14 @@ def _summarise(
         # The winner's network, in its own run: what `tune` found, kept to be used.
         winner = [t for t in synced if t.trial_id == best[TRIAL_ID_TAG]]
         log_trained_models(tracker, winner, plan.dataset)
+        if plan.options.population and winner and winner[0].result.checkpoint is not None:
+            with winner[0].result.checkpoint.as_directory() as directory:
+                schedule = learned_schedule(Path(directory) / CHECKPOINT_FILE)
     else:
         tracker.set_tags(sweep_run, {BEST_TRIAL_TAG: NO_COMPLETED_TRIAL})
     # A sweep without a trial that trained its budget has no result: its run says so.
     tracker.end_run(sweep_run, "FINISHED" if best else "FAILED")
-    return SweepResult(plan, sweep_run, table, best, histories, errors)
+    return SweepResult(plan, sweep_run, table, best, histories, errors, schedule)
 
 
 #: The ``best_trial_id`` tag of a sweep in which no trial trained its whole epoch budget.

@@ -75,6 +75,34 @@ def test_resume_from_any_epoch_equals_uninterrupted(tiny_config: Config, tmp_pat
     assert comparable(resumed) == comparable(reference)
 
 
+def test_a_restore_keeps_the_moments_and_mu_but_takes_its_configs_hyperparameters(
+    tiny_config: Config,
+) -> None:
+    """What population-based training needs: a copy of a better trial, perturbed values."""
+    config = tiny_config
+    first = Trial(replace(config, train=replace(config.train, lr=1e-3)))
+    first.run(lambda report: report.epoch == 2)
+    state = first.state_dict()
+    perturbed = replace(
+        config,
+        train=replace(config.train, lr=4e-3),
+        margin=replace(config.margin, target_easy_ratio=0.5),
+    )
+    copy = Trial(perturbed)
+    copy.load_state_dict(state)
+    assert [group["lr"] for group in copy.optimizer.param_groups] == [4e-3]
+    # The moments, μ and the epoch are the checkpoint's.
+    moments = [copy.optimizer.state[p]["exp_avg"] for p in copy.model.parameters()]
+    originals = [first.optimizer.state[p]["exp_avg"] for p in first.model.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(moments, originals, strict=True))
+    assert copy.scheduler.margin == first.scheduler.margin and copy.epoch == 2
+    assert copy.scheduler.config.target_easy_ratio == 0.5
+    # A plain resume (same config) changes nothing.
+    same = Trial(first.config)
+    same.load_state_dict(state)
+    assert same.optimizer.state_dict()["param_groups"] == state["optimizer"]["param_groups"]
+
+
 def test_test_evaluation_and_references(tiny_config: Config) -> None:
     result = train(tiny_config, evaluate_test=True, keep_test_embeddings=True)
     assert result.test_metrics is not None

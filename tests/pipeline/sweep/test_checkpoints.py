@@ -72,6 +72,11 @@ def test_checkpoint_clock_every_epoch_at_zero_and_always_at_the_last() -> None:
     assert [rarely.due(epoch) for epoch in range(1, 6)] == [False, False, False, False, True]
 
 
+def test_checkpoint_clock_checkpoints_every_perturbation_interval_whatever_the_time() -> None:
+    pbt = CheckpointClock(3600.0, last_epoch=10, every_epochs=3)
+    assert [epoch for epoch in range(1, 11) if pbt.due(epoch)] == [3, 6, 9, 10]
+
+
 STATE = "experiment_state-2026-12-02_05-00-00.json"
 
 
