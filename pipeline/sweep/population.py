@@ -29,7 +29,6 @@ import pandas as pd
 import torch
 from ray import tune
 from ray.tune.schedulers import PopulationBasedTraining
-from ray.tune.search.sample import Domain
 
 from margin_tune.pipeline.search.space import Parameter, SearchSpace
 from margin_tune.trainables.errors import ConfigError
@@ -158,7 +157,3 @@ def learned_schedule(checkpoint: Path) -> pd.DataFrame:
     state = torch.load(checkpoint, weights_only=True)
     rows: Sequence[Mapping[str, Any]] = state.get(SCHEDULE_KEY, [])
     return pd.DataFrame(list(rows), columns=list(SCHEDULE_COLUMNS))
-
-
-def is_domain(value: Any) -> bool:
-    return isinstance(value, Domain)
