@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from mlflow.entities import Run
 
-from margin_tune.pipeline.analysis.tables import mean_ci
+from margin_tune.pipeline.analysis.tables import mean_ci, p_value, score
 from margin_tune.pipeline.outputs.folders import BASE_CONFIG
 from margin_tune.pipeline.tracking.reader import (
     ExperimentRuns,
@@ -315,7 +315,7 @@ def _paired(comparisons: pd.DataFrame) -> str:
     rows = []
     for _, row in comparisons.iterrows():
         constant = str(row["constant"]).lower() == "true"
-        t_p = "constant" if constant else _p(row["t_test_p"])
+        t_p = "constant" if constant else p_value(row["t_test_p"])
         cells = [
             _text(row["scheduler"]),
             _text(row["baseline"]),
@@ -324,8 +324,8 @@ def _paired(comparisons: pd.DataFrame) -> str:
             f"{html.escape(mean_ci(row['mean_difference'], row['ci95'], signed=True))}</td>",
             _number_cell(row["pairs"], str(int(row["pairs"]))),
             _number_cell(row["t_test_p"], t_p),
-            _number_cell(row["holm_p"], _p(row["holm_p"])),
-            _number_cell(row["wilcoxon_p"], _p(row["wilcoxon_p"])),
+            _number_cell(row["holm_p"], p_value(row["holm_p"])),
+            _number_cell(row["wilcoxon_p"], p_value(row["wilcoxon_p"])),
         ]
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return intro + _table("paired-table", header, rows)
@@ -356,7 +356,7 @@ def _tuning(tuning: pd.DataFrame, metric: str) -> str:
         for column in present:
             value = row[column]
             if column in ("tuning_score", "retrained_val"):
-                cells.append(_number_cell(value, "–" if pd.isna(value) else f"{value:.4f}"))
+                cells.append(_number_cell(value, score(value)))
             elif column in ("method", "chosen_trial", "searcher"):
                 cells.append(_text("none" if pd.isna(value) else value))
             else:
@@ -464,10 +464,6 @@ def _raw(value: object) -> str:
     if isinstance(value, (int, float, np.integer, np.floating)):
         return "nan" if math.isnan(float(value)) else repr(float(value))
     return "nan" if value is None else html.escape(str(value))
-
-
-def _p(value: float) -> str:
-    return "–" if pd.isna(value) else f"{value:.3g}"
 
 
 def _when(milliseconds: int | None) -> str:

@@ -205,7 +205,7 @@ def sweep_trials(
 ) -> Table:
     """One row per trial: status, epochs, the searched params and last-epoch metrics (and the
     metrics ``also`` names: a multi-objective sweep's), sorted."""
-    extra = set(also)
+    extra = frozenset(also)  # read once per trial below
     params = sweep.data.params
     metric, mode = params.get("metric", ""), params.get("mode", "max")
     trials = runs.trials(sweep)
@@ -222,16 +222,7 @@ def sweep_trials(
         columns=["trial_id", "run_name", "status", "epochs"],
     )
     searched = _searched_params(trials)
-    metrics = pd.DataFrame(
-        [
-            {
-                name: value
-                for name, value in trial.data.metrics.items()
-                if _is_shown(name) or name in extra
-            }
-            for trial in trials
-        ]
-    )
+    metrics = pd.DataFrame([_shown_metrics(trial.data.metrics, extra) for trial in trials])
     metrics = metrics[_ordered_metrics(metrics.columns)]
     frame = pd.concat([frame, searched, metrics], axis=1)
     key = sort or metric
@@ -360,8 +351,10 @@ def _numeric_if_possible(column: pd.Series) -> pd.Series:
     return numbers if numbers.notna().sum() == column.notna().sum() else column
 
 
-def _shown_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    return {name: value for name, value in metrics.items() if _is_shown(name)}
+def _shown_metrics(metrics: dict[str, float], also: Iterable[str] = ()) -> dict[str, float]:
+    """The metrics a report shows of a run, and those ``also`` names."""
+    extra = set(also)
+    return {name: value for name, value in metrics.items() if _is_shown(name) or name in extra}
 
 
 def _is_shown(name: str) -> bool:

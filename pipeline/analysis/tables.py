@@ -146,3 +146,13 @@ def mean_ci(mean: float, half_width: float, *, signed: bool = False) -> str:
         return "–"
     text = f"{mean:+.4f}" if signed else f"{mean:.4f}"
     return text if pd.isna(half_width) else f"{text} ± {half_width:.4f}"
+
+
+def score(value: float) -> str:
+    """A table cell for one score: ``0.9123``, ``–`` for none."""
+    return "–" if pd.isna(value) else f"{value:.4f}"
+
+
+def p_value(value: float) -> str:
+    """A table cell for a p-value: three significant digits, ``–`` for none."""
+    return "–" if pd.isna(value) else f"{value:.3g}"

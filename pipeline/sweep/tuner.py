@@ -721,28 +721,23 @@ def record_sweep_outputs(result: SweepResult, tracker: Tracker) -> list[Path]:
     if objectives:
         from margin_tune.pipeline.analysis.plots import pareto_plot
 
-        result.pareto.to_csv(out / PARETO_FILE, index=False)
+        front = result.pareto
+        front.to_csv(out / PARETO_FILE, index=False)
         tracker.log_artifact(result.parent_run_id, str(out / PARETO_FILE))
-        drawn = pareto_plot(result.trials, result.pareto, objectives, out / "plots" / "pareto.png")
+        drawn = pareto_plot(result.trials, front, objectives, out / "plots" / "pareto.png")
         plots = [*plots, drawn] if drawn is not None else plots
     if result.schedule is not None:
-        from margin_tune.pipeline.analysis.plots import schedule_plot
-
-        plots += log_schedule(result.schedule, out, tracker, result.parent_run_id, schedule_plot)
+        plots += log_schedule(result.schedule, out, tracker, result.parent_run_id)
     tracker.log_artifacts(result.parent_run_id, str(out / "plots"), artifact_path="plots")
     tracker.log_artifact(result.parent_run_id, str(out / "trials.csv"))
     return plots
 
 
-def log_schedule(
-    schedule: pd.DataFrame,
-    out: Path,
-    tracker: Tracker,
-    run_id: str,
-    plot: Callable[[pd.DataFrame, Path], Path | None],
-) -> list[Path]:
+def log_schedule(schedule: pd.DataFrame, out: Path, tracker: Tracker, run_id: str) -> list[Path]:
     """The learned schedule as ``schedule.csv``, as an MLflow table (``schedule.json``, what
     ``MlflowClient.log_table`` writes, shown in the run's artifacts) and as a plot."""
+    from margin_tune.pipeline.analysis.plots import schedule_plot  # pyplot once a sweep ended
+
     schedule.to_csv(out / SCHEDULE_FILE, index=False)
     table = out / SCHEDULE_TABLE
     schedule.to_json(table, orient="split", index=False)
@@ -751,7 +746,7 @@ def log_schedule(
     tracker.set_tags(
         run_id, {MLFLOW_LOGGED_ARTIFACTS: json.dumps([{"path": SCHEDULE_TABLE, "type": "table"}])}
     )
-    drawn = plot(schedule, out / "plots" / "schedule.png")
+    drawn = schedule_plot(schedule, out / "plots" / "schedule.png")
     return [drawn] if drawn is not None else []
 
 

@@ -21,7 +21,6 @@ file, which says which parameters it searched.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -32,7 +31,7 @@ import optuna
 import pandas as pd
 
 from margin_tune.pipeline.outputs.folders import SPACE_COPY
-from margin_tune.pipeline.outputs.manifest import MANIFEST_FILE
+from margin_tune.pipeline.outputs.manifest import read_manifest
 from margin_tune.pipeline.search.searchers import (
     LEARNING_SEARCHERS,
     SEED_MODES,
@@ -296,17 +295,14 @@ def _is_path(key: str) -> bool:
 def _from_directory(directory: Path) -> EarlierSweep:
     if not directory.is_dir():
         raise ConfigError(FIELD, f"{directory} is not a directory (nor a sweep id)")
-    manifest_path = directory / MANIFEST_FILE
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        manifest = None
-    if not isinstance(manifest, dict) or manifest.get("command") != "tune":
+        manifest = read_manifest(directory, ("tune",))
+    except ConfigError as error:
         raise ConfigError(
             FIELD,
-            f"{directory} is not an output directory of margin-tune tune (no {MANIFEST_FILE} "
-            "written by tune); a comparison's sweep is named by its sweep id",
-        )
+            f"{directory} is not an output directory of margin-tune tune ({error}); a "
+            "comparison's sweep is named by its sweep id",
+        ) from None
     trials = directory / TRIALS_FILE
     if not trials.is_file():
         raise ConfigError(
@@ -314,7 +310,7 @@ def _from_directory(directory: Path) -> EarlierSweep:
         )
     metric, searched, fixed = _space_file(directory / SPACE_COPY)
     return EarlierSweep(
-        f"sweep {manifest.get('sweep_id', directory.name)} ({directory})",
+        f"sweep {manifest['sweep_id']} ({directory})",
         _read_trials(trials),
         metric,
         searched,

@@ -14,7 +14,7 @@ from margin_tune.pipeline.analysis.plots import (
     epoch_curve_files,
     roc_plot,
 )
-from margin_tune.pipeline.analysis.tables import mean_ci
+from margin_tune.pipeline.analysis.tables import mean_ci, p_value, score
 from margin_tune.pipeline.jobs.compare.run import CompareResult
 from margin_tune.pipeline.jobs.compare.spec import CompareSpec
 from margin_tune.pipeline.sweep.callback import path_slug, run_name
@@ -211,7 +211,7 @@ def render_markdown(result: CompareResult, spec: CompareSpec, *, indicative: boo
         epochs = "–" if pd.isna(row["chosen_epochs"]) else str(int(row["chosen_epochs"]))
         lines.append(
             f"| {row['method']} | {row['split']} | {chosen} | {epochs} | "
-            f"{_number(row['tuning_score'])} | {_number(row['retrained_val'])} | {row['trials']} | "
+            f"{score(row['tuning_score'])} | {score(row['retrained_val'])} | {row['trials']} | "
             f"{row['trial_epochs']} | {row['searcher']} | {row['dimensions']} |"
         )
     counts = [c for c in map(on_test, COUNT_KEYS) if c in result.runs]
@@ -240,10 +240,11 @@ def render_markdown(result: CompareResult, spec: CompareSpec, *, indicative: boo
         for _, row in result.comparisons.iterrows():
             metric = f"{row['metric']} ({row['role']})"
             difference = mean_ci(row["mean_difference"], row["ci95"], signed=True)
-            t_p = "constant" if row["constant"] else _p(row["t_test_p"])
+            t_p = "constant" if row["constant"] else p_value(row["t_test_p"])
             lines.append(
                 f"| {row['scheduler']} | {row['baseline']} | {metric} | {difference} | "
-                f"{row['pairs']} | {t_p} | {_p(row['holm_p'])} | {_p(row['wilcoxon_p'])} |"
+                f"{row['pairs']} | {t_p} | {p_value(row['holm_p'])} | "
+                f"{p_value(row['wilcoxon_p'])} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -252,11 +253,3 @@ def _span(values: pd.Series) -> str:
     """``1,124,250``, or ``1,000–2,000`` when the runs differ."""
     low, high = int(values.min()), int(values.max())
     return f"{low:,}" if low == high else f"{low:,}–{high:,}"
-
-
-def _number(value: float) -> str:
-    return "–" if pd.isna(value) else f"{value:.4f}"
-
-
-def _p(value: float) -> str:
-    return "–" if pd.isna(value) else f"{value:.3g}"

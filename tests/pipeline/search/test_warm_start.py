@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from tiny import TINY
 
 from margin_tune.pipeline.cli.main import main
+from margin_tune.pipeline.outputs.manifest import write_manifest
 from margin_tune.pipeline.search.searchers import (
     TUNE_TRIAL_ATTR,
     WARM_START_ATTR,
@@ -238,7 +239,11 @@ def _tune_directory(root: Path) -> Path:
     """What ``tune`` leaves: its manifest, its space file and its trials table."""
     directory = root / "constant-sweep"
     directory.mkdir()
-    (directory / "margin-tune.json").write_text(json.dumps({"command": "tune", "sweep_id": "s1"}))
+    write_manifest(
+        directory,
+        "tune",
+        {"name": "constant", "space_name": "constant", "sweep_id": "s1", "base": {}, "options": {}},
+    )
     (directory / "space.yaml").write_text(
         "metric: val_map_at_r\n"
         "parameters:\n"
