@@ -234,7 +234,8 @@ class MarginConfig:
 
     ``initial_margin``, ``target_easy_ratio`` and ``step_size`` are the paper's three parameters;
     the others belong to one scheduler each (``rate`` to ``linear``, ``tolerance`` to
-    ``two_sided``, ``kp``/``ki`` to ``pi``; ``min_margin``/``max_margin`` bound those that move).
+    ``two_sided``, ``kp``/``ki`` to ``pi``, ``schedule`` (μ of each epoch) to ``replay``;
+    ``min_margin``/``max_margin`` bound those that move).
     """
 
     scheduler: str = "dams"
@@ -247,9 +248,12 @@ class MarginConfig:
     tolerance: float = 0.05
     kp: float = 0.5
     ki: float = 0.1
+    schedule: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         _check_at_least("margin.initial_margin", self.initial_margin, 0.0)
+        for index, value in enumerate(self.schedule):
+            _check_at_least(f"margin.schedule[{index}]", value, 0.0)
         if not 0 < self.target_easy_ratio <= 1:
             raise ConfigError(
                 "margin.target_easy_ratio",
@@ -286,6 +290,10 @@ class TrainConfig:
     network's forward passes under ``torch.autocast`` (fp16 with a gradient scaler, CUDA only);
     the loss and the metrics stay float32. ``channels_last`` stores images and convolution
     weights NHWC, which tensor cores prefer.
+
+    ``lr_schedule`` (one rate per epoch, empty: ``lr`` throughout) sets ``lr`` epoch by epoch,
+    as a population's best member trained (``head_lr`` keeps its own rate): the learning-rate
+    half of a replayed schedule (``margin.scheduler: replay``).
     """
 
     epochs: int = 20
@@ -300,9 +308,12 @@ class TrainConfig:
     head_lr: float | None = None
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
+    lr_schedule: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         _check_at_least("train.epochs", self.epochs, 1)
+        for index, value in enumerate(self.lr_schedule):
+            _check_positive(f"train.lr_schedule[{index}]", value)
         _check_at_least("train.num_workers", self.num_workers, 0)
         _check_at_most("train.num_workers", self.num_workers, 256)
         _check_at_least("train.eval_batch_size", self.eval_batch_size, 1)
@@ -406,6 +417,17 @@ class Config:
 
     def __post_init__(self) -> None:
         _check_seed("seed", self.seed)
+        epochs = self.train.epochs
+        for path, values in (
+            ("margin.schedule", self.margin.schedule),
+            ("train.lr_schedule", self.train.lr_schedule),
+        ):
+            if values and len(values) < epochs:
+                raise ConfigError(
+                    path,
+                    f"holds {len(values)} epochs' values, train.epochs is {epochs}: give one "
+                    "value per epoch",
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, YAML-safe dict (tuples become lists) that :func:`config_from_dict` reads."""

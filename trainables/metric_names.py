@@ -90,6 +90,8 @@ def best_mode(metric: str) -> str:
 # What one epoch of training reports beside its validation evaluation.
 EPOCH = "epoch"
 MARGIN = "margin"
+#: The rate the optimiser trained the epoch with (the trunk's, beside ``train.head_lr``).
+LEARNING_RATE = "learning_rate"
 EASY_RATIO = "easy_ratio"
 SEMIHARD_RATIO = "semihard_ratio"
 HARD_RATIO = "hard_ratio"
@@ -111,6 +113,7 @@ COLLAPSED = "collapsed"
 EPOCH_COLUMNS = (
     EPOCH,
     MARGIN,
+    LEARNING_RATE,
     EASY_RATIO,
     SEMIHARD_RATIO,
     HARD_RATIO,

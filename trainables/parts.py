@@ -20,7 +20,7 @@ from margin_tune.trainables.miners import MINERS
 from margin_tune.trainables.models import MODELS
 from margin_tune.trainables.registry import Registry
 from margin_tune.trainables.samplers import SAMPLERS
-from margin_tune.trainables.schedulers import SCHEDULERS
+from margin_tune.trainables.schedulers import SCHEDULERS, with_schedule_file
 
 #: Every registry of a trial's parts, by the role a config names (``margin.scheduler`` names a
 #: ``scheduler``).
@@ -58,8 +58,9 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
 
 
 def config_from_dict(data: Mapping[str, Any]) -> Config:
-    """Build and validate a Config; registry names are checked against the registries."""
-    config = build_config(data)
+    """Build and validate a Config; registry names are checked against the registries. A
+    ``margin.schedule`` that names a file is read into numbers first (the ``replay`` scheduler)."""
+    config = build_config(with_schedule_file(data))
     check_registered_names(config)
     return config
 

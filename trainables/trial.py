@@ -213,6 +213,15 @@ class Trial:
         self.history = [dict(row) for row in state["history"]]
         self.precision.load_state_dict(state)
 
+    def _set_learning_rate(self) -> float:
+        """The epoch's learning rate (of the network, or of its trunk beside ``head_lr``):
+        ``train.lr_schedule``'s for this epoch where it has one, else as the optimiser holds
+        it (``train.lr``)."""
+        group = self.optimizer.param_groups[0]
+        if self.config.train.lr_schedule:
+            group["lr"] = self.config.train.lr_schedule[self.epoch - 1]
+        return float(group["lr"])
+
     def _learning_rates(self) -> list[float]:
         """Each parameter group's rate as the config sets it (see :func:`_parameter_groups`)."""
         train = self.config.train
@@ -345,6 +354,7 @@ class Trial:
         started = time.perf_counter()
         self.epoch += 1
         margin = self.scheduler.margin
+        learning_rate = self._set_learning_rate()
         seed = epoch_seed(self.config.seed, self.epoch)
         context = EpochContext(
             epoch=self.epoch,
@@ -393,6 +403,7 @@ class Trial:
         return {
             names.EPOCH: float(self.epoch),
             names.MARGIN: margin,
+            names.LEARNING_RATE: learning_rate,
             names.EASY_RATIO: stats.easy_ratio,
             names.SEMIHARD_RATIO: stats.semihard_ratio,
             names.HARD_RATIO: stats.hard_ratio,

@@ -24,6 +24,7 @@ from margin_tune.pipeline.jobs.compare.registry import register_winner
 from margin_tune.pipeline.jobs.compare.run import (
     CompareResult,
     check_split_layout,
+    method_options,
     run_compare,
     split_config,
 )
@@ -188,7 +189,8 @@ def _prepare(
     for split in loaded.split_seeds:  # data, every split and sizes, before anything starts
         for method, space in loaded.spaces.items():
             base = split_config(loaded.base, split)
-            plan_sweep(method, base, space, chosen, directory / method, dataset=dataset)
+            method_chosen = method_options(loaded, method, chosen)
+            plan_sweep(method, base, space, method_chosen, directory / method, dataset=dataset)
     return loaded, chosen, directory, dataset
 
 

@@ -122,7 +122,9 @@ def show(result: SweepResult, *, as_json: bool = False) -> int:
             lineage = result.schedule["trial_id"].nunique()
             print(
                 f"learned schedule: {SCHEDULE_FILE}, μ and lr per epoch of the best member "
-                f"({len(result.schedule)} epochs, {lineage} trials in its lineage)"
+                f"({len(result.schedule)} epochs, {lineage} trials in its lineage); replay it "
+                f"with --set margin.scheduler=replay --set "
+                f"margin.schedule={result.out / SCHEDULE_FILE}"
             )
         pareto = f"{PARETO_FILE}, " if plan.options.objectives else ""
         print(f"wrote {result.out}: trials.csv, {pareto}plots/, {LOG_FILE}")

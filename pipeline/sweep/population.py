@@ -30,7 +30,8 @@ import torch
 from ray import tune
 from ray.tune.schedulers import PopulationBasedTraining
 
-from margin_tune.pipeline.search.space import Parameter, SearchSpace
+from margin_tune.pipeline.search.space import Parameter, SearchSpace, apply_overrides
+from margin_tune.trainables.config import Config
 from margin_tune.trainables.errors import ConfigError
 
 #: What population-based training perturbs, where the space searches it.
@@ -150,6 +151,24 @@ def schedule_row(epoch: int, margin: float, config: Any, trial_id: str) -> dict[
         "margin.step_size": float(config.margin.step_size),
         "trial_id": trial_id,
     }
+
+
+def replay_config(config: Config, schedule: pd.DataFrame) -> Config:
+    """``config`` replaying ``schedule`` from the first epoch: the ``replay`` margin scheduler
+    on its μ per epoch and ``train.lr_schedule`` on its learning rates.
+
+    This, not the best member's last values, is what the population found: its network trained
+    under every row of the schedule, many of them another member's. A re-training (a
+    comparison's, with seeds no member used) replays it as a fixed schedule.
+    """
+    return apply_overrides(
+        config,
+        {
+            "margin.scheduler": "replay",
+            "margin.schedule": [float(v) for v in schedule["margin"]],
+            "train.lr_schedule": [float(v) for v in schedule["train.lr"]],
+        },
+    )
 
 
 def learned_schedule(checkpoint: Path) -> pd.DataFrame:

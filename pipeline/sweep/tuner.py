@@ -74,6 +74,7 @@ from margin_tune.pipeline.sweep.population import (
     param_space,
     perturbed,
     population_scheduler,
+    replay_config,
 )
 from margin_tune.pipeline.sweep.progress import TrialProgress
 from margin_tune.pipeline.sweep.search_state import point_at_trials, resumable_search
@@ -290,7 +291,9 @@ class SweepResult:
 
     @property
     def best_config(self) -> Config | None:
-        """The base config with the best trial's searched values; None when no trial won."""
+        """The base config with the best trial's searched values; None when no trial won. For a
+        population, the config that replays its learned :attr:`schedule`
+        (:func:`~margin_tune.pipeline.sweep.population.replay_config`)."""
         if not self.best:
             return None
         searched = {
@@ -298,7 +301,8 @@ class SweepResult:
             for key, value in self.best.items()
             if key.startswith("config.") and value == value  # NaN: a value this trial lacks
         }
-        return apply_overrides(self.plan.base, searched)
+        config = apply_overrides(self.plan.base, searched)
+        return config if self.schedule is None else replay_config(config, self.schedule)
 
     @property
     def summary(self) -> str:

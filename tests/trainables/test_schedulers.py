@@ -11,6 +11,15 @@ from margin_tune.trainables.config import MarginConfig
 from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.schedulers import SCHEDULERS, EpochStats, build_scheduler
 
+#: What ``replay`` replays in the tests run over every scheduler: within every bound they use.
+REPLAYED = (0.2, 0.25, 0.3, 0.2, 0.45, 0.5, 0.35, 0.4, 0.3)
+
+
+def margin_config(name: str, **values: float | None) -> MarginConfig:
+    """Scheduler ``name``'s config; ``replay`` gets :data:`REPLAYED`, its one parameter."""
+    schedule = REPLAYED if name == "replay" else ()
+    return MarginConfig(scheduler=name, schedule=schedule, **values)  # type: ignore[arg-type]
+
 
 def stats(easy_ratio: float, valid: int = 1000) -> EpochStats:
     easy = round(easy_ratio * valid)
@@ -94,7 +103,7 @@ def test_pi_anti_windup_stops_integrating_into_a_bound() -> None:
 
 @pytest.mark.parametrize("name", SCHEDULERS.names())
 def test_state_round_trip_continues_identically(name: str) -> None:
-    config = MarginConfig(scheduler=name, max_margin=2.0, min_margin=0.05)
+    config = margin_config(name, max_margin=2.0, min_margin=0.05)
     ratios = [0.97, 0.3, 0.99, 0.8, 0.96, 0.1, 1.0, 0.93]
     reference = run(config, ratios)
     first = build_scheduler(config)
@@ -106,9 +115,10 @@ def test_state_round_trip_continues_identically(name: str) -> None:
     assert tail == reference[4:]
 
 
-@pytest.mark.parametrize("name", [n for n in SCHEDULERS.names() if n != "linear"])
+@pytest.mark.parametrize("name", [n for n in SCHEDULERS.names() if n not in ("linear", "replay")])
 def test_no_valid_triplets_leaves_margin_unchanged(name: str) -> None:
-    """Difficulty-driven schedulers hold still without evidence (linear follows its clock)."""
+    """Difficulty-driven schedulers hold still without evidence (linear and replay follow
+    their clock)."""
     scheduler = build_scheduler(MarginConfig(scheduler=name))
     before = scheduler.margin
     assert scheduler.step(1, EpochStats(0, 0, 0, 0)) == before
@@ -116,7 +126,7 @@ def test_no_valid_triplets_leaves_margin_unchanged(name: str) -> None:
 
 @pytest.mark.parametrize("name", SCHEDULERS.names())
 def test_margin_stays_within_bounds(name: str) -> None:
-    config = MarginConfig(scheduler=name, min_margin=0.1, initial_margin=0.2, max_margin=0.5)
+    config = margin_config(name, min_margin=0.1, initial_margin=0.2, max_margin=0.5)
     for margin in run(config, [1.0] * 30 + [0.0] * 30):
         assert 0.1 - 1e-12 <= margin <= 0.5 + 1e-12
 
@@ -136,3 +146,24 @@ def test_bad_parameters_fail_at_construction(changes: dict[str, float], field: s
     with pytest.raises(ConfigError) as caught:
         replace(MarginConfig(), **changes)
     assert caught.value.field == field
+
+
+def test_replay_gives_each_epoch_its_margin_blind_to_difficulty() -> None:
+    config = MarginConfig(scheduler="replay", schedule=(0.3, 0.1, 0.7))
+    scheduler = build_scheduler(config)
+    assert scheduler.margin == 0.3  # the first epoch's, not initial_margin's 0.2
+    # step(t) returns μ of epoch t + 1; past its end the schedule holds its last value.
+    assert run(config, [1.0, 0.0, 0.5, 1.0]) == [0.1, 0.7, 0.7, 0.7]
+
+
+def test_replay_without_a_schedule_names_the_field() -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_scheduler(MarginConfig(scheduler="replay"))
+    assert caught.value.field == "margin.schedule"
+    assert "schedule.csv" in str(caught.value)
+
+
+def test_a_negative_replayed_margin_fails_at_construction() -> None:
+    with pytest.raises(ConfigError) as caught:
+        MarginConfig(scheduler="replay", schedule=(0.2, -0.1))
+    assert caught.value.field == "margin.schedule[1]"

@@ -181,6 +181,7 @@ def run_compare(
             "split_seeds": ",".join(map(str, spec.split_seeds)),
             "tuning_seeds": ",".join(map(str, spec.tuning_seeds)),
             "retraining_seeds": ",".join(map(str, spec.final_seeds)),
+            **({"population_methods": ",".join(spec.populations)} if spec.populations else {}),
         },
         tags={
             SWEEP_ID_TAG: comparison_id,
@@ -210,7 +211,7 @@ def run_compare(
                 method if spec.splits == 1 else f"{method} split {split}",
                 base,
                 space,
-                split_options,
+                method_options(spec, method, split_options),
                 directory / SWEEPS_DIR / method,
                 sweep_id=sweep_ids[str(split)][method],
                 dataset=dataset,
@@ -257,6 +258,17 @@ def run_compare(
         histories,
         views,
         dataset.class_names,
+    )
+
+
+def method_options(spec: CompareSpec, method: str, options: SweepOptions) -> SweepOptions:
+    """How ``method`` is tuned: by the searcher, or for a method with ``population`` by a
+    population of ``options.trials`` members (each trains the whole budget: the trial-epochs
+    any other method may spend)."""
+    if method not in spec.populations:
+        return options
+    return dataclasses.replace(
+        options, population=options.trials, perturbation_interval=spec.populations[method]
     )
 
 

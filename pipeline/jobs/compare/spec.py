@@ -9,6 +9,9 @@
       two_sided: two_sided
       constant: constant
       linear: linear
+      # pbt_schedule:          # a schedule learned by population-based training, replayed
+      #   space: dams
+      #   population: {perturbation_interval: 3}
     baselines: [constant, linear]
     metric: val_map_at_r       # the primary metric: every space tunes it, the table tests it
     budget: {trials: 16, epochs: 12}
@@ -18,9 +21,15 @@
     splits: 3                  # the whole protocol repeated on class splits split_seed, +1, +2
 
 Every method gets the same budget, searcher, seed policy and class splits; the final table is on
-test classes only. The primary ``metric`` is the validation metric every space optimises and
-whose test counterpart (``val_map_at_r`` → ``test_map_at_r``) carries the corrected paired
-tests; the other test metrics are reported as secondary.
+test classes only. A method with ``population`` is tuned by population-based training instead of
+the searcher: ``budget.trials`` members train the whole ``budget.epochs`` each (the most any
+other method may spend), exploiting and perturbing every ``perturbation_interval`` epochs; its
+winner is the best member's learned schedule (μ and learning rate per epoch), which the
+re-trainings replay from scratch with the ``replay`` scheduler.
+
+The primary ``metric`` is the validation metric every space optimises and whose test
+counterpart (``val_map_at_r`` → ``test_map_at_r``) carries the corrected paired tests; the other
+test metrics are reported as secondary.
 """
 
 from __future__ import annotations
@@ -89,6 +98,8 @@ class CompareSpec:
     metric: str
     overrides: tuple[str, ...] = ()
     splits: int = 1
+    #: The methods tuned by population-based training, with their perturbation intervals.
+    populations: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def methods(self) -> list[str]:
@@ -197,14 +208,19 @@ def parse_compare_spec(
     if not isinstance(methods, Mapping) or len(methods) < 2:
         raise ConfigError("compare.methods", "must map at least two method names to spaces")
     spaces: dict[str, SearchSpace] = {}
-    for name, space_spec in methods.items():
+    populations: dict[str, int] = {}
+    for name, method_spec in methods.items():
         check_file_name(str(name), f"compare.methods.{str(name)[:64]}")
+        space_spec, interval = _method_entry(str(name), method_spec, base.train.epochs)
         try:
-            spaces[str(name)] = load_space(_space_source(str(space_spec), relative_to), base)
+            spaces[str(name)] = load_space(_space_source(space_spec, relative_to), base)
         except ConfigError as error:
             # The space was named here, not with --space: report it under this method's key.
             detail = str(error).removeprefix("--space: ")
             raise ConfigError(f"compare.methods.{name}", detail) from None
+        if interval is not None:
+            populations[str(name)] = interval
+            _check_population_space(str(name), spaces[str(name)])
     metric = data.get("metric", DEFAULT_METRIC)
     if metric not in TUNABLE_METRICS:
         raise ConfigError(
@@ -267,7 +283,64 @@ def parse_compare_spec(
         metric=metric,
         overrides=tuple(overrides),
         splits=splits,
+        populations=populations,
     )
+
+
+#: What a method's mapping in ``compare.methods`` may hold.
+METHOD_KEYS = ("space", "population")
+#: The epochs between a population's exploit-and-perturb steps when ``population`` names none.
+DEFAULT_PERTURBATION_INTERVAL = 2
+
+
+def _method_entry(name: str, entry: Any, epochs: int) -> tuple[str, int | None]:
+    """A method's space and, for one tuned by population-based training, its perturbation
+    interval: ``dams`` or ``{space: dams, population: {perturbation_interval: 3}}``."""
+    field = f"compare.methods.{name}"
+    if isinstance(entry, str):
+        return entry, None
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("space"), str):
+        raise ConfigError(
+            field,
+            f"must name a search space, or be a mapping with keys {', '.join(METHOD_KEYS)} "
+            f"(space: a search space), got {entry!r}",
+        )
+    unknown = sorted(set(entry) - set(METHOD_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{field}.{unknown[0]}", f"unknown key; allowed: {', '.join(METHOD_KEYS)}"
+        )
+    if "population" not in entry:
+        return entry["space"], None
+    population = entry["population"]
+    if population is None:
+        population = {}
+    if not isinstance(population, Mapping) or set(population) - {"perturbation_interval"}:
+        raise ConfigError(
+            f"{field}.population",
+            f"must be a mapping with the key perturbation_interval (or empty), got {population!r}",
+        )
+    interval = _int(
+        population.get("perturbation_interval", DEFAULT_PERTURBATION_INTERVAL),
+        f"{field}.population.perturbation_interval",
+    )
+    if not 1 <= interval < epochs:
+        raise ConfigError(
+            f"{field}.population.perturbation_interval",
+            f"must be between 1 and train.epochs - 1 ({epochs - 1}) epochs, got {interval}",
+        )
+    return entry["space"], interval
+
+
+def _check_population_space(name: str, space: SearchSpace) -> None:
+    """The space must search what population-based training perturbs."""
+    from margin_tune.pipeline.sweep.population import perturbed  # imports Ray
+
+    try:
+        perturbed(space)
+    except ConfigError as error:
+        detail = str(error).removeprefix("--population: ")
+        raise ConfigError(f"compare.methods.{name}.population", detail) from None
 
 
 def _space_source(spec: str, relative_to: Path) -> str | Path:
@@ -317,6 +390,7 @@ def spec_data(spec: CompareSpec) -> dict[str, Any]:
         "metric": spec.metric,
         "overrides": list(spec.overrides),
         "splits": spec.splits,
+        "populations": dict(spec.populations),
     }
 
 
@@ -336,4 +410,5 @@ def spec_from_data(data: dict[str, Any], spaces: Path) -> CompareSpec:
         metric=data["metric"],
         overrides=tuple(data["overrides"]),
         splits=data["splits"],
+        populations=dict(data.get("populations", {})),
     )

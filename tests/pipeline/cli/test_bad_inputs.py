@@ -203,7 +203,7 @@ def train_on(name: str, path: str, *rest: str) -> tuple[str, ...]:
     return ("train", *TRAIN_OUT, *sets)
 
 
-SCHEDULERS = "constant, dams, linear, pi, two_sided"
+SCHEDULERS = "constant, dams, linear, pi, replay, two_sided"
 MINERS = "all, hard, semihard"
 SAMPLERS = "class_representative, pk"
 DATASETS = "cars, cub, digits, glyphs, image_folder, lfw, npz, sop, synthetic"

@@ -260,6 +260,36 @@ def test_spaces_are_validated_against_the_compare_base(tmp_path: Path) -> None:
             id="unknown-searcher",
         ),
         pytest.param({"searcher": 1}, "compare.searcher", ["1"], id="searcher-not-a-string"),
+        pytest.param(
+            {"methods": {"dams": "dams", "pbt": {"population": {}}}},
+            "compare.methods.pbt",
+            ["must name a search space", "space, population"],
+            id="method-without-space",
+        ),
+        pytest.param(
+            {"methods": {"dams": "dams", "pbt": {"space": "dams", "pop": {}}}},
+            "compare.methods.pbt.pop",
+            ["unknown key", "space, population"],
+            id="method-unknown-key",
+        ),
+        pytest.param(
+            {"methods": {"dams": "dams", "pbt": {"space": "dams", "population": {"size": 8}}}},
+            "compare.methods.pbt.population",
+            ["perturbation_interval"],
+            id="population-unknown-key",
+        ),
+        pytest.param(
+            {
+                "methods": {
+                    "dams": "dams",
+                    "pbt": {"space": "dams", "population": {"perturbation_interval": 12}},
+                },
+                "budget": {"epochs": 12},
+            },
+            "compare.methods.pbt.population.perturbation_interval",
+            ["between 1 and train.epochs - 1 (11)", "12"],
+            id="population-interval-too-long",
+        ),
     ],
 )
 def test_bad_specs_fail_naming_the_field(
@@ -337,3 +367,51 @@ def test_the_spaces_are_the_ones_load_space_gives(tmp_path: Path) -> None:
     spec = parse({"budget": {"epochs": 4}}, tmp_path)
     for name, space in spec.spaces.items():
         assert space == load_space(DEFAULT_METHODS[name], spec.base)
+
+
+def test_a_population_method_keeps_its_space_and_interval_through_the_manifest(
+    tmp_path: Path,
+) -> None:
+    from margin_tune.pipeline.jobs.compare.spec import SPACES_DIR, spec_data, spec_from_data
+
+    spec = parse(
+        {
+            "methods": {
+                "dams": "dams",
+                "pbt": {"space": "dams", "population": {"perturbation_interval": 3}},
+                "plain": {"space": "dams"},
+                "constant": "constant",
+            },
+            "budget": {"trials": 4, "epochs": 6},
+        },
+        tmp_path,
+    )
+    assert spec.populations == {"pbt": 3}
+    assert spec.spaces["pbt"] == spec.spaces["dams"] == spec.spaces["plain"]
+    # A population method is a scheduler, compared against the baselines like the others.
+    assert spec.schedulers == ["dams", "pbt", "plain"] and spec.baselines == ("constant",)
+    # The default interval when the mapping names none.
+    default = parse(
+        {"methods": {"a": "dams", "b": {"space": "dams", "population": None}}}, tmp_path
+    )
+    assert default.populations == {"b": 2}
+    spaces = tmp_path / SPACES_DIR
+    spaces.mkdir()
+    for method, space in spec.spaces.items():
+        assert space.source is not None
+        (spaces / f"{method}.yaml").write_text(space.source.read_text())
+    assert spec_from_data(spec_data(spec), spaces).populations == {"pbt": 3}
+    # A manifest written before populations existed reads as none.
+    old = {k: v for k, v in spec_data(spec).items() if k != "populations"}
+    assert spec_from_data(old, spaces).populations == {}
+
+
+def test_a_population_over_a_space_that_searches_nothing_it_perturbs_is_refused(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "own.yaml").write_text(OWN_SPACE)
+    error = error_of(
+        {"methods": {"dams": "dams", "pbt": {"space": "own.yaml", "population": {}}}}, tmp_path
+    )
+    assert error.field == "compare.methods.pbt.population"
+    assert "searches none of margin.target_easy_ratio, margin.step_size, train.lr" in str(error)

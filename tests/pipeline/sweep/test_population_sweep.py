@@ -5,6 +5,11 @@ real MLflow."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -61,6 +66,15 @@ def test_a_population_learns_a_schedule_within_the_budget_and_logs_it(
         assert schedule[path].iloc[-1] == pytest.approx(best[f"config.{path}"])
     assert schedule["margin"].iloc[-1] == pytest.approx(best["margin"])
     assert "learned schedule: schedule.csv" in printed
+    # The printed replay, run as printed: each epoch trains at the schedule's μ and rate.
+    assert f"--set margin.schedule={out / SCHEDULE_FILE}" in printed
+    replayed = tmp_path / "replayed"
+    replay = ("margin.scheduler=replay", f"margin.schedule={out / SCHEDULE_FILE}")
+    flags = set_flags(f"train.epochs={EPOCHS}", *replay)
+    assert main(["train", *flags, "--out", str(replayed), "-q"]) == 0
+    metrics = pd.read_csv(replayed / "metrics.csv")
+    assert metrics["margin"].tolist() == pytest.approx(schedule["margin"].tolist())
+    assert metrics["learning_rate"].tolist() == pytest.approx(schedule["train.lr"].tolist())
     assert (out / "plots" / "schedule.png").stat().st_size > 10_000
     # MLflow: the sweep says it was PBT, and holds the schedule as a table and a plot.
     client = MlflowClient(uri)
@@ -108,3 +122,60 @@ def test_what_a_population_cannot_do_exits_2_before_anything_starts(
     assert main(command) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_population_killed_mid_way_resumes_to_the_same_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL of the driver and its Ray while members are part-way, then ``resume``: every
+    member ends at the last epoch, the population's trial-epochs stay members x epochs, and the
+    learned schedule covers every epoch once."""
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "pbt"
+    epochs = 6
+    log = tmp_path / "driver.log"
+    command = [
+        *(str(Path(sys.executable).with_name("margin-tune")), "tune", "--space", "dams"),
+        *("--population", str(MEMBERS), "--perturbation-interval", "2"),
+        *("--checkpoint-interval", "0", "--out", str(out), "--tracking-uri", uri),
+        *("--experiment", "pbt-resume", *set_flags(f"train.epochs={epochs}")),
+    ]
+    with log.open("w") as handle:
+        driver = subprocess.Popen(
+            command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 300
+        # Past the first exploit (epoch 2) and before the end: some member reported epoch 3.
+        while time.monotonic() < deadline and not _reached(out, 3):
+            assert driver.poll() is None, log.read_text()
+            time.sleep(0.2)
+        assert _reached(out, 3), "no member reached epoch 3 in time"
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert not _reached(out, epochs + 1)
+    assert "trial-epochs" not in log.read_text(), "killed after the end: nothing to resume"
+
+    assert main(["resume", str(out)]) == 0
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == MEMBERS and (trials["status"] == "completed").all()
+    assert (trials["epochs"] == epochs).all()
+    schedule = pd.read_csv(out / SCHEDULE_FILE)
+    assert schedule["epoch"].tolist() == list(range(1, epochs + 1))
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("pbt-resume").experiment_id
+    (sweep,) = client.search_runs([experiment], "tags.`margin_tune.kind` = 'sweep'")
+    assert sweep.info.status == "FINISHED"
+    assert sweep.data.metrics["trial_epochs"] == MEMBERS * epochs
+
+
+def _reached(out: Path, epoch: int) -> bool:
+    """Some member of the population in ``out`` reported ``epoch``."""
+    for result in (out / "tune").glob("*/result.json"):
+        lines = result.read_text().splitlines()
+        if any(json.loads(line).get("training_iteration", 0) >= epoch for line in lines if line):
+            return True
+    return False
