@@ -11,12 +11,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import yaml
-
 from margin_tune.pipeline.search.space import Parameter, SearchSpace, apply_overrides
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Samples
 from margin_tune.trainables.trial import Trial
+from margin_tune.trainables.yaml_io import dump_yaml
 
 
 @dataclass(frozen=True)
@@ -44,10 +43,7 @@ class DryRun:
             f"dry run of {self.command}: checked; nothing written, no MLflow run, Ray not started",
             "",
             "config:",
-            *(
-                "  " + line
-                for line in yaml.safe_dump(self.base.to_dict(), sort_keys=False).splitlines()
-            ),
+            *("  " + line for line in dump_yaml(self.base.to_dict()).splitlines()),
         ]
         for name, space in self.spaces.items():
             lines += ["", f"space {name} ({space.metric}, {space.mode}):"]

@@ -15,11 +15,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from margin_tune.pipeline.runtime.interrupts import InterruptedRunError
 from margin_tune.pipeline.runtime.logs import LOG_FILE, log_file
 from margin_tune.trainables.errors import ConfigError
+from margin_tune.trainables.yaml_io import dump_yaml
 
 #: The lock file of an output directory in use (see :func:`output_lock`).
 LOCK_FILE = ".margin-tune.lock"
@@ -164,7 +163,7 @@ def write_new_file(target: Path, write: Callable[[Path], object], *, field: str 
 
 
 def write_yaml(path: Path, data: Mapping[str, Any]) -> None:
-    path.write_text(yaml.safe_dump(dict(data), sort_keys=False), encoding="utf-8")
+    path.write_text(dump_yaml(dict(data)), encoding="utf-8")
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 from ray.tune import Callback, Result
 
 from margin_tune.pipeline.search.space import overlay
@@ -47,6 +46,7 @@ from margin_tune.trainables.metric_names import (
 )
 from margin_tune.trainables.parts import config_from_dict
 from margin_tune.trainables.schedulers import SCHEDULERS
+from margin_tune.trainables.yaml_io import dump_yaml
 
 
 def run_name(config: Config, *, seed: bool = False) -> str:
@@ -315,7 +315,7 @@ def open_trial_run(
         wait=wait,
     )
     # The whole resolved config, as the file `train --config` takes: the run's provenance.
-    tracker.log_text(run_id, yaml.safe_dump(config.to_dict(), sort_keys=False), CONFIG_ARTIFACT)
+    tracker.log_text(run_id, dump_yaml(config.to_dict()), CONFIG_ARTIFACT)
     if inputs is not None:
         tracker.log_inputs(run_id, inputs.for_config(config))
     return run_id

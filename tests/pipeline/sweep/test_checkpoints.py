@@ -108,6 +108,34 @@ def test_a_cut_off_experiment_state_is_put_back_from_its_last_readable_copy(
     assert pickle.loads(searcher.read_bytes())["_total_samples"] == 6
 
 
+class _Searcher:
+    """Stands in for a searcher's pickled state: slots, a set, a closure, a large buffer."""
+
+    def __init__(self) -> None:
+        self.history = [{"trial": i, "value": i / 7} for i in range(40)]
+        self.seen = {1, 2, 3}
+        offset = 3
+        self.score = lambda x: x + offset
+        self.blob = bytes(range(256)) * 300  # beyond one 64 KiB pickle frame
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_a_pickled_state_is_whole_only_up_to_its_stop_at_every_cut(protocol: int) -> None:
+    from ray import cloudpickle
+
+    from margin_tune.pipeline.sweep.checkpoints import _readable
+
+    name = "searcher-state-2026-12-02_05-00-00.pkl"
+    small = cloudpickle.dumps({"_total_samples": 6, "ids": ["a", "b"], 3: (1.5, None)}, protocol)
+    large = cloudpickle.dumps(_Searcher(), protocol)
+    for whole in (small, large):
+        assert _readable(name, whole)
+        assert not _readable(name, whole + b".")  # something after the STOP
+        step = max(1, len(whole) // 500)
+        for cut in (*range(0, len(whole), step), len(whole) - 1):
+            assert not _readable(name, whole[:cut]), cut
+
+
 @pytest.mark.slow
 def test_a_sweep_whose_state_a_kill_cut_off_resumes_instead_of_starting_over(
     tmp_path: Path,

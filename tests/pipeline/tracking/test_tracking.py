@@ -387,6 +387,61 @@ def test_artifacts_are_staged_and_ordered_after_records(tracker: Tracker, tmp_pa
     assert json.loads(Path(local).read_text()) == {"roc_auc": 0.9}
 
 
+def test_a_drain_merges_each_runs_records_into_one_batch_and_flush_cuts_its_wait(
+    store_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a sweep's writer does for every trial: the run's params, epochs and tags go to
+    the store in one ``log_batch`` though an artifact and its inputs were queued between them,
+    its status after them, and its artifacts straight to where the created run keeps them
+    (no ``get_run``). A drain lingers for more records; a flush writes at once."""
+    from margin_tune.pipeline.tracking import writer
+
+    monkeypatch.setattr(writer, "LINGER_S", 60.0)  # every record below joins one drain
+    calls: list[tuple[str, str]] = []
+    for name in ("log_batch", "get_run", "set_terminated"):
+        original = getattr(MlflowClient, name)
+
+        def counted(self: MlflowClient, *args: Any, _n: str = name, _f: Any = original) -> Any:
+            calls.append((_n, str(args[0])))
+            return _f(self, *args)
+
+        monkeypatch.setattr(MlflowClient, name, counted)
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / "loss.txt").write_text("1 0.5\n")
+    with _tracker(store_uri, artifact_location=(tmp_path / "artifacts").as_uri()) as tracker:
+        sweep = tracker.sweep_run("sweep", sweep_id="sw-merge")
+        assert tracker.flush(timeout=30)
+        calls.clear()
+        trials = [tracker.child_run(sweep, f"t{i}", params={"i": i}, wait=False) for i in (0, 1)]
+        for trial in trials:
+            tracker.log_text(trial, "lr: 0.1\n", "config.yaml")
+            tracker.log_inputs(trial, _dataset_records())
+            tracker.log_artifacts(trial, plots, artifact_path="plots")
+        for step in range(3):
+            for trial in trials:
+                tracker.log_epoch(trial, _epoch(step), step)
+        for trial in trials:
+            tracker.set_tags(trial, {"margin_tune.status": "completed"})
+            tracker.end_run(trial)
+        started = time.monotonic()
+        assert tracker.flush(timeout=30)
+        assert time.monotonic() - started < 30  # the flush did not wait out the linger
+    client = MlflowClient(store_uri)
+    runs = client.search_runs([tracker.experiment_id], f"tags.mlflow.parentRunId = '{sweep}'")
+    assert len(runs) == 2
+    for run in runs:
+        run_id = run.info.run_id
+        assert [name for name, of in calls if of == run_id] == ["log_batch", "set_terminated"]
+        assert run.info.status == "FINISHED"
+        assert run.data.params["i"] in ("0", "1")
+        assert run.data.tags["margin_tune.status"] == "completed"
+        assert _steps(client, run_id) == [0, 1, 2]
+        assert {item.path for item in client.list_artifacts(run_id)} == {"config.yaml", "plots"}
+        assert [item.path for item in client.list_artifacts(run_id, "plots")] == ["plots/loss.txt"]
+        assert len(run.inputs.dataset_inputs) == 2
+
+
 def test_bad_input_fails_in_the_caller_and_rejected_records_do_not_block(
     tracker: Tracker,
 ) -> None:
