@@ -155,7 +155,13 @@ def plan_compare(
         },
         concurrency=chosen.concurrency,
         epoch_seconds=time_one_epoch(loaded.base, dataset),
-        spaces=dict(loaded.spaces),
+        spaces={
+            method
+            if method not in loaded.populations
+            else f"{method} [a population of {chosen.trials}, perturbation interval "
+            f"{loaded.populations[method]}; its learned schedule replayed]": space
+            for method, space in loaded.spaces.items()
+        },
     )
 
 

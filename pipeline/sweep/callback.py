@@ -9,6 +9,7 @@ is back (:meth:`Tracker.child_run` never raises for an unreachable store). After
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -287,6 +288,18 @@ def epoch_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
+def reported_metrics(row: Mapping[str, Any]) -> dict[str, float]:
+    """:func:`epoch_metrics` of one row of a trial's results table, without what the row only
+    holds as a gap: the table has a column for every key any epoch reported, so the epochs
+    before the last hold NaN for the test metrics reported at the last. Every epoch reports
+    every epoch column, NaN included (an epoch without a valid triplet has no easy ratio)."""
+    return {
+        name: value
+        for name, value in epoch_metrics(row).items()
+        if name in EPOCH_COLUMNS or not math.isnan(value)
+    }
+
+
 def open_trial_run(
     tracker: Tracker,
     parent_run_id: str,
@@ -360,7 +373,7 @@ def sync_trial_run(
     """
     run_id = open_trial_run(tracker, parent_run_id, trial_id, config, tags or {}, inputs=inputs)
     for row in history:
-        tracker.log_epoch(run_id, epoch_metrics(row), step=int(row["epoch"]))
+        tracker.log_epoch(run_id, reported_metrics(row), step=int(row["epoch"]))
     end_trial_run(tracker, run_id, status, error)
     return run_id
 

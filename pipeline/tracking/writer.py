@@ -382,13 +382,20 @@ class Writer:
 
     def _linger(self) -> None:
         """Holds the drain (lock held) up to :data:`LINGER_S` so that more records join it,
-        unless a caller flushes, the writer closes, the queue is long or the store is down."""
+        unless a caller flushes, the writer closes, the queue is long, the store is down or a
+        run waits to be opened.
+
+        A run is opened at once: a driver killed meanwhile loses at most the records of the
+        linger, which ``resume`` writes again from Ray Tune's results, but a run never made
+        cannot be found again for a trial Tune's last snapshot missed.
+        """
         deadline = time.monotonic() + LINGER_S
         while (
             not self._flushing
             and not self._closed
             and self._outage_since is None
             and len(self._ops) < LINGER_MAX_OPS
+            and not any(isinstance(op, Open) for op in self._ops)
         ):
             left = deadline - time.monotonic()
             if left <= 0:

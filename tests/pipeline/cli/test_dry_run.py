@@ -108,3 +108,28 @@ def test_compare_takes_mapping_overrides_with_their_types(tmp_path: Path) -> Non
     assert plan.base.train.epochs == 3 and plan.base.train.lr == 0.002
     with pytest.raises(ConfigError, match=r"margin\.scheduler: .*'no: such'"):
         margin_tune.plan_compare(spec, overrides={"margin.scheduler": "no: such"})
+
+
+def test_a_compare_dry_run_says_which_method_a_population_tunes(tmp_path: Path) -> None:
+    spec = tmp_path / "compare.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "methods": {
+                    "pbt": {"space": "dams", "population": {"perturbation_interval": 3}},
+                    "constant": "constant",
+                },
+                "budget": {"trials": 4, "epochs": 4},
+                "seeds": 2,
+                "set": list(TINY),
+            }
+        )
+    )
+    text = margin_tune.plan_compare(spec, out=tmp_path / "out").render()
+    assert (
+        "space pbt [a population of 4, perturbation interval 3; its learned schedule replayed]"
+        in text
+    )
+    assert "space constant (val_map_at_r, max):" in text
+    assert "trial-epochs 48" in text  # 2 methods x (4 members or trials + 2 seeds) x 4 epochs
+    assert not (tmp_path / "out").exists()

@@ -156,6 +156,7 @@ def test_a_population_killed_mid_way_resumes_to_the_same_budget(
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
+        _wait_until_gone(driver.pid)
     assert not _reached(out, epochs + 1)
     assert "trial-epochs" not in log.read_text(), "killed after the end: nothing to resume"
 
@@ -179,3 +180,15 @@ def _reached(out: Path, epoch: int) -> bool:
         if any(json.loads(line).get("training_iteration", 0) >= epoch for line in lines if line):
             return True
     return False
+
+
+def _wait_until_gone(group: int, timeout: float = 60.0) -> None:
+    """Until every process of the killed group (the driver's Ray among them) has exited, so
+    that the next test's Ray meets none of it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)

@@ -390,10 +390,11 @@ def test_artifacts_are_staged_and_ordered_after_records(tracker: Tracker, tmp_pa
 def test_a_drain_merges_each_runs_records_into_one_batch_and_flush_cuts_its_wait(
     store_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What a sweep's writer does for every trial: the run's params, epochs and tags go to
-    the store in one ``log_batch`` though an artifact and its inputs were queued between them,
-    its status after them, and its artifacts straight to where the created run keeps them
-    (no ``get_run``). A drain lingers for more records; a flush writes at once."""
+    """What a sweep's writer does for every trial: once its run is open, the run's epochs and
+    tags go to the store in one ``log_batch`` though an artifact and its inputs were queued
+    between them, its status after them, and its artifacts straight to where the created run
+    keeps them (no ``get_run``). A drain lingers for more records, but not an opening; a
+    flush writes at once."""
     from margin_tune.pipeline.tracking import writer
 
     monkeypatch.setattr(writer, "LINGER_S", 60.0)  # every record below joins one drain
@@ -412,8 +413,16 @@ def test_a_drain_merges_each_runs_records_into_one_batch_and_flush_cuts_its_wait
     with _tracker(store_uri, artifact_location=(tmp_path / "artifacts").as_uri()) as tracker:
         sweep = tracker.sweep_run("sweep", sweep_id="sw-merge")
         assert tracker.flush(timeout=30)
-        calls.clear()
         trials = [tracker.child_run(sweep, f"t{i}", params={"i": i}, wait=False) for i in (0, 1)]
+        # A run is opened without waiting out the linger (no flush here): a driver killed in
+        # the meantime must leave the run for resume to find.
+        client = MlflowClient(store_uri)
+        deadline = time.monotonic() + 30
+        while len(tracker.child_runs(sweep)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(client.search_runs([tracker.experiment_id])) == 3
+        assert tracker.flush(timeout=30)
+        calls.clear()
         for trial in trials:
             tracker.log_text(trial, "lr: 0.1\n", "config.yaml")
             tracker.log_inputs(trial, _dataset_records())
@@ -427,7 +436,6 @@ def test_a_drain_merges_each_runs_records_into_one_batch_and_flush_cuts_its_wait
         started = time.monotonic()
         assert tracker.flush(timeout=30)
         assert time.monotonic() - started < 30  # the flush did not wait out the linger
-    client = MlflowClient(store_uri)
     runs = client.search_runs([tracker.experiment_id], f"tags.mlflow.parentRunId = '{sweep}'")
     assert len(runs) == 2
     for run in runs:
