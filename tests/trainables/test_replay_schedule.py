@@ -11,7 +11,7 @@ from tiny import TINY
 from margin_tune.trainables import metric_names as names
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.errors import ConfigError
-from margin_tune.trainables.parts import load_config
+from margin_tune.trainables.parts import config_from_dict, load_config
 from margin_tune.trainables.trial import Trial, train
 
 MARGINS = (0.15, 0.3, 0.45)
@@ -116,3 +116,15 @@ def test_a_learning_rate_schedule_shorter_than_the_epochs_is_refused() -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(None, [*TINY, "train.lr_schedule=[0.1, 0.1]"])
     assert caught.value.field == "train.lr_schedule"
+
+
+def test_a_train_section_that_is_not_a_mapping_is_refused_beside_a_schedule_file(
+    tmp_path: Path,
+) -> None:
+    """The file's learning rates do not stand in for a bad ``train`` value: it is refused."""
+    path = tmp_path / "schedule.csv"
+    path.write_text("margin,train.lr\n0.2,0.1\n0.3,0.1\n0.1,0.1\n")
+    data = {"margin": {"scheduler": "replay", "schedule": str(path)}, "train": 3}
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(data)
+    assert caught.value.field == "train"

@@ -78,9 +78,13 @@ def with_schedule_file(data: Mapping[str, Any]) -> Mapping[str, Any]:
         return data
     margins, rates = read_schedule_file(Path(margin["schedule"]))
     resolved = {**data, "margin": {**margin, "schedule": margins}}
-    train = data.get("train")
-    train = dict(train) if isinstance(train, Mapping) else {}
-    if rates is not None and train.get("lr_schedule") in (None, [], ()):
+    train = data.get("train") or {}
+    # A train section that is not a mapping is left for the config to refuse.
+    if (
+        rates is not None
+        and isinstance(train, Mapping)
+        and train.get("lr_schedule") in (None, [], ())
+    ):
         resolved["train"] = {**train, "lr_schedule": rates}
     return resolved
 
