@@ -86,9 +86,20 @@ def check_population(population: int, trials: int, interval: int, epochs: int) -
             f"{population} members each train the whole budget, {population} trials; --trials "
             f"is {trials}: give the same number or leave --trials out",
         )
+    check_perturbation_interval(interval, epochs)
+
+
+def check_perturbation_interval(
+    interval: int, epochs: int, field: str = "--perturbation-interval"
+) -> None:
+    """An exploit-and-perturb step every ``interval`` epochs must come before the last epoch.
+
+    Raises:
+        ConfigError: naming ``field`` (a comparison names its method's key).
+    """
     if not 1 <= interval < epochs:
         raise ConfigError(
-            "--perturbation-interval",
+            field,
             f"must be between 1 and train.epochs - 1 ({epochs - 1}) epochs, got {interval}",
         )
 

@@ -268,6 +268,8 @@ class Writer:
         self._dropped = 0
         self._closed = False
         self._flushing = 0
+        #: Run openings in the queue: a drain with one does not linger (see ``_linger``).
+        self._openings = 0
         #: Artifact repositories of the runs this writer created, by run id: an upload then
         #: needs no ``get_run`` to find where the run keeps its artifacts.
         self._repositories: dict[str, Any] = {}
@@ -302,6 +304,7 @@ class Writer:
                 raise RuntimeError("the MLflow tracker is closed")
             self._ops.append(op)
             self._submitted += 1
+            self._openings += isinstance(op, Open)
             self._has_work.notify()
 
     def defer(self, opening: Opening) -> str:
@@ -368,6 +371,7 @@ class Writer:
                 self._linger()
                 ops = list(self._ops)
                 self._ops.clear()
+                self._openings = 0
             try:
                 self._write(ops)
             except _AbandonedError:
@@ -395,7 +399,7 @@ class Writer:
             and not self._closed
             and self._outage_since is None
             and len(self._ops) < LINGER_MAX_OPS
-            and not any(isinstance(op, Open) for op in self._ops)
+            and not self._openings
         ):
             left = deadline - time.monotonic()
             if left <= 0:

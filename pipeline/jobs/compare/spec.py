@@ -211,7 +211,7 @@ def parse_compare_spec(
     populations: dict[str, int] = {}
     for name, method_spec in methods.items():
         check_file_name(str(name), f"compare.methods.{str(name)[:64]}")
-        space_spec, interval = _method_entry(str(name), method_spec, base.train.epochs)
+        space_spec, interval = _method_entry(str(name), method_spec)
         try:
             spaces[str(name)] = load_space(_space_source(space_spec, relative_to), base)
         except ConfigError as error:
@@ -219,8 +219,8 @@ def parse_compare_spec(
             detail = str(error).removeprefix("--space: ")
             raise ConfigError(f"compare.methods.{name}", detail) from None
         if interval is not None:
+            _check_population(str(name), spaces[str(name)], interval, base.train.epochs)
             populations[str(name)] = interval
-            _check_population_space(str(name), spaces[str(name)])
     metric = data.get("metric", DEFAULT_METRIC)
     if metric not in TUNABLE_METRICS:
         raise ConfigError(
@@ -293,7 +293,7 @@ METHOD_KEYS = ("space", "population")
 DEFAULT_PERTURBATION_INTERVAL = 2
 
 
-def _method_entry(name: str, entry: Any, epochs: int) -> tuple[str, int | None]:
+def _method_entry(name: str, entry: Any) -> tuple[str, int | None]:
     """A method's space and, for one tuned by population-based training, its perturbation
     interval: ``dams`` or ``{space: dams, population: {perturbation_interval: 3}}``."""
     field = f"compare.methods.{name}"
@@ -324,23 +324,24 @@ def _method_entry(name: str, entry: Any, epochs: int) -> tuple[str, int | None]:
         population.get("perturbation_interval", DEFAULT_PERTURBATION_INTERVAL),
         f"{field}.population.perturbation_interval",
     )
-    if not 1 <= interval < epochs:
-        raise ConfigError(
-            f"{field}.population.perturbation_interval",
-            f"must be between 1 and train.epochs - 1 ({epochs - 1}) epochs, got {interval}",
-        )
     return entry["space"], interval
 
 
-def _check_population_space(name: str, space: SearchSpace) -> None:
-    """The space must search what population-based training perturbs."""
-    from margin_tune.pipeline.sweep.population import perturbed  # imports Ray
+def _check_population(name: str, space: SearchSpace, interval: int, epochs: int) -> None:
+    """The interval must fall within the epochs, and the space must search what
+    population-based training perturbs; checked as ``tune --population`` checks them."""
+    from margin_tune.pipeline.sweep.population import (  # imports Ray
+        check_perturbation_interval,
+        perturbed,
+    )
 
+    field = f"compare.methods.{name}.population"
+    check_perturbation_interval(interval, epochs, f"{field}.perturbation_interval")
     try:
         perturbed(space)
     except ConfigError as error:
         detail = str(error).removeprefix("--population: ")
-        raise ConfigError(f"compare.methods.{name}.population", detail) from None
+        raise ConfigError(field, detail) from None
 
 
 def _space_source(spec: str, relative_to: Path) -> str | Path:
