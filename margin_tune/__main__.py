@@ -1,5 +1,5 @@
 """``python -m margin_tune``: the ``margin-tune`` command."""
 
-from margin_tune.pipeline.cli.main import main
+from margin_tune.pipeline.cli.main import command
 
-raise SystemExit(main())
+raise SystemExit(command())

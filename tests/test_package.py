@@ -41,6 +41,29 @@ def test_the_package_has_one_version_everywhere() -> None:
     assert (Path(margin_tune.__file__).parent / "py.typed").is_file()
 
 
+def test_the_process_entry_points_skip_the_last_full_collection() -> None:
+    """``margin-tune`` and ``python -m margin_tune`` run ``command``, which freezes the heap
+    once the command has returned (its exit code unchanged); ``main`` itself does not."""
+    scripts = importlib.metadata.entry_points(group="console_scripts", name="margin-tune")
+    assert [entry.value for entry in scripts] == ["margin_tune.pipeline.cli.main:command"]
+    module = ast.parse((Path(margin_tune.__file__).parent / "__main__.py").read_text())
+    assert "command" in {
+        alias.name
+        for node in ast.walk(module)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    code = (
+        "import gc, sys\n"
+        "from margin_tune.pipeline.cli.main import command, main\n"
+        "print(main(['sync', 'no-such-dir']), gc.get_freeze_count())\n"
+        "sys.argv = ['margin-tune', 'sync', 'no-such-dir']\n"
+        "print(command(), gc.get_freeze_count() > 0)\n"
+    )
+    done = _run(sys.executable, "-c", code)
+    assert done.stdout.split() == ["2", "0", "2", "True"], done.stderr
+
+
 def _imported_by(argv: list[str]) -> tuple[list[str], list[str]]:
     """Heavy libraries and command modules in ``sys.modules`` after ``margin-tune ARGV``."""
     code = (

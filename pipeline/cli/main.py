@@ -11,6 +11,7 @@ needs them, so ``report`` and ``ui`` start without either.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 from collections.abc import Sequence
@@ -100,5 +101,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return interrupts.exit_code()
 
 
+def command() -> int:
+    """The ``margin-tune`` process: :func:`main`, then an exit without a last full collection.
+
+    A sweep's driver ends holding millions of objects (torch, Ray, MLflow, pandas, the export
+    machinery). At exit CPython collects them all once more, which took 2.4 s here after a
+    two-trial sweep (measured 2.85 s from ``main`` returning to the process ending, 0.43 s
+    frozen): time in which every file is already closed and every service stopped. Freezing
+    moves what exists into the permanent generation, which that collection skips; the
+    objects are not leaked, the process ends. ``atexit`` handlers and module teardown still
+    run. Only the process entry points call this: :func:`main` called in a process that goes
+    on (tests, a user's script) collects as usual.
+    """
+    code = main()
+    gc.freeze()
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command())

@@ -40,6 +40,7 @@ from margin_tune.pipeline.sweep.progress import TrialProgress
 from margin_tune.pipeline.sweep.search_state import ResumableGrid
 from margin_tune.pipeline.sweep.session import ray_ready
 from margin_tune.pipeline.sweep.tuner import SweepOptions, restored_or_new, tune_environment
+from margin_tune.pipeline.sweep.warm_up import WarmEndOfRunImports
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import MEASURED_STATUSES
 from margin_tune.trainables.config import Config
@@ -142,6 +143,7 @@ def run_grid_trials(
                     TrialProgress(title, len(points.configs) * len(seeds), points, metric),
                     PruneEndedTrialCheckpoints(),
                     KeepReadableExperimentState(),
+                    WarmEndOfRunImports(),
                     JsonLoggerCallback(),  # result.json: what the results are read back from
                 ],
                 failure_config=tune.FailureConfig(max_failures=options.max_failures),

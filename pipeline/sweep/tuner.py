@@ -85,6 +85,7 @@ from margin_tune.pipeline.sweep.trainable import (
     run_tune_trial,
 )
 from margin_tune.pipeline.sweep.warm_start import WarmStart
+from margin_tune.pipeline.sweep.warm_up import WarmEndOfRunImports
 from margin_tune.pipeline.tracking.store import check_tracking_uri
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import (
@@ -656,6 +657,7 @@ def run_sweep(
                     # of an earlier epoch: those are pruned only after the fit.
                     *([] if options.population else [PruneEndedTrialCheckpoints()]),
                     KeepReadableExperimentState(),
+                    WarmEndOfRunImports(),
                     JsonLoggerCallback(),
                 ],
                 failure_config=tune.FailureConfig(max_failures=options.max_failures),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -118,3 +119,27 @@ def test_an_address_nothing_answers_on_is_refused_at_once_naming_the_flag(
     assert error.startswith(f"margin-tune: error: --address: nothing answers at 127.0.0.1:{port}")
     assert not (tmp_path / "out").exists()
     assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_a_local_session_ends_every_daemon_it_started_the_monitor_killed_first(
+    background: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every process Ray's node started is gone once the block has ended, and the autoscaler
+    monitor was already dead (SIGKILL) when ``ray.shutdown`` began: asked to stop by Ray, it
+    waits on the GCS that Ray stops before it, and is killed only after a second."""
+    monitor_at_shutdown: list[int | None] = []
+    real_shutdown = ray.shutdown
+
+    def shutdown() -> None:
+        monitor_at_shutdown.extend(p.poll() for p in started[session.AUTOSCALER_MONITOR])
+        real_shutdown()
+
+    monkeypatch.setattr(ray, "shutdown", shutdown)
+    with ray_session(None, num_cpus=1, background=background):
+        ray_ready()
+        processes = ray._private.worker._global_node.all_processes
+        started = {kind: [info.process for info in infos] for kind, infos in processes.items()}
+    assert monitor_at_shutdown == [-signal.SIGKILL]
+    alive = {kind: [p.pid for p in procs if p.poll() is None] for kind, procs in started.items()}
+    assert not any(alive.values()), alive
