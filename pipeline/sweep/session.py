@@ -19,8 +19,15 @@ writes the outputs (about 1.5 s of overlap). The driver still holds object refer
 dropping one while the core worker shuts down on another thread kills the process ("The core
 worker has already been shutdown ... The process will exit", Ray 2.60, reproduced by dropping
 ``ray.put`` references during the shutdown); Ray's API is not meant to be used during its own
-shutdown. A joined cluster (``address``) is joined and left the usual way: the cluster is
-someone else's.
+shutdown. What is done instead: the autoscaler monitor, which makes a local Ray's shutdown
+wait a second for nothing, is killed first (:func:`shutdown_local`). A joined cluster
+(``address``) is joined and left the usual way: the cluster is someone else's.
+
+Not done, measured: Ray's ``preload_python_modules`` setting, to have idle workers import
+torch and the trainable while the driver sets up. Tune starts its trial actors with a runtime
+environment of their own (``env_vars``, ``ray/tune/execution/class_cache.py``), so they never
+run in the idle workers started for the driver's job; those only took CPU from the trials'
+own workers (first trial 10.3 → 13.4 s, P9's command).
 """
 
 from __future__ import annotations

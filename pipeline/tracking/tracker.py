@@ -337,6 +337,12 @@ class Tracker:
             self._writer.submit(Log(run_id, metrics=rows, epoch=True))
         return True
 
+    def last_step(self, run_id: str) -> int | None:
+        """The highest epoch step this tracker knows ``run_id`` holds (queued or stored)."""
+        with self._lock:
+            state = self._runs.get(run_id)
+            return None if state is None else state.last_step
+
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
         """Queues summary metrics (a sweep's best score, wall time) outside the epoch record.
 
