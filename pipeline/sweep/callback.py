@@ -267,9 +267,12 @@ class TrackingCallback(Callback):
         the store already holds are dropped as usual (a run reopened without waiting for the
         store learns them from the writer).
         """
-        path = Path(trial.local_path or "", EXPR_RESULT_FILE)
+        if not trial.local_path:  # not one of Tune's trials on this machine: nothing to read
+            return
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = (
+                Path(trial.local_path, EXPR_RESULT_FILE).read_text(encoding="utf-8").splitlines()
+            )
         except OSError:
             return
         rows: dict[int, dict[str, Any]] = {}
