@@ -34,8 +34,9 @@ from bench.common import Figure
 from bench.tables import markdown_table
 from margin_tune.pipeline.runtime.console import verbosity
 from margin_tune.pipeline.search.space import load_space
+from margin_tune.pipeline.sweep.plan import SweepOptions, plan_sweep
 from margin_tune.pipeline.sweep.session import ray_session
-from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, run_sweep
+from margin_tune.pipeline.sweep.tuner import run_sweep
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.trainables.parts import load_config
 

@@ -22,7 +22,8 @@ import pandas as pd
 
 from bench.tables import markdown_table
 from margin_tune.pipeline.search.space import load_space
-from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, run_sweep, sweep_cluster
+from margin_tune.pipeline.sweep.plan import SweepOptions, plan_sweep, sweep_cluster
+from margin_tune.pipeline.sweep.tuner import run_sweep
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.trainables.parts import load_config
 

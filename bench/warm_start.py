@@ -28,13 +28,8 @@ import pandas as pd
 from bench.tables import markdown_table
 from margin_tune.pipeline.search.searchers import startup_trials
 from margin_tune.pipeline.search.space import SearchSpace, load_space
-from margin_tune.pipeline.sweep.tuner import (
-    SweepOptions,
-    SweepResult,
-    plan_sweep,
-    run_sweep,
-    sweep_cluster,
-)
+from margin_tune.pipeline.sweep.plan import SweepOptions, plan_sweep, sweep_cluster
+from margin_tune.pipeline.sweep.tuner import SweepResult, run_sweep
 from margin_tune.pipeline.sweep.warm_start import EarlierSweep, WarmStart, seed_trials
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.trainables.config import Config

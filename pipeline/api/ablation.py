@@ -30,7 +30,7 @@ from margin_tune.pipeline.outputs.folders import (
     write_yaml,
 )
 from margin_tune.pipeline.outputs.manifest import manifest_options, write_manifest
-from margin_tune.pipeline.sweep.tuner import SweepOptions, sweep_cluster
+from margin_tune.pipeline.sweep.plan import SweepOptions, sweep_cluster
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Samples
@@ -54,7 +54,7 @@ def ablate(
         config, overrides: the base trial config the cells are laid over.
         seeds: training seeds per cell (default: the grid file's, else 3).
         out: a new or empty output directory (default ``runs/ablate-<grid>-<time>``).
-        options: execution fields of :class:`~margin_tune.pipeline.sweep.tuner.SweepOptions`
+        options: execution fields of :class:`~margin_tune.pipeline.sweep.plan.SweepOptions`
             (``concurrency``, ``tracking_uri``, ``experiment``, ``address``, …).
 
     Returns:

@@ -44,7 +44,7 @@ from margin_tune.pipeline.outputs.folders import (
 )
 from margin_tune.pipeline.outputs.manifest import manifest_options, write_manifest
 from margin_tune.pipeline.sweep.callback import first_line
-from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, sweep_cluster
+from margin_tune.pipeline.sweep.plan import SweepOptions, plan_sweep, sweep_cluster
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import (
     COMPARISON_ARTIFACTS,
@@ -77,7 +77,7 @@ def compare(
         out: a new or empty output directory (default ``runs/compare-<time>``).
         register_model: a name in the MLflow Model Registry: the winning method's best
             re-training by validation gets a new version of it, alias ``champion``.
-        options: fields of :class:`~margin_tune.pipeline.sweep.tuner.SweepOptions`
+        options: fields of :class:`~margin_tune.pipeline.sweep.plan.SweepOptions`
             (``searcher`` defaults to the spec's).
 
     Returns:

@@ -8,8 +8,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from margin_tune.pipeline.search.searchers import is_database_url
-from margin_tune.pipeline.sweep.tuner import SweepOptions
+from margin_tune.pipeline.search.study import is_database_url
+from margin_tune.pipeline.sweep.plan import SweepOptions
 from margin_tune.pipeline.tracking.store import resolve_tracking_uri
 from margin_tune.trainables.config import Config, parse_override, read_config_data, set_dotted
 from margin_tune.trainables.parts import config_from_dict

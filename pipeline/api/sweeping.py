@@ -1,11 +1,17 @@
-"""``margin_tune.tune``: one sweep over a search space, on Ray Tune, recorded in MLflow."""
+"""``margin_tune.tune``: one sweep over a search space, on Ray Tune, recorded in MLflow.
+
+The input is checked (:func:`_prepare`) with what :mod:`~margin_tune.pipeline.sweep.plan`
+imports; Ray then starts on its thread, and the run's own modules (Ray Tune, MLflow's client,
+pandas: :mod:`~margin_tune.pipeline.sweep.tuner`, the tracker, a warm start's reader) are
+imported in :func:`run_planned` and where a warm start is read, meanwhile.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from margin_tune.pipeline.api.config import (
     ConfigLike,
@@ -24,19 +30,12 @@ from margin_tune.pipeline.outputs.folders import (
 )
 from margin_tune.pipeline.outputs.manifest import manifest_options, write_manifest
 from margin_tune.pipeline.search.space import load_space
-from margin_tune.pipeline.sweep.tuner import (
-    SweepOptions,
-    SweepPlan,
-    SweepResult,
-    plan_sweep,
-    record_sweep_outputs,
-    run_sweep,
-    sweep_cluster,
-)
-from margin_tune.pipeline.sweep.warm_start import WarmStart, load_warm_start
-from margin_tune.pipeline.tracking.tracker import Tracker
+from margin_tune.pipeline.sweep.plan import SweepOptions, SweepPlan, plan_sweep, sweep_cluster
 from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.parts import config_from_dict
+
+if TYPE_CHECKING:
+    from margin_tune.pipeline.sweep.tuner import SweepResult
 
 
 def tune(
@@ -64,7 +63,7 @@ def tune(
         warm_start_mode: ``add`` (default): every usable earlier trial as a finished one,
             free; ``enqueue``: the best few run first here, in place of TPE's random start-up,
             and spend the budget.
-        options: any field of :class:`~margin_tune.pipeline.sweep.tuner.SweepOptions`:
+        options: any field of :class:`~margin_tune.pipeline.sweep.plan.SweepOptions`:
             ``searcher``, ``seed``, ``concurrency``, ``tracking_uri``, ``experiment``,
             ``address``, ``early_stopping``, ``storage``, ``cpus_per_trial``, ...
 
@@ -157,8 +156,11 @@ def _prepare(
             "--warm-start",
             "seeds the study with one metric's values; not with --objectives",
         )
-    warm = (
-        load_warm_start(
+    warm = None
+    if warm_start is not None:
+        from margin_tune.pipeline.sweep.warm_start import load_warm_start  # reads MLflow
+
+        warm = load_warm_start(
             str(warm_start),
             search,
             chosen.searcher,
@@ -167,9 +169,6 @@ def _prepare(
             mode=warm_start_mode,
             trials=chosen.trials,
         )
-        if warm_start is not None
-        else None
-    )
     return plan_sweep(search.name, base, search, chosen, directory, warm_start=warm)
 
 
@@ -180,22 +179,28 @@ def resume_tune(out: Path, manifest: dict[str, Any], address: str | None = None)
     options = SweepOptions(**manifest_options(manifest))
     if address:
         options = dataclasses.replace(options, address=address)
-    saved = manifest.get("warm_start")
+    saved, warm = manifest.get("warm_start"), None
+    if saved:
+        from margin_tune.pipeline.sweep.warm_start import WarmStart
+
+        warm = WarmStart.from_data(saved, search)
     plan = plan_sweep(
-        manifest["name"],
-        base,
-        search,
-        options,
-        out,
-        sweep_id=manifest["sweep_id"],
-        warm_start=WarmStart.from_data(saved, search) if saved else None,
+        manifest["name"], base, search, options, out, sweep_id=manifest["sweep_id"], warm_start=warm
     )
     with sweep_cluster(options):
         return run_planned(plan)
 
 
 def run_planned(plan: SweepPlan) -> SweepResult:
-    """Run a planned sweep inside the caller's Ray session; write its table and plots."""
+    """Run a planned sweep inside the caller's Ray session; write its table and plots.
+
+    The modules the run needs are imported here, not with this module: a command that checked
+    its input and started Ray on its thread (:func:`~margin_tune.pipeline.sweep.plan.sweep_cluster`)
+    imports them while Ray comes up.
+    """
+    from margin_tune.pipeline.sweep.tuner import record_sweep_outputs, run_sweep
+    from margin_tune.pipeline.tracking.tracker import Tracker
+
     with Tracker(plan.options.tracking_uri, plan.options.experiment) as tracker:
         result = run_sweep(plan, tracker)
         record_sweep_outputs(result, tracker)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from margin_tune.pipeline.search.searchers import SEARCHERS
-from margin_tune.pipeline.sweep.trainable import DEFAULT_CHECKPOINT_INTERVAL_S
+from margin_tune.pipeline.sweep.plan import DEFAULT_CHECKPOINT_INTERVAL_S
 
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:

@@ -1,11 +1,17 @@
-"""``margin-tune tune``: one sweep over a search space (and ``resume`` of one)."""
+"""``margin-tune tune``: one sweep over a search space (and ``resume`` of one).
+
+What the sweep's outcome is printed with comes from the run's modules, imported in
+:func:`show` and :func:`document`, after the sweep: importing this command must not import
+Ray Tune or MLflow, which the sweep imports while Ray starts
+(:mod:`~margin_tune.pipeline.sweep.plan`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from margin_tune.pipeline import api
 from margin_tune.pipeline.cli.flags import add_config_flags, add_sweep_flags, sweep_kwargs
@@ -14,13 +20,14 @@ from margin_tune.pipeline.outputs.folders import json_text
 from margin_tune.pipeline.runtime.exit_codes import EXIT_RUNS_FAILED
 from margin_tune.pipeline.runtime.logs import LOG_FILE
 from margin_tune.pipeline.runtime.secrets import redact_uri
-from margin_tune.pipeline.search.searchers import SEED_MODES
 from margin_tune.pipeline.search.space import SearchSpace
-from margin_tune.pipeline.sweep.callback import run_name
+from margin_tune.pipeline.search.study import SEED_MODES
 from margin_tune.pipeline.sweep.population import SCHEDULE_FILE
-from margin_tune.pipeline.sweep.tuner import PARETO_FILE, SweepResult
 from margin_tune.pipeline.tracking.vocabulary import TRIAL_ID_TAG
 from margin_tune.trainables.errors import ConfigError
+
+if TYPE_CHECKING:
+    from margin_tune.pipeline.sweep.tuner import SweepResult
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,6 +101,9 @@ def resume_from_manifest(
 def show(result: SweepResult, *, as_json: bool = False) -> int:
     """Print a sweep's outcome, as text or as one JSON document; its exit code (1 when no
     trial trained its budget). The trials table is in ``trials.csv``, not on the screen."""
+    from margin_tune.pipeline.sweep.callback import run_name
+    from margin_tune.pipeline.sweep.tuner import PARETO_FILE
+
     plan, space = result.plan, result.plan.space
     code = 0 if result.ok else EXIT_RUNS_FAILED
     if as_json:
@@ -157,6 +167,8 @@ def searched_text(best: dict[str, Any], space: SearchSpace) -> str:
 
 def document(result: SweepResult, exit_code: int) -> dict[str, Any]:
     """What ``tune --json`` prints: paths, run ids, the best trial and config, every trial."""
+    from margin_tune.pipeline.sweep.callback import run_name
+
     plan, space, out = result.plan, result.plan.space, result.out.resolve()
     objectives = plan.options.objective_list
     best = result.best

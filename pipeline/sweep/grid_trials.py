@@ -36,10 +36,11 @@ from margin_tune.pipeline.sweep.checkpoints import (
 )
 from margin_tune.pipeline.sweep.inputs import SCORED_CONTEXTS, DatasetInputs
 from margin_tune.pipeline.sweep.models import log_trained_models
+from margin_tune.pipeline.sweep.plan import SweepOptions
 from margin_tune.pipeline.sweep.progress import TrialProgress
 from margin_tune.pipeline.sweep.search_state import ResumableGrid
 from margin_tune.pipeline.sweep.session import ray_ready
-from margin_tune.pipeline.sweep.tuner import SweepOptions, restored_or_new, tune_environment
+from margin_tune.pipeline.sweep.tuner import restored_or_new, tune_environment
 from margin_tune.pipeline.sweep.warm_up import WarmEndOfRunImports
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import MEASURED_STATUSES

@@ -16,6 +16,9 @@ Each member's checkpoint carries its *schedule*: per epoch, μ, the learning rat
 easy ratio and step size it trained with, and which Tune trial trained it. A copy inherits its
 donor's rows, so the best member's last checkpoint holds the whole learned schedule with its
 lineage, which the sweep writes as ``schedule.csv`` and a plot, and logs to MLflow.
+
+The checks here run before Ray starts; Ray Tune and pandas are imported where the scheduler is
+built and the schedule read, once Ray is coming up (:mod:`~margin_tune.pipeline.sweep.plan`).
 """
 
 from __future__ import annotations
@@ -23,16 +26,17 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import torch
-from ray import tune
-from ray.tune.schedulers import PopulationBasedTraining
 
 from margin_tune.pipeline.search.space import Parameter, SearchSpace, apply_overrides
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from ray.tune.schedulers import PopulationBasedTraining
 
 #: What population-based training perturbs, where the space searches it.
 PERTURBED = ("margin.target_easy_ratio", "margin.step_size", "train.lr")
@@ -106,6 +110,8 @@ def check_perturbation_interval(
 
 def domain(parameter: Parameter) -> Any:
     """The parameter as a Ray Tune search domain (or its fixed value)."""
+    from ray import tune
+
     if parameter.distribution == "fixed":
         return parameter.value
     if parameter.distribution == "uniform":
@@ -139,6 +145,8 @@ class _Clip:
 def population_scheduler(space: SearchSpace, interval: int, seed: int) -> PopulationBasedTraining:
     """Synchronous PBT over :func:`perturbed`, seeded (Ray draws its perturbations from
     Python's ``random``)."""
+    from ray.tune.schedulers import PopulationBasedTraining
+
     random.seed(seed)
     mutated = perturbed(space)
     return PopulationBasedTraining(
@@ -184,6 +192,8 @@ def replay_config(config: Config, schedule: pd.DataFrame) -> Config:
 
 def learned_schedule(checkpoint: Path) -> pd.DataFrame:
     """The schedule a member's checkpoint (``trial.pt``) holds, one row per epoch."""
+    import pandas as pd
+
     state = torch.load(checkpoint, weights_only=True)
     rows: Sequence[Mapping[str, Any]] = state.get(SCHEDULE_KEY, [])
     return pd.DataFrame(list(rows), columns=list(SCHEDULE_COLUMNS))

@@ -16,7 +16,7 @@ from it what the search must agree on:
 * how many trials exist, which ends a sweep at its budget;
 * which grid points have a trial, so that a grid hands out each point once;
 * which study trials belong to a Tune trial, which the searcher is told through ``reconcile``
-  (:class:`~margin_tune.pipeline.search.searchers.BudgetOptunaSearch`).
+  (:class:`~margin_tune.pipeline.search.budget_search.BudgetOptunaSearch`).
 
 Without a trials file (nothing was snapshotted) the saved search state stays as it is.
 

@@ -18,6 +18,7 @@ import torch
 from ray import tune
 
 from margin_tune.pipeline.search.space import overlay
+from margin_tune.pipeline.sweep.plan import DEFAULT_CHECKPOINT_INTERVAL_S
 from margin_tune.pipeline.sweep.population import SCHEDULE_KEY, schedule_row
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Dataset
@@ -29,9 +30,6 @@ from margin_tune.trainables.trial import EpochReport, Trial
 CHECKPOINT_FILE = "trial.pt"
 #: Beside it in a re-training's last checkpoint: the network's test ROC curve and 2-D map.
 VIEWS_FILE = "test_views.npz"
-#: A checkpoint (save + copy to the trial's storage) took ~15 ms here, 5% of a 0.3-s epoch; one
-#: every 10 s bounds that to a fraction of a percent, and a crash loses at most 10 s a trial.
-DEFAULT_CHECKPOINT_INTERVAL_S = 10.0
 
 
 class CheckpointClock:

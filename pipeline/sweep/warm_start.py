@@ -32,13 +32,9 @@ import pandas as pd
 
 from margin_tune.pipeline.outputs.folders import SPACE_COPY
 from margin_tune.pipeline.outputs.manifest import read_manifest
-from margin_tune.pipeline.search.searchers import (
-    LEARNING_SEARCHERS,
-    SEED_MODES,
-    SeedTrial,
-    startup_trials,
-)
+from margin_tune.pipeline.search.searchers import LEARNING_SEARCHERS, startup_trials
 from margin_tune.pipeline.search.space import DEFAULT_METRIC, SearchSpace
+from margin_tune.pipeline.search.study import SEED_MODES, SeedTrial
 from margin_tune.pipeline.tracking.reader import (
     ExperimentRuns,
     listed,

@@ -2,6 +2,9 @@
 
 Nothing here writes a run; :mod:`~margin_tune.pipeline.tracking.tracker` writes and
 :mod:`~margin_tune.pipeline.tracking.reader` reads, both on a store resolved and checked here.
+A store given by its URI is resolved and checked without importing MLflow (1.2 s here), which
+a sweep imports while Ray starts (:mod:`~margin_tune.pipeline.sweep.plan`); MLflow is asked
+only for its own default.
 """
 
 from __future__ import annotations
@@ -16,8 +19,6 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
-
-import mlflow
 
 from margin_tune.pipeline.runtime.secrets import redact_uri
 from margin_tune.trainables.errors import ConfigError
@@ -50,7 +51,12 @@ def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
     because Ray Tune moves each trial into its own working directory and the same relative URI
     would then name a different, empty database.
     """
-    uri = tracking_uri or mlflow.get_tracking_uri()
+    if tracking_uri:
+        uri = tracking_uri
+    else:
+        import mlflow
+
+        uri = mlflow.get_tracking_uri()
     prefix = "sqlite:///"
     if uri.startswith(prefix):
         path, sep, query = uri[len(prefix) :].partition("?")
@@ -163,6 +169,7 @@ def as_global_store(uri: str) -> Iterator[None]:
     a tracker on another store would see its own model "not found". ``mlflow.set_tracking_uri``
     also sets ``MLFLOW_TRACKING_URI``: the variable is restored exactly as it was.
     """
+    import mlflow
     from mlflow.tracking._tracking_service import utils
 
     with _GLOBAL_STORE_LOCK:

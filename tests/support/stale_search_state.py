@@ -35,7 +35,7 @@ from optuna.storages.journal import JournalFileBackend
 from ray import tune
 from ray.tune import Callback
 
-from margin_tune.pipeline.search.searchers import BudgetOptunaSearch
+from margin_tune.pipeline.search.budget_search import BudgetOptunaSearch
 from margin_tune.pipeline.sweep.search_state import (
     ResumableGrid,
     recorded_trials,

@@ -32,8 +32,9 @@ from margin_tune.pipeline.sweep.grid_trials import (
     run_grid_trials,
 )
 from margin_tune.pipeline.sweep.inputs import SCORED_CONTEXTS, DatasetInputs
+from margin_tune.pipeline.sweep.plan import SweepOptions
 from margin_tune.pipeline.sweep.trainable import run_ablation_trial
-from margin_tune.pipeline.sweep.tuner import EXPERIMENT_DIR, SweepOptions
+from margin_tune.pipeline.sweep.tuner import EXPERIMENT_DIR
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import (
     ABLATION_KIND,

@@ -52,14 +52,9 @@ from margin_tune.pipeline.sweep.grid_trials import (
     run_grid_trials,
 )
 from margin_tune.pipeline.sweep.inputs import SCORED_CONTEXTS, DatasetInputs
+from margin_tune.pipeline.sweep.plan import SweepOptions, plan_sweep
 from margin_tune.pipeline.sweep.trainable import checkpoint_views, run_final_trial
-from margin_tune.pipeline.sweep.tuner import (
-    SweepOptions,
-    SweepResult,
-    plan_sweep,
-    record_sweep_outputs,
-    run_sweep,
-)
+from margin_tune.pipeline.sweep.tuner import SweepResult, record_sweep_outputs, run_sweep
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import (
     COMPARISON_KIND,

@@ -23,9 +23,9 @@ from margin_tune.pipeline import api
 from margin_tune.pipeline.api.config import OPTUNA_JOURNAL, with_default_storage
 from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.outputs.manifest import read_manifest
-from margin_tune.pipeline.search.searchers import study_storage
+from margin_tune.pipeline.search.study import study_storage
 from margin_tune.pipeline.sweep.callback import path_slug
-from margin_tune.pipeline.sweep.tuner import SweepOptions
+from margin_tune.pipeline.sweep.plan import SweepOptions
 from margin_tune.pipeline.tracking.vocabulary import TRIAL_ID_TAG
 from margin_tune.trainables.config import Config, default_config_path, parse_override
 from margin_tune.trainables.errors import ConfigError

@@ -21,7 +21,7 @@ from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.outputs.folders import LOCK_FILE, output_lock
 from margin_tune.pipeline.outputs.names import check_experiment_name, check_file_name
 from margin_tune.pipeline.search.space import parse_space
-from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep
+from margin_tune.pipeline.sweep.plan import SweepOptions, plan_sweep
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.parts import load_config

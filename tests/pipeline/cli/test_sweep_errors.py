@@ -11,7 +11,7 @@ import ray
 
 from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.search.space import load_space
-from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep
+from margin_tune.pipeline.sweep.plan import SweepOptions, plan_sweep
 from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.parts import load_config
 

@@ -20,12 +20,8 @@ from margin_tune.pipeline.analysis.statistics import holm_bonferroni
 from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.jobs.compare.run import paired_table, split_dir, summary_table
 from margin_tune.pipeline.jobs.compare.spec import PRESETS, parse_compare_spec, retraining_seeds
-from margin_tune.pipeline.search.searchers import (
-    BudgetOptunaSearch,
-    SearcherRequest,
-    build_searcher,
-    startup_trials,
-)
+from margin_tune.pipeline.search.budget_search import BudgetOptunaSearch
+from margin_tune.pipeline.search.searchers import SearcherRequest, build_searcher, startup_trials
 from margin_tune.pipeline.sweep.grid_trials import completed_metrics
 from margin_tune.pipeline.sweep.session import ray_session
 from margin_tune.pipeline.sweep.tuner import best_trial

@@ -14,18 +14,15 @@ from tiny import TINY, lr_space
 
 from margin_tune.pipeline.analysis.pareto import pareto_front, pareto_mask
 from margin_tune.pipeline.cli.main import main
+from margin_tune.pipeline.search.budget_search import BudgetOptunaSearch
 from margin_tune.pipeline.search.objectives import (
     Objective,
     check_reported,
     parse_objectives,
     reported_metrics,
 )
-from margin_tune.pipeline.search.searchers import (
-    BudgetOptunaSearch,
-    SearcherRequest,
-    build_searcher,
-)
-from margin_tune.pipeline.sweep.tuner import SweepOptions
+from margin_tune.pipeline.search.searchers import SearcherRequest, build_searcher
+from margin_tune.pipeline.sweep.plan import SweepOptions
 from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.parts import load_config
 

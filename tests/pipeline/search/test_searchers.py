@@ -15,14 +15,9 @@ import pytest
 from optuna.trial import TrialState
 from tiny import lr_space
 
-from margin_tune.pipeline.search.searchers import (
-    JOURNAL_LOCK_GRACE_S,
-    TUNE_TRIAL_ATTR,
-    BudgetOptunaSearch,
-    SearcherRequest,
-    build_searcher,
-    study_storage,
-)
+from margin_tune.pipeline.search.budget_search import BudgetOptunaSearch
+from margin_tune.pipeline.search.searchers import SearcherRequest, build_searcher
+from margin_tune.pipeline.search.study import JOURNAL_LOCK_GRACE_S, TUNE_TRIAL_ATTR, study_storage
 from margin_tune.trainables.config import Config
 
 EPOCHS = 3

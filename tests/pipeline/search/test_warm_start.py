@@ -17,15 +17,10 @@ from tiny import TINY
 
 from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.outputs.manifest import write_manifest
-from margin_tune.pipeline.search.searchers import (
-    TUNE_TRIAL_ATTR,
-    WARM_START_ATTR,
-    BudgetOptunaSearch,
-    SearcherRequest,
-    build_searcher,
-    study_storage,
-)
+from margin_tune.pipeline.search.budget_search import BudgetOptunaSearch
+from margin_tune.pipeline.search.searchers import SearcherRequest, build_searcher
 from margin_tune.pipeline.search.space import SearchSpace, load_space, parse_space
+from margin_tune.pipeline.search.study import TUNE_TRIAL_ATTR, WARM_START_ATTR, study_storage
 from margin_tune.pipeline.sweep.warm_start import (
     EarlierSweep,
     WarmStart,

@@ -30,13 +30,9 @@ from ray._private.node import Node
 from ray.cluster_utils import Cluster
 
 from margin_tune.pipeline.search.space import parse_space
+from margin_tune.pipeline.sweep.plan import SweepOptions, plan_sweep
 from margin_tune.pipeline.sweep.session import ray_session
-from margin_tune.pipeline.sweep.tuner import (
-    EXPERIMENT_DIR,
-    SweepOptions,
-    plan_sweep,
-    run_sweep,
-)
+from margin_tune.pipeline.sweep.tuner import EXPERIMENT_DIR, run_sweep
 from margin_tune.pipeline.tracking.vocabulary import STATUS_TAG, TRIAL_ID_TAG
 from margin_tune.trainables.parts import load_config
 

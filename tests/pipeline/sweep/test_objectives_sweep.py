@@ -17,7 +17,7 @@ from margin_tune.pipeline.analysis.pareto import pareto_front
 from margin_tune.pipeline.api.config import OPTUNA_JOURNAL
 from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.search.objectives import parse_objectives
-from margin_tune.pipeline.search.searchers import study_storage
+from margin_tune.pipeline.search.study import study_storage
 from margin_tune.pipeline.tracking.vocabulary import TRIAL_ID_TAG
 
 OBJECTIVES = "val_map_at_r:max,epoch_seconds:min"

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from margin_tune.pipeline.api.config import OPTUNA_JOURNAL
 from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.outputs.manifest import read_manifest
-from margin_tune.pipeline.search.searchers import TUNE_TRIAL_ATTR, study_storage
+from margin_tune.pipeline.search.study import TUNE_TRIAL_ATTR, study_storage
 from margin_tune.pipeline.tracking.vocabulary import KIND_TAG, STATUS_TAG, TRIAL_ID_TAG
 
 pytestmark = pytest.mark.slow

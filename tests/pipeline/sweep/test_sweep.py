@@ -15,8 +15,9 @@ from mlflow import MlflowClient
 
 from margin_tune.pipeline.cli.main import main
 from margin_tune.pipeline.search.space import parse_space
+from margin_tune.pipeline.sweep.plan import SweepOptions, plan_sweep
 from margin_tune.pipeline.sweep.session import ray_session
-from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, run_sweep
+from margin_tune.pipeline.sweep.tuner import run_sweep
 from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import (
     BEST_TRIAL_TAG,

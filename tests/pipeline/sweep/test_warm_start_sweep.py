@@ -14,8 +14,8 @@ from tiny import TINY, set_flags
 
 from margin_tune.pipeline.api.config import OPTUNA_JOURNAL
 from margin_tune.pipeline.cli.main import main
-from margin_tune.pipeline.search.searchers import TUNE_TRIAL_ATTR, WARM_START_ATTR, study_storage
 from margin_tune.pipeline.search.space import load_space
+from margin_tune.pipeline.search.study import TUNE_TRIAL_ATTR, WARM_START_ATTR, study_storage
 from margin_tune.pipeline.sweep.warm_start import load_warm_start
 from margin_tune.pipeline.tracking.vocabulary import KIND_TAG, SWEEP_ID_TAG, TRIAL_ID_TAG
 from margin_tune.trainables.parts import load_config

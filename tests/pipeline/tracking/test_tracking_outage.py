@@ -29,8 +29,9 @@ from mlflow import MlflowClient
 from mlflow_server import MlflowServer
 
 from margin_tune.pipeline.search.space import parse_space
+from margin_tune.pipeline.sweep.plan import SweepOptions, plan_sweep
 from margin_tune.pipeline.sweep.session import ray_session
-from margin_tune.pipeline.sweep.tuner import SweepOptions, plan_sweep, run_sweep
+from margin_tune.pipeline.sweep.tuner import run_sweep
 from margin_tune.pipeline.tracking.vocabulary import STATUS_TAG, TRIAL_ID_TAG
 from margin_tune.trainables.parts import load_config
 
