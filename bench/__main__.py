@@ -30,7 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.common import Figure
+from bench.common import Figure, compile_package
 
 MODULES = {
     "P1": "bench.p1_sweep_vs_pool",
@@ -206,6 +206,7 @@ def main(argv: list[str]) -> int:
     rows, baselines = _load(store), _load(baseline_store)
     command = " ".join(["python -m bench", *argv])
     setting = machine()
+    compile_package()  # as installed: see its docstring
     failed = False
     for identifier in arguments.ids:
         print(f"== {identifier} ({MODULES[identifier]})", flush=True)

@@ -29,7 +29,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from bench.attribution import Accounted, account_command, coverage, cpu_table, wall_table
-from bench.common import Figure
+from bench.common import CHECKOUT, Figure
 from bench.tables import markdown_table
 from margin_tune.trainables.parts import load_config
 from margin_tune.trainables.trial import Trial
@@ -92,7 +92,6 @@ def existing_store(directory: Path) -> str:
 
 #: The checkout ``bench/`` sits in: its ``margin_tune`` is the code measured (a ``git worktree``
 #: of an older commit, for a baseline), also when a sweep runs in a scratch directory.
-CHECKOUT = Path(__file__).resolve().parent.parent
 
 
 def sweep_env(**extra: str) -> dict[str, str]:
