@@ -190,19 +190,27 @@ def test_a_user_folder_with_its_own_pipeline_trainables_and_search_spaces(
 RUN_ONLY = ("ray.tune", "mlflow", "pandas", "sklearn")
 
 
-@pytest.mark.parametrize("store", ["given", "default"])
+@pytest.mark.parametrize(
+    ("job", "store"), [("tune", "given"), ("tune", "default"), ("compare", "given")]
+)
 def test_a_sweep_starts_ray_before_it_imports_ray_tune_mlflow_or_pandas(
-    store: str, tmp_path: Path, tiny_overrides: list[str]
+    job: str, store: str, tmp_path: Path, tiny_overrides: list[str]
 ) -> None:
-    """The input is checked (config, space, options, store, output folder, the probe trials)
-    with torch, Optuna and Ray's core only; Ray's start then begins, and the run's modules
-    are imported while it comes up. The process stops where Ray would start: nothing runs.
+    """The input is checked (config, space, options, store, output folder, the probe trials;
+    for a comparison every split and method's) with torch, Optuna and Ray's core only; Ray's
+    start then begins, and the run's modules are imported while it comes up. The process
+    stops where Ray would start: nothing runs.
     MLflow's default store is asked of MLflow itself, so without ``--tracking-uri`` the check
     imports MLflow (and only then). Stopping there also shows that a checked input has started
     nothing before that point: the process ends at once, with no daemon to stop."""
     sets = [item for o in [*tiny_overrides, "train.epochs=2"] for item in ("--set", o)]
     store_flags = (
         ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"] if store == "given" else []
+    )
+    job_flags = (
+        ["tune", "--space", "constant", "--trials", "2"]
+        if job == "tune"
+        else ["compare", "--preset", "quick", "--trials", "2"]
     )
     code = textwrap.dedent(
         f"""
@@ -215,8 +223,7 @@ def test_a_sweep_starts_ray_before_it_imports_ray_tune_mlflow_or_pandas(
 
         session._Start.begin = begin
         from margin_tune.pipeline.cli.main import main
-        main(["tune", "--space", "constant", "--trials", "2", "--out",
-              {str(tmp_path / "sweep")!r}, *{store_flags!r}, *{sets!r}])
+        main([*{job_flags!r}, "--out", {str(tmp_path / "sweep")!r}, *{store_flags!r}, *{sets!r}])
         print("Ray was never started", flush=True)
         """
     )

@@ -4,6 +4,10 @@ re-trained over seeds, compared on test classes.
 Before anything runs, the output directory gets a manifest with the comparison as plain data
 (base config, methods and their spaces, copied beside it, budget, seeds), the options and the
 ids of the comparison's and each sweep's MLflow runs: all ``resume`` needs to continue it.
+
+The input is checked with :mod:`~margin_tune.pipeline.jobs.compare.plan` and the sweep's plan;
+the protocol's modules (Ray Tune, MLflow, pandas) are imported in :func:`run_comparison`, once
+Ray is starting on its thread (:func:`~margin_tune.pipeline.sweep.plan.sweep_cluster`).
 """
 
 from __future__ import annotations
@@ -15,19 +19,11 @@ import shutil
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from margin_tune.pipeline.api.config import Overrides, sweep_options, with_default_storage
 from margin_tune.pipeline.api.dry_run import DryRun, time_one_epoch
-from margin_tune.pipeline.jobs.compare.outputs import write_comparison, write_embedding_maps
-from margin_tune.pipeline.jobs.compare.registry import register_winner
-from margin_tune.pipeline.jobs.compare.run import (
-    CompareResult,
-    check_split_layout,
-    method_options,
-    run_compare,
-    split_config,
-)
+from margin_tune.pipeline.jobs.compare.plan import check_split_layout, method_options, split_config
 from margin_tune.pipeline.jobs.compare.spec import (
     SPACES_DIR,
     CompareSpec,
@@ -43,9 +39,7 @@ from margin_tune.pipeline.outputs.folders import (
     write_yaml,
 )
 from margin_tune.pipeline.outputs.manifest import manifest_options, write_manifest
-from margin_tune.pipeline.sweep.callback import first_line
 from margin_tune.pipeline.sweep.plan import SweepOptions, plan_sweep, sweep_cluster
-from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.pipeline.tracking.vocabulary import (
     COMPARISON_ARTIFACTS,
     MAP_ARTIFACT,
@@ -55,6 +49,9 @@ from margin_tune.trainables.data import Samples, load_dataset
 from margin_tune.trainables.errors import ConfigError
 
 _logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from margin_tune.pipeline.jobs.compare.run import CompareResult
 
 
 def compare(
@@ -221,6 +218,12 @@ def run_comparison(
     Its MLflow run ends FAILED when a method had no trial that trained its whole budget on
     some split: the tables are written first and show the gap.
     """
+    from margin_tune.pipeline.jobs.compare.outputs import write_comparison, write_embedding_maps
+    from margin_tune.pipeline.jobs.compare.registry import register_winner
+    from margin_tune.pipeline.jobs.compare.run import run_compare
+    from margin_tune.pipeline.sweep.callback import first_line
+    from margin_tune.pipeline.tracking.tracker import Tracker
+
     with Tracker(options.tracking_uri, options.experiment) as tracker:
         result = run_compare(
             spec,

@@ -8,17 +8,19 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from margin_tune.pipeline import api
 from margin_tune.pipeline.cli.flags import add_override_flag, add_sweep_flags, sweep_kwargs
 from margin_tune.pipeline.cli.printing import finish, output_files
-from margin_tune.pipeline.jobs.compare.run import CompareResult
 from margin_tune.pipeline.jobs.compare.spec import PRESETS
 from margin_tune.pipeline.outputs.folders import json_text
 from margin_tune.pipeline.runtime.exit_codes import EXIT_RUNS_FAILED
 from margin_tune.pipeline.runtime.logs import LOG_FILE
 from margin_tune.pipeline.runtime.secrets import redact_uri
+
+if TYPE_CHECKING:
+    from margin_tune.pipeline.jobs.compare.run import CompareResult
 
 #: The tables a comparison writes as CSV beside ``table.md``.
 TABLE_FILES = ("table", "comparisons", "tuning", "runs")

@@ -20,13 +20,12 @@ from ray.tune import ExperimentAnalysis, ResultGrid
 
 from margin_tune.pipeline.jobs.ablate.grid import load_ablation_grid
 from margin_tune.pipeline.jobs.ablate.run import ABLATION_TAGS, cell_configs
+from margin_tune.pipeline.jobs.compare.plan import check_split_layout, split_config
 from margin_tune.pipeline.jobs.compare.run import (
     BEST_CONFIGS_FILE,
     FINAL_DIR,
     FINAL_TAGS,
     SWEEPS_DIR,
-    check_split_layout,
-    split_config,
     split_dir,
 )
 from margin_tune.pipeline.outputs.folders import output_lock

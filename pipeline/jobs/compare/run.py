@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from margin_tune.pipeline.analysis.tables import paired_table, summary_table
+from margin_tune.pipeline.jobs.compare.plan import method_options, split_config
 from margin_tune.pipeline.jobs.compare.registry import Registration
 from margin_tune.pipeline.jobs.compare.spec import CompareSpec
 from margin_tune.pipeline.outputs.folders import write_yaml
@@ -69,7 +70,6 @@ from margin_tune.pipeline.tracking.vocabulary import (
 )
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Samples, load_dataset, recall_ks
-from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.metric_names import on_test, test_columns
 from margin_tune.trainables.metrics.views import EmbeddingViews
 
@@ -83,21 +83,6 @@ BEST_CONFIGS_FILE = "best_configs.yaml"
 
 def split_dir(out: Path, split: int) -> Path:
     return out / SPLITS_DIR / str(split)
-
-
-def split_config(base: Config, split: int) -> Config:
-    """The base config on class split ``split``."""
-    return dataclasses.replace(base, dataset=dataclasses.replace(base.dataset, split_seed=split))
-
-
-def check_split_layout(out: Path, manifest: dict[str, Any]) -> None:
-    """Refuse a comparison written before the per-split layout (one flat ``sweeps/`` folder)."""
-    if not all(isinstance(ids, dict) for ids in manifest["sweep_ids"].values()):
-        raise ConfigError(
-            "DIR",
-            f"{out} was written by a margin-tune before comparisons ran per class split "
-            "(splits/<seed>/...); it cannot be resumed or synced by this version",
-        )
 
 
 @dataclass
@@ -253,17 +238,6 @@ def run_compare(
         histories,
         views,
         dataset.class_names,
-    )
-
-
-def method_options(spec: CompareSpec, method: str, options: SweepOptions) -> SweepOptions:
-    """How ``method`` is tuned: by the searcher, or for a method with ``population`` by a
-    population of ``options.trials`` members (each trains the whole budget: the trial-epochs
-    any other method may spend)."""
-    if method not in spec.populations:
-        return options
-    return dataclasses.replace(
-        options, population=options.trials, perturbation_interval=spec.populations[method]
     )
 
 
