@@ -52,7 +52,7 @@ class SearcherRequest:
     #: The sweep's number of trials, which sizes TPE's random start-up.
     trials: int = 1
     #: Finished trials of an earlier sweep the study starts with (``--warm-start``), and how
-    #: (one of :data:`SEED_MODES`).
+    #: (one of :data:`~margin_tune.pipeline.search.study.SEED_MODES`).
     seeded: tuple[SeedTrial, ...] = ()
     seed_mode: str = "add"
     #: Two or more metrics to optimise at once (``--objectives``); empty: the space's metric.
@@ -140,6 +140,20 @@ def coordinate_searcher(request: SearcherRequest) -> Searcher:
     return CoordinateSearch(
         request.space, seed=request.seed, start=request.start, epochs=request.epochs
     )
+
+
+def __getattr__(name: str) -> Any:
+    """``searchers.BudgetOptunaSearch``, where the class was defined before it moved to
+    :mod:`~margin_tune.pipeline.search.budget_search`: Ray Tune pickles the searcher into a
+    sweep's ``tuner.pkl`` by that name, and ``resume`` of a sweep saved then must still find it.
+    Looked up on use (PEP 562), so importing this module still imports no Ray Tune.
+    (``SeedTrial``, pickled inside it, is imported here from :mod:`~.study` for the same reason.)
+    """
+    if name == "BudgetOptunaSearch":
+        from margin_tune.pipeline.search.budget_search import BudgetOptunaSearch
+
+        return BudgetOptunaSearch
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_searcher(name: str, request: SearcherRequest) -> Searcher:

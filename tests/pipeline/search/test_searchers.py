@@ -8,6 +8,9 @@ sets that up step by step (no timing involved) with the real Optuna and Ray's
 
 from __future__ import annotations
 
+import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -17,7 +20,12 @@ from tiny import lr_space
 
 from margin_tune.pipeline.search.budget_search import BudgetOptunaSearch
 from margin_tune.pipeline.search.searchers import SearcherRequest, build_searcher
-from margin_tune.pipeline.search.study import JOURNAL_LOCK_GRACE_S, TUNE_TRIAL_ATTR, study_storage
+from margin_tune.pipeline.search.study import (
+    JOURNAL_LOCK_GRACE_S,
+    TUNE_TRIAL_ATTR,
+    SeedTrial,
+    study_storage,
+)
 from margin_tune.trainables.config import Config
 
 EPOCHS = 3
@@ -250,3 +258,28 @@ def test_a_journal_lock_left_by_a_killed_driver_is_taken_over_after_the_grace_pe
     assert len(again.trials) == 2
     assert time.monotonic() - started < JOURNAL_LOCK_GRACE_S + 5
     assert not stale.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "now"), [("BudgetOptunaSearch", BudgetOptunaSearch), ("SeedTrial", SeedTrial)]
+)
+def test_a_searcher_pickled_where_it_was_defined_before_still_loads(name: str, now: type) -> None:
+    """A sweep saved before the searcher moved to ``budget_search`` (and its seeds to ``study``)
+    names them in ``searchers`` inside its ``tuner.pkl``: ``resume`` must still load it (it
+    failed with an AttributeError before the module kept the old name)."""
+    saved = f"cmargin_tune.pipeline.search.searchers\n{name}\n.".encode()  # a pickled reference
+    assert pickle.loads(saved) is now
+
+
+def test_the_searchers_registry_imports_no_ray_tune_until_a_searcher_is_built() -> None:
+    """The sweep's input check reads the registry's names before Ray starts."""
+    code = (
+        "import sys\n"
+        "from margin_tune.pipeline.search import searchers\n"
+        "names = searchers.SEARCHERS.names()\n"
+        "print('ray.tune' in sys.modules)\n"
+        "searchers.BudgetOptunaSearch\n"
+        "print('ray.tune' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "True"]
