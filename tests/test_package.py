@@ -191,15 +191,16 @@ RUN_ONLY = ("ray.tune", "mlflow", "pandas", "sklearn")
 
 
 @pytest.mark.parametrize(
-    ("job", "store"), [("tune", "given"), ("tune", "default"), ("compare", "given")]
+    ("job", "store"),
+    [("tune", "given"), ("tune", "default"), ("compare", "given"), ("ablate", "given")],
 )
 def test_a_sweep_starts_ray_before_it_imports_ray_tune_mlflow_or_pandas(
     job: str, store: str, tmp_path: Path, tiny_overrides: list[str]
 ) -> None:
     """The input is checked (config, space, options, store, output folder, the probe trials;
-    for a comparison every split and method's) with torch, Optuna and Ray's core only; Ray's
-    start then begins, and the run's modules are imported while it comes up. The process
-    stops where Ray would start: nothing runs.
+    for a comparison every split and method's, for an ablation every cell's trial) with torch,
+    Optuna and Ray's core only; Ray's start then begins, and the run's modules are imported
+    while it comes up. The process stops where Ray would start: nothing runs.
     MLflow's default store is asked of MLflow itself, so without ``--tracking-uri`` the check
     imports MLflow (and only then). Stopping there also shows that a checked input has started
     nothing before that point: the process ends at once, with no daemon to stop."""
@@ -207,11 +208,11 @@ def test_a_sweep_starts_ray_before_it_imports_ray_tune_mlflow_or_pandas(
     store_flags = (
         ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"] if store == "given" else []
     )
-    job_flags = (
-        ["tune", "--space", "constant", "--trials", "2"]
-        if job == "tune"
-        else ["compare", "--preset", "quick", "--trials", "2"]
-    )
+    job_flags = {
+        "tune": ["tune", "--space", "constant", "--trials", "2"],
+        "compare": ["compare", "--preset", "quick", "--trials", "2"],
+        "ablate": ["ablate", "--grid", "schedulers", "--seeds", "1"],
+    }[job]
     code = textwrap.dedent(
         f"""
         import os, sys

@@ -2,6 +2,10 @@
 
 Before anything runs, the output directory gets the grid file, the base config and a manifest
 with the ablation's id and options: all ``resume`` and ``sync`` need to continue it.
+
+The input is checked with the grid, the data and every cell's trial only
+(:mod:`~margin_tune.pipeline.jobs.ablate.plan`); the run's modules (Ray Tune, MLflow, pandas)
+are imported in :func:`run_grid`, once Ray is starting on its thread, as for a ``tune``.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import dataclasses
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from margin_tune.pipeline.api.config import ConfigLike, Overrides, resolve_config, sweep_options
 from margin_tune.pipeline.api.dry_run import DryRun, time_one_epoch
@@ -20,8 +24,7 @@ from margin_tune.pipeline.jobs.ablate.grid import (
     load_ablation_grid,
     load_grid,
 )
-from margin_tune.pipeline.jobs.ablate.outputs import write_ablation
-from margin_tune.pipeline.jobs.ablate.run import AblationResult, plan_ablation, run_ablation
+from margin_tune.pipeline.jobs.ablate.plan import plan_ablation
 from margin_tune.pipeline.outputs.folders import (
     BASE_CONFIG,
     check_output_dir,
@@ -31,11 +34,13 @@ from margin_tune.pipeline.outputs.folders import (
 )
 from margin_tune.pipeline.outputs.manifest import manifest_options, write_manifest
 from margin_tune.pipeline.sweep.plan import SweepOptions, sweep_cluster
-from margin_tune.pipeline.tracking.tracker import Tracker
 from margin_tune.trainables.config import Config
 from margin_tune.trainables.data import Samples
 from margin_tune.trainables.errors import ConfigError
 from margin_tune.trainables.parts import config_from_dict
+
+if TYPE_CHECKING:
+    from margin_tune.pipeline.jobs.ablate.run import AblationResult
 
 
 def ablate(
@@ -154,7 +159,14 @@ def run_grid(
     out: Path,
     ablation_id: str,
 ) -> AblationResult:
-    """Run (or continue) the ablation inside the caller's Ray session and write its tables."""
+    """Run (or continue) the ablation inside the caller's Ray session and write its tables.
+
+    The run's modules are imported here, not with this module: see the module's docstring.
+    """
+    from margin_tune.pipeline.jobs.ablate.outputs import write_ablation
+    from margin_tune.pipeline.jobs.ablate.run import run_ablation
+    from margin_tune.pipeline.tracking.tracker import Tracker
+
     with Tracker(options.tracking_uri, options.experiment) as tracker:
         result = run_ablation(grid, base, dataset, options, out, tracker, ablation_id=ablation_id)
         for path in write_ablation(result, grid, base, out):

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from margin_tune.pipeline import api
 from margin_tune.pipeline.cli.flags import add_config_flags, add_run_flags, run_kwargs
 from margin_tune.pipeline.cli.printing import finish, output_files
-from margin_tune.pipeline.jobs.ablate.run import AblationResult
 from margin_tune.pipeline.outputs.folders import json_text
 from margin_tune.pipeline.runtime.logs import LOG_FILE
+
+if TYPE_CHECKING:
+    from margin_tune.pipeline.jobs.ablate.run import AblationResult
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -48,9 +48,8 @@ from margin_tune.pipeline.tracking.vocabulary import (
     TRIAL_ID_TAG,
 )
 from margin_tune.trainables.config import Config
-from margin_tune.trainables.data import Samples, load_dataset, recall_ks
+from margin_tune.trainables.data import Samples, recall_ks
 from margin_tune.trainables.metric_names import evaluation_metrics, on_test
-from margin_tune.trainables.trial import Trial
 
 #: Tags of every ablation trial run, beside its ``cell``.
 ABLATION_TAGS = {STAGE_TAG: ABLATION_STAGE}
@@ -229,11 +228,3 @@ def _log_summary(
     best = ranked.sort_values("rank").iloc[0]
     tracker.log_metrics(parent, {f"best_cell_{grid.metric}": float(best[f"{grid.metric}_mean"])})
     tracker.set_tags(parent, {BEST_CELL_TAG: str(best["cell"])})
-
-
-def plan_ablation(grid: AblationGrid, base: Config) -> Samples:
-    """Load the data and build every cell's trial: sizes that do not fit fail here, not in Ray."""
-    dataset = load_dataset(base.dataset)
-    for cell in grid.cells:
-        Trial(cell.config, dataset=dataset)
-    return dataset
