@@ -1,1 +1,2 @@
-"""An ablation: its grid (``grid``) and its run with main effects (``run``)."""
+"""An ablation: its grid (``grid``), its input check (``plan``) and its run with main effects
+(``run``)."""

@@ -1,1 +1,2 @@
-"""A comparison: its spec (``spec``) and its protocol (``run``)."""
+"""A comparison: its spec (``spec``), what its input check needs (``plan``) and its protocol
+(``run``)."""
