@@ -7,7 +7,9 @@ import compileall
 from dataclasses import dataclass
 from pathlib import Path
 
-#: The checkout whose package is measured: ``margin_tune/`` and the folders it links to.
+#: The checkout ``bench/`` sits in: its package (``margin_tune/`` and the folders it links to)
+#: is the code measured, a ``git worktree`` of an older commit for a baseline, also when a sweep
+#: runs in a scratch directory (:func:`bench.p1_sweep_vs_pool.sweep_env`).
 CHECKOUT = Path(__file__).resolve().parent.parent
 PACKAGE_FOLDERS = ("margin_tune", "pipeline", "trainables", "search_spaces")
 

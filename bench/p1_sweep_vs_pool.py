@@ -90,10 +90,6 @@ def existing_store(directory: Path) -> str:
     return uri
 
 
-#: The checkout ``bench/`` sits in: its ``margin_tune`` is the code measured (a ``git worktree``
-#: of an older commit, for a baseline), also when a sweep runs in a scratch directory.
-
-
 def sweep_env(**extra: str) -> dict[str, str]:
     """A sweep's environment: the checkout's ``margin_tune`` first on the path, so a sweep can
     run in its scratch directory (where MLflow's default ``./mlruns`` then lands)."""
